@@ -1,0 +1,79 @@
+# Every workflow of the project. The README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+CLUSTER := e2e/cluster/cluster.sh
+include e2e/cluster/versions.env
+BIN := $(CURDIR)/.cache/bin
+KUBECTL := $(BIN)/kubernetes-$(KUBERNETES_VERSION)/kubectl
+HELM := $(BIN)/helm-$(HELM_VERSION)/helm
+CRD_DIRS := crds charts/x0tta6bl4/crds
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build the operator and the node agent (release)
+	$(CARGO) build --release --locked -p x0tta6bl4-operator -p x0tta6bl4-node-agent
+
+.PHONY: fmt
+fmt: ## Format the Rust code
+	$(CARGO) fmt --all
+
+.PHONY: lint
+lint: ## rustfmt check and clippy with -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+.PHONY: unit
+unit: ## Unit tests of every crate (no cluster needed)
+	$(CARGO) test --workspace --locked
+
+.PHONY: crds
+crds: ## Regenerate the CRD YAML from the Rust types into crds/ and the chart
+	$(CARGO) run --quiet --locked -p x0tta6bl4-operator --bin crdgen -- $(CRD_DIRS)
+
+.PHONY: check-generated
+check-generated: ## Fail if the checked-in CRDs differ from the Rust types
+	$(CARGO) run --quiet --locked -p x0tta6bl4-operator --bin crdgen -- --check $(CRD_DIRS)
+	diff -r crds charts/x0tta6bl4/crds
+
+.PHONY: binaries
+binaries: ## Build (or reuse) the pinned upstream control plane, etcd, kwok and helm
+	e2e/cluster/build-binaries.sh all
+
+.PHONY: helm-lint
+helm-lint: binaries ## Lint the Helm chart
+	$(HELM) lint --strict charts/x0tta6bl4
+
+.PHONY: e2e
+e2e: binaries ## End-to-end tests against a real local control plane
+	e2e/run.sh
+
+.PHONY: test
+test: lint unit check-generated helm-lint e2e ## Everything CI runs
+
+.PHONY: demo
+demo: binaries ## Local cluster, CRDs, operator and examples; shows them progressing
+	e2e/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop the demo and remove everything it created
+	e2e/demo.sh down
+
+.PHONY: cluster-up cluster-down
+cluster-up: binaries ## Start a bare local cluster (X0_NODES fake nodes)
+	$(CLUSTER) up
+cluster-down: ## Stop the bare local cluster
+	$(CLUSTER) down
+
+.PHONY: bench
+bench: ## Benchmarks (figures go to docs/BENCHMARKS.md)
+	$(CARGO) bench --workspace --locked
+
+.PHONY: docker
+docker: ## Build the images (needs a Docker engine)
+	docker build --target operator -t ghcr.io/x0tta6bl4/operator:dev .
+	docker build --target node-agent -t ghcr.io/x0tta6bl4/node-agent:dev .

@@ -1,0 +1,172 @@
+//! Observability set up once: structured logs (`RUST_LOG`, optional JSON), and one HTTP server
+//! with `/metrics` (one Prometheus registry per process), `/healthz` and `/readyz`.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::sync::RwLock;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format must be text or json, not '{other}'")),
+        }
+    }
+}
+
+/// Installs the global tracing subscriber. `RUST_LOG` overrides `default_filter`.
+pub fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
+    // A second init (for example from tests) is harmless, so its error is ignored.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Why the process is not ready yet, or `None` once it is. Shared with `/readyz`.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    live: Arc<AtomicBool>,
+    not_ready_because: Arc<RwLock<Option<String>>>,
+}
+
+impl Readiness {
+    /// Starts not ready, with the reason given.
+    pub fn new(initial_reason: impl Into<String>) -> Self {
+        let readiness = Self::default();
+        readiness.live.store(true, Ordering::Relaxed);
+        *readiness.not_ready_because.try_write().expect("fresh lock") = Some(initial_reason.into());
+        readiness
+    }
+
+    pub async fn set_ready(&self) {
+        *self.not_ready_because.write().await = None;
+    }
+
+    pub async fn set_not_ready(&self, reason: impl Into<String>) {
+        *self.not_ready_because.write().await = Some(reason.into());
+    }
+
+    pub async fn is_ready(&self) -> bool {
+        self.not_ready_because.read().await.is_none()
+    }
+
+    /// Marks the process as no longer live; `/healthz` then fails so the kubelet restarts it.
+    pub fn set_unhealthy(&self) {
+        self.live.store(false, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    registry: Registry,
+    readiness: Readiness,
+}
+
+/// The router of `/metrics`, `/healthz` and `/readyz`.
+pub fn router(registry: Registry, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(ServerState { registry, readiness })
+}
+
+/// Serves [`router`] on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, registry: Registry, readiness: Readiness) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for /metrics and probes on {addr}: {e}"))?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    axum::serve(listener, router(registry, readiness)).await?;
+    Ok(())
+}
+
+async fn metrics(State(state): State<ServerState>) -> impl IntoResponse {
+    let mut body = Vec::new();
+    match TextEncoder::new().encode(&state.registry.gather(), &mut body) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn healthz(State(state): State<ServerState>) -> impl IntoResponse {
+    if state.readiness.live.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+    }
+}
+
+async fn readyz(State(state): State<ServerState>) -> impl IntoResponse {
+    match state.readiness.not_ready_because.read().await.clone() {
+        None => (StatusCode::OK, "ready".to_owned()),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn readyz_reports_the_reason_until_ready_and_metrics_are_served() {
+        let registry = Registry::new();
+        let counter = prometheus::IntCounter::new("x0_test_total", "a test counter").unwrap();
+        registry.register(Box::new(counter.clone())).unwrap();
+        counter.inc();
+        let readiness = Readiness::new("CRD meshnetworks.x0tta6bl4.io missing");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(registry, readiness.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let not_ready = get(addr, "/readyz").await;
+        assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
+        assert!(not_ready.contains("meshnetworks.x0tta6bl4.io missing"));
+        readiness.set_ready().await;
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/metrics").await.contains("x0_test_total 1"));
+        readiness.set_unhealthy();
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 503"));
+    }
+}

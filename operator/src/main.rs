@@ -1,0 +1,143 @@
+//! `x0tta6bl4-operator run`: elects a leader, waits for the CRDs, and runs the controllers.
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use x0tta6bl4_operator::context::Context;
+use x0tta6bl4_operator::leader::LeaderElector;
+use x0tta6bl4_operator::mesh::build::BuildOptions;
+use x0tta6bl4_operator::metrics::Metrics;
+use x0tta6bl4_operator::{controllers, startup};
+use x0tta6bl4_telemetry::{LogFormat, Readiness};
+
+#[derive(Parser)]
+#[command(
+    name = "x0tta6bl4-operator",
+    version,
+    about = "Kubernetes operator of x0tta6bl4 meshes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers (only the replica holding the leader lease reconciles).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "X0_METRICS_ADDR")]
+    metrics_addr: SocketAddr,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", env = "X0_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Disable leader election (only for a single replica run by hand).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "x0tta6bl4-operator")]
+    leader_election_id: String,
+    /// This replica's identity in the Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Agent image for MeshNetworks that keep the default spec.agent.image.
+    #[arg(long, env = "X0_AGENT_IMAGE")]
+    agent_image: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Command::Run(args) = Cli::parse().command;
+    x0tta6bl4_telemetry::init_logging(args.log_format, "info,kube=warn");
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("operator-{}", std::process::id()));
+
+    let metrics = Metrics::new();
+    let readiness = Readiness::new("waiting for leadership and CRDs");
+    let server = tokio::spawn(x0tta6bl4_telemetry::serve(
+        args.metrics_addr,
+        metrics.registry.clone(),
+        readiness.clone(),
+    ));
+
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster)")?;
+    let elector = (!args.no_leader_election).then(|| {
+        LeaderElector::new(
+            client.clone(),
+            &args.leader_election_namespace,
+            &args.leader_election_id,
+            &identity,
+        )
+    });
+
+    let run = async {
+        if let Some(elector) = &elector {
+            readiness.set_not_ready("standing by for the leader lease").await;
+            elector.acquire().await?;
+        }
+        metrics.leader.set(1);
+        startup::wait_for_crds(&client, &readiness).await?;
+        let build_options = BuildOptions {
+            default_agent_image: args.agent_image.clone(),
+        };
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            metrics.clone(),
+            &identity,
+            build_options,
+        ));
+        let controllers = controllers::run(ctx, readiness.clone(), shutdown_signal());
+        match &elector {
+            Some(elector) => tokio::select! {
+                () = controllers => Ok(()),
+                error = elector.hold() => Err(error),
+            },
+            None => {
+                controllers.await;
+                Ok(())
+            }
+        }
+    };
+    let outcome: Result<(), x0tta6bl4_operator::error::Error> = tokio::select! {
+        outcome = run => outcome,
+        () = shutdown_signal() => Ok(()),
+        served = server => {
+            anyhow::bail!("the metrics server stopped: {served:?}");
+        }
+    };
+    metrics.leader.set(0);
+    if let Some(elector) = &elector {
+        elector.release().await;
+    }
+    outcome.context("operator stopped")?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGTERM (the kubelet) or SIGINT (a terminal).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,5 @@
+//! The MeshNetwork reconciler: validate → build (pure) → apply → status.
+pub mod apply;
+pub mod build;
+pub mod reconcile;
+pub mod status;

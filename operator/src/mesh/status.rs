@@ -1,0 +1,233 @@
+//! MeshNetwork status computed from what was observed (pure, no IO).
+use k8s_openapi::api::apps::v1::DaemonSetStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use x0tta6bl4_api::MeshNetworkStatus;
+use x0tta6bl4_api::condition::{self, CONVERGED, DEGRADED, Desired, PROGRESSING, READY, Status};
+
+/// What the reconciler saw of the mesh's children and agents.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    /// The DaemonSet's status, if the DaemonSet exists and the controller has seen it.
+    pub daemon_set: Option<DaemonSetStatus>,
+    /// Whether the DaemonSet controller has caught up with the latest DaemonSet spec.
+    pub daemon_set_current: bool,
+    /// MeshNode records published by agents of this mesh.
+    pub reporting_nodes: i32,
+    /// Hash of the agent configuration just applied.
+    pub config_hash: String,
+    /// The PQ summary of the spec.
+    pub post_quantum: String,
+}
+
+/// A condition that flipped, for an Event.
+pub type Transition = Desired;
+
+/// Computes the status of a valid mesh.
+pub fn compute(
+    current: Option<&MeshNetworkStatus>,
+    generation: Option<i64>,
+    observed: &Observed,
+    now: &Time,
+) -> (MeshNetworkStatus, Vec<Transition>) {
+    let ds = observed.daemon_set.clone().unwrap_or_default();
+    let desired = ds.desired_number_scheduled;
+    let ready = ds.number_ready;
+    let updated = ds.updated_number_scheduled.unwrap_or(0);
+    let unavailable = ds.number_unavailable.unwrap_or(0);
+    let rolled_out = observed.daemon_set_current && updated >= desired && ready >= desired;
+
+    let ready_condition = if observed.daemon_set.is_none() || !observed.daemon_set_current {
+        Desired::new(
+            READY,
+            Status::False,
+            "Applying",
+            "waiting for the DaemonSet controller to pick up the agent DaemonSet",
+        )
+    } else if desired == 0 {
+        Desired::new(
+            READY,
+            Status::False,
+            "NoNodes",
+            "no node matches spec.nodeSelector and tolerates the agent",
+        )
+    } else if rolled_out {
+        Desired::new(
+            READY,
+            Status::True,
+            "AllNodesReady",
+            format!("{ready}/{desired} agents ready"),
+        )
+    } else {
+        Desired::new(
+            READY,
+            Status::False,
+            "AgentsNotReady",
+            format!("{ready}/{desired} agents ready, {updated} updated"),
+        )
+    };
+    let progressing = if rolled_out {
+        Desired::new(
+            PROGRESSING,
+            Status::False,
+            "RolloutComplete",
+            format!("{updated}/{desired} agents run the current spec"),
+        )
+    } else {
+        Desired::new(
+            PROGRESSING,
+            Status::True,
+            "RollingOut",
+            format!("{updated}/{desired} agents updated, {ready} ready"),
+        )
+    };
+    // Degraded means "rolled out, yet some agents are down": a rollout in progress is not degraded.
+    let degraded = if observed.daemon_set_current && updated >= desired && unavailable > 0 {
+        Desired::new(
+            DEGRADED,
+            Status::True,
+            "AgentsUnavailable",
+            format!("{unavailable} of {desired} agents unavailable"),
+        )
+    } else {
+        Desired::new(
+            DEGRADED,
+            Status::False,
+            "AsExpected",
+            "no agent of the current spec is unavailable",
+        )
+    };
+    let converged = Desired::new(
+        CONVERGED,
+        Status::Unknown,
+        "AwaitingAgentReports",
+        format!(
+            "{}/{desired} agents published a MeshNode record; routing convergence is reported by agents",
+            observed.reporting_nodes
+        ),
+    );
+
+    let mut status = current.cloned().unwrap_or_default();
+    let transitions = condition::set_all(
+        &mut status.conditions,
+        [ready_condition, progressing, degraded, converged],
+        generation,
+        now,
+    );
+    status.observed_generation = generation;
+    status.desired_nodes = desired;
+    status.ready_nodes = ready;
+    status.updated_nodes = updated;
+    status.reporting_nodes = observed.reporting_nodes;
+    status.ready_nodes_text = format!("{ready}/{desired}");
+    status.post_quantum = observed.post_quantum.clone();
+    status.config_hash = observed.config_hash.clone();
+    (status, transitions)
+}
+
+/// Status of a mesh whose spec the schema admitted but the operator cannot act on.
+pub fn invalid(
+    current: Option<&MeshNetworkStatus>,
+    generation: Option<i64>,
+    message: String,
+    now: &Time,
+) -> (MeshNetworkStatus, Vec<Transition>) {
+    let mut status = current.cloned().unwrap_or_default();
+    let conditions = [
+        Desired::new(READY, Status::False, "InvalidSpec", message.clone()),
+        Desired::new(
+            PROGRESSING,
+            Status::False,
+            "InvalidSpec",
+            "nothing is rolled out until the spec is fixed",
+        ),
+        Desired::new(DEGRADED, Status::True, "InvalidSpec", message),
+    ];
+    let transitions = condition::set_all(&mut status.conditions, conditions, generation, now);
+    status.observed_generation = generation;
+    (status, transitions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(s: i64) -> Time {
+        Time(Timestamp::from_second(s).unwrap())
+    }
+
+    fn observed(desired: i32, ready: i32, updated: i32) -> Observed {
+        Observed {
+            daemon_set: Some(DaemonSetStatus {
+                desired_number_scheduled: desired,
+                number_ready: ready,
+                updated_number_scheduled: Some(updated),
+                number_unavailable: Some(desired - ready),
+                ..Default::default()
+            }),
+            daemon_set_current: true,
+            reporting_nodes: 0,
+            config_hash: "abc".into(),
+            post_quantum: "required:X25519MLKEM768/ML-DSA-65".into(),
+        }
+    }
+
+    fn reason<'a>(status: &'a MeshNetworkStatus, type_: &str) -> (&'a str, &'a str) {
+        let c = condition::find(&status.conditions, type_).unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn all_agents_ready_makes_the_mesh_ready_with_node_counts() {
+        let (status, transitions) = compute(None, Some(1), &observed(3, 3, 3), &at(1));
+        assert_eq!(reason(&status, READY), ("True", "AllNodesReady"));
+        assert_eq!(reason(&status, PROGRESSING), ("False", "RolloutComplete"));
+        assert_eq!(reason(&status, DEGRADED), ("False", "AsExpected"));
+        assert_eq!(status.ready_nodes_text, "3/3");
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(transitions.len(), 4, "every new condition is a transition");
+    }
+
+    #[test]
+    fn a_rollout_in_progress_is_progressing_not_degraded() {
+        let (status, _) = compute(None, Some(2), &observed(3, 2, 1), &at(1));
+        assert_eq!(reason(&status, READY), ("False", "AgentsNotReady"));
+        assert_eq!(reason(&status, PROGRESSING), ("True", "RollingOut"));
+        assert_eq!(reason(&status, DEGRADED).0, "False");
+    }
+
+    #[test]
+    fn agents_down_after_the_rollout_are_degraded() {
+        let (status, _) = compute(None, Some(1), &observed(3, 1, 3), &at(1));
+        assert_eq!(reason(&status, DEGRADED), ("True", "AgentsUnavailable"));
+    }
+
+    #[test]
+    fn no_matching_node_says_so() {
+        let (status, _) = compute(None, Some(1), &observed(0, 0, 0), &at(1));
+        assert_eq!(reason(&status, READY), ("False", "NoNodes"));
+    }
+
+    #[test]
+    fn recomputing_an_unchanged_mesh_changes_nothing_and_emits_no_transition() {
+        let (first, _) = compute(None, Some(1), &observed(3, 3, 3), &at(1));
+        let (second, transitions) = compute(Some(&first), Some(1), &observed(3, 3, 3), &at(99));
+        assert_eq!(first, second);
+        assert!(transitions.is_empty());
+    }
+
+    #[test]
+    fn an_invalid_spec_is_not_ready_with_reason_invalid_spec_and_recovers_on_fix() {
+        let (status, transitions) = invalid(None, Some(4), "spec.agent.image: bad".into(), &at(1));
+        assert_eq!(reason(&status, READY), ("False", "InvalidSpec"));
+        assert_eq!(status.observed_generation, Some(4));
+        assert!(transitions.iter().any(|t| t.type_ == READY));
+        let (fixed, transitions) = compute(Some(&status), Some(5), &observed(3, 3, 3), &at(2));
+        assert_eq!(reason(&fixed, READY), ("True", "AllNodesReady"));
+        assert!(
+            transitions
+                .iter()
+                .any(|t| t.type_ == READY && t.status == Status::True)
+        );
+    }
+}
