@@ -4,6 +4,8 @@
 //! crate and never on the operator. Doc comments on spec fields are written for the user of
 //! `kubectl explain`, because they become the CRD schema descriptions.
 #![forbid(unsafe_code)]
+// kube-derive's repeated `printcolumn(type_ = ...)` arguments trip this lint; they are distinct columns.
+#![allow(clippy::duplicated_attributes)]
 
 pub mod agent_config;
 pub mod chaos;

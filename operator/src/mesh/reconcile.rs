@@ -98,3 +98,123 @@ async fn count_mesh_nodes(ctx: &Context, namespace: &str, mesh: &str) -> Result<
         .map_err(Error::kube(format!("listing MeshNodes of {namespace}/{mesh}")))?;
     Ok(i32::try_from(list.items.len()).unwrap_or(i32::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    //! One reconcile step against a mock API server that counts requests by verb. The real
+    //! behaviour against kube-apiserver is covered by the e2e suite.
+    use std::sync::{Arc, Mutex};
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use kube::runtime::controller::Action;
+    use x0tta6bl4_api::MeshNetwork;
+
+    use super::*;
+    use crate::mesh::build::{BuildOptions, build};
+    use crate::metrics::Metrics;
+
+    const MESH: &str = r#"
+apiVersion: x0tta6bl4.io/v1alpha1
+kind: MeshNetwork
+metadata: {name: demo, namespace: ns, uid: 0b5c9a4e-0000-4000-8000-000000000001, generation: 3}
+spec:
+  tolerations: [{key: kwok.x-k8s.io/node, operator: Exists, effect: NoSchedule}]
+"#;
+
+    /// Serves GETs of the children exactly as the operator would have applied them, with a
+    /// rolled-out DaemonSet, and counts every request that is not a read.
+    fn mock_api(mesh: &MeshNetwork) -> (kube::Client, Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let children = build(mesh, &BuildOptions::default());
+        let mut daemon_set = children.daemon_set.clone();
+        daemon_set.metadata.generation = Some(2);
+        daemon_set.status = Some(k8s_openapi::api::apps::v1::DaemonSetStatus {
+            desired_number_scheduled: 3,
+            number_ready: 3,
+            updated_number_scheduled: Some(3),
+            number_available: Some(3),
+            number_unavailable: Some(0),
+            observed_generation: Some(2),
+            ..Default::default()
+        });
+        let recorded = writes.clone();
+        let mesh_json = serde_json::to_vec(mesh).unwrap();
+        let server = tokio::spawn(async move {
+            while let Some((request, respond)) = handle.next_request().await {
+                let path = request.uri().path().to_owned();
+                if request.method() != Method::GET {
+                    recorded.lock().unwrap().push(format!("{} {path}", request.method()));
+                }
+                let body = match path.rsplit('/').nth(1).unwrap_or_default() {
+                    _ if path.ends_with("/meshnetworks/demo/status") => Ok(mesh_json.clone()),
+                    "serviceaccounts" => serde_json::to_vec(&children.service_account),
+                    "roles" => serde_json::to_vec(&children.role),
+                    "rolebindings" => serde_json::to_vec(&children.role_binding),
+                    "configmaps" => serde_json::to_vec(&children.config_map),
+                    "services" => serde_json::to_vec(&children.service),
+                    "daemonsets" => serde_json::to_vec(&daemon_set),
+                    _ if path.ends_with("/meshnodes") => serde_json::to_vec(&serde_json::json!({
+                        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                        "metadata": {}, "items": []
+                    })),
+                    _ => serde_json::to_vec(&serde_json::json!({"kind": "Status", "code": 404})),
+                }
+                .unwrap();
+                respond.send_response(Response::builder().status(StatusCode::OK).body(Body::from(body)).unwrap());
+            }
+        });
+        (kube::Client::new(service, "default"), writes, server)
+    }
+
+    fn mesh_with_settled_status() -> MeshNetwork {
+        let mut mesh: MeshNetwork = serde_yaml::from_str(MESH).unwrap();
+        let children = build(&mesh, &BuildOptions::default());
+        let observed = Observed {
+            daemon_set: Some(k8s_openapi::api::apps::v1::DaemonSetStatus {
+                desired_number_scheduled: 3,
+                number_ready: 3,
+                updated_number_scheduled: Some(3),
+                number_available: Some(3),
+                number_unavailable: Some(0),
+                observed_generation: Some(2),
+                ..Default::default()
+            }),
+            daemon_set_current: true,
+            reporting_nodes: 0,
+            config_hash: children.config_hash,
+            post_quantum: mesh.spec.post_quantum_summary(),
+        };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        mesh.status = Some(status::compute(None, Some(3), &observed, &now).0);
+        mesh
+    }
+
+    #[tokio::test]
+    async fn reconciling_an_unchanged_mesh_makes_no_mutating_api_call() {
+        let mesh = mesh_with_settled_status();
+        let (client, writes, server) = mock_api(&mesh);
+        let ctx = Arc::new(Context::new(client, Metrics::new(), "test", BuildOptions::default()));
+        let action = reconcile(Arc::new(mesh), ctx.clone()).await.expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(RESYNC));
+        assert_eq!(*writes.lock().unwrap(), Vec::<String>::new());
+        assert_eq!(ctx.metrics.api_writes.with_label_values(&["DaemonSet"]).get(), 0);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_changed_spec_reapplies_only_what_changed() {
+        let mut mesh = mesh_with_settled_status();
+        let (client, writes, server) = mock_api(&mesh);
+        mesh.spec.routing.hello_interval = "50ms".into();
+        mesh.spec.routing.neighbour_timeout = "150ms".into();
+        let ctx = Arc::new(Context::new(client, Metrics::new(), "test", BuildOptions::default()));
+        reconcile(Arc::new(mesh), ctx).await.expect("reconcile succeeds");
+        let writes = writes.lock().unwrap().clone();
+        assert!(writes.iter().any(|w| w.starts_with("PATCH") && w.contains("/configmaps/demo-agent-config")), "{writes:?}");
+        assert!(writes.iter().any(|w| w.starts_with("PATCH") && w.contains("/daemonsets/demo-agent")), "{writes:?}");
+        assert!(!writes.iter().any(|w| w.contains("/serviceaccounts/") || w.contains("/roles/")), "{writes:?}");
+        server.abort();
+    }
+}
