@@ -1,1 +1,218 @@
-//! Helpers shared by the e2e tests: clients, namespaces, waiting on conditions.
+//! Helpers shared by the e2e tests: a client of the local cluster, one namespace per test,
+//! operator processes the tests start and kill, `kubectl` as users run it, and waiting on
+//! conditions with deadlines (never fixed sleeps).
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub use x0tta6bl4_api as api;
+
+/// Root of the repository (examples, crds, charts live here).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent").to_path_buf()
+}
+
+/// A client of the cluster named by KUBECONFIG (set by e2e/run.sh).
+pub async fn client() -> Client {
+    Client::try_default().await.expect("KUBECONFIG points at the e2e cluster (run through `make e2e`)")
+}
+
+fn env_path(name: &str) -> PathBuf {
+    PathBuf::from(std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by e2e/run.sh")))
+}
+
+/// Runs kubectl as a user would, against the e2e cluster.
+pub fn kubectl(args: &[&str]) -> Output {
+    Command::new(env_path("X0_KUBECTL")).args(args).output().expect("kubectl runs")
+}
+
+/// Runs kubectl and fails the test with its stderr if it fails.
+pub fn kubectl_ok(args: &[&str]) -> String {
+    let out = kubectl(args);
+    assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs helm against the e2e cluster.
+pub fn helm(args: &[&str]) -> Output {
+    Command::new(env_path("X0_HELM")).args(args).output().expect("helm runs")
+}
+
+/// A namespace of its own for one test, deleted when the test ends.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let name = format!("{prefix}-{}", std::process::id() % 100_000);
+        let api: Api<Namespace> = Api::all(client.clone());
+        let namespace = Namespace {
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &namespace).await.expect("namespace created");
+        Self { name, client: client.clone() }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let name = self.name.clone();
+        // Drop cannot await; the namespace controller finishes the deletion on its own.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = api.delete(&name, &DeleteParams::background()).await;
+            });
+        }
+    }
+}
+
+/// Polls `fetch` until `done` holds or `timeout` passes; returns the last value or fails with
+/// `what` and the last value seen, so a timeout explains itself.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut fetch: F, done: impl Fn(&T) -> bool) -> T
+where
+    T: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let value = fetch().await;
+        if done(&value) {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {value:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Gets an object, or None when it does not exist.
+pub async fn get_opt<K>(api: &Api<K>, name: &str) -> Option<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.expect("API reachable")
+}
+
+/// An operator process started by a test, killed when dropped.
+pub struct Operator {
+    child: Child,
+    pub metrics_port: u16,
+    pub identity: String,
+    log: PathBuf,
+}
+
+impl Operator {
+    /// Starts `x0tta6bl4-operator run` with leader election on the given Lease.
+    pub async fn start(identity: &str, lease: &str) -> anyhow::Result<Self> {
+        let metrics_port = free_port()?;
+        let log = std::env::temp_dir().join(format!("x0-e2e-operator-{identity}.log"));
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(env_path("X0_OPERATOR_BIN"))
+            .args(["run", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--leader-election-namespace", "default", "--leader-election-id", lease, "--identity", identity])
+            .args(["--agent-image", "x0tta6bl4/node-agent:e2e"])
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::from(log_file.try_clone()?))
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .context("starting the operator (X0_OPERATOR_BIN)")?;
+        let operator = Self { child, metrics_port, identity: identity.to_owned(), log };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while http_get(metrics_port, "/healthz").await.is_err() {
+            if tokio::time::Instant::now() >= deadline {
+                bail!("operator {identity} did not serve /healthz: {}", operator.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(operator)
+    }
+
+    /// Waits until this replica leads and its caches are synced (/readyz 200).
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let port = self.metrics_port;
+        wait_until(
+            &format!("operator {} ready", self.identity),
+            timeout,
+            || async move { http_get(port, "/readyz").await.unwrap_or_default() },
+            |body| body.starts_with("HTTP/1.1 200"),
+        )
+        .await;
+    }
+
+    /// Sum of a metric over all its label sets (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let body = http_get(self.metrics_port, "/metrics").await.unwrap_or_default();
+        metric_sum(&body, name)
+    }
+
+    /// Sum of a metric over the label sets that contain `label` (for example `kind="DaemonSet"`).
+    pub async fn metric_with(&self, name: &str, label: &str) -> f64 {
+        let body = http_get(self.metrics_port, "/metrics").await.unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Kills the process at once (SIGKILL), as a node failure would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sum of the samples of `name` in a Prometheus text exposition.
+pub fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A raw HTTP/1.1 GET on loopback, enough for /metrics and probes.
+pub async fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+/// A TCP port the kernel says is free now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Number of fake nodes in the e2e cluster.
+pub fn node_count() -> i32 {
+    std::env::var("X0_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(3)
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# `make e2e`: builds (or reuses) the control plane, starts a local cluster on loopback, installs
+# the CRDs, and runs the e2e suite against it; the cluster is torn down afterwards. Prints how
+# long each stage took.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=cluster/versions.env
+source e2e/cluster/versions.env
+export X0_CLUSTER="${X0_CLUSTER:-e2e}"
+export X0_NODES="${X0_NODES:-3}"
+CLUSTER=e2e/cluster/cluster.sh
+
+stage_start=$SECONDS
+stage() {
+  printf '[e2e] %-28s %4ss\n' "$1" "$((SECONDS - stage_start))" >&2
+  stage_start=$SECONDS
+}
+
+e2e/cluster/build-binaries.sh all
+stage "control-plane binaries"
+
+cargo build --locked -p x0tta6bl4-operator -p x0tta6bl4-node-agent
+cargo test --locked -p x0tta6bl4-e2e --features e2e --no-run
+stage "operator and test build"
+
+cleanup() {
+  if [[ "${X0_KEEP_CLUSTER:-0}" != 1 ]]; then
+    "$CLUSTER" down || true
+  fi
+}
+trap cleanup EXIT
+"$CLUSTER" up
+stage "cluster up ($X0_NODES nodes)"
+
+eval "$("$CLUSTER" env)"
+export X0_KUBECTL="$ROOT/.cache/bin/kubernetes-$KUBERNETES_VERSION/kubectl"
+export X0_HELM="$ROOT/.cache/bin/helm-$HELM_VERSION/helm"
+export X0_OPERATOR_BIN="$ROOT/target/debug/x0tta6bl4-operator"
+"$X0_KUBECTL" apply --server-side -f crds/
+"$X0_KUBECTL" wait --for=condition=Established --timeout=60s -f crds/
+stage "CRDs installed"
+
+# One test at a time: each test runs its own operator, and two operators on one cluster would
+# both reconcile every namespace.
+cargo test --locked -p x0tta6bl4-e2e --features e2e -- --test-threads=1 --nocapture
+stage "e2e suite"
