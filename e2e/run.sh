@@ -44,5 +44,5 @@ stage "CRDs installed"
 
 # One test at a time: each test runs its own operator, and two operators on one cluster would
 # both reconcile every namespace.
-cargo test --locked -p x0tta6bl4-e2e --features e2e -- --test-threads=1 --nocapture
+cargo test --locked -p x0tta6bl4-e2e --features e2e --no-fail-fast -- --test-threads=1 --nocapture
 stage "e2e suite"

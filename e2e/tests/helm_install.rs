@@ -44,7 +44,7 @@ async fn helm_install_brings_the_operator_up_with_least_privilege() {
         String::from_utf8_lossy(&out.stdout).trim() == "yes"
     };
     assert!(can("create", "daemonsets.apps", &["-n", "anywhere"]));
-    assert!(can("patch", "meshnetworks.x0tta6bl4.io/status", &["-n", "anywhere"]));
+    assert!(can("patch", "meshnetworks.x0tta6bl4.io", &["-n", "anywhere", "--subresource=status"]));
     assert!(can("get", "customresourcedefinitions.apiextensions.k8s.io/meshnetworks.x0tta6bl4.io", &[]));
     assert!(!can("get", "secrets", &["-n", "anywhere"]), "the operator must not read secrets");
     assert!(!can("patch", "meshnetworks.x0tta6bl4.io", &["-n", "anywhere"]), "the operator must not edit specs");

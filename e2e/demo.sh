@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# `make demo` / `make demo-down`: a local cluster with fake nodes, the CRDs, the operator (a
+# local process with the cluster's kubeconfig), and the examples, shown as they progress.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=cluster/versions.env
+source e2e/cluster/versions.env
+export X0_CLUSTER="${X0_CLUSTER:-demo}"
+CLUSTER=e2e/cluster/cluster.sh
+STATE="$ROOT/.cache/clusters/$X0_CLUSTER"
+KUBECTL="$ROOT/.cache/bin/kubernetes-$KUBERNETES_VERSION/kubectl"
+OPERATOR_PID="$ROOT/.cache/demo-$X0_CLUSTER-operator.pid"
+OPERATOR_LOG="$ROOT/.cache/demo-$X0_CLUSTER-operator.log"
+
+log() { printf '[demo] %s\n' "$*" >&2; }
+
+stop_operator() {
+  if [[ -f "$OPERATOR_PID" ]]; then
+    local pid
+    pid="$(cat "$OPERATOR_PID")"
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid"
+      # Wait (bounded) for a clean shutdown, which releases the leader lease.
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$OPERATOR_PID"
+  fi
+}
+
+up() {
+  e2e/cluster/build-binaries.sh all
+  cargo build --locked -p x0tta6bl4-operator -p x0tta6bl4-node-agent
+  "$CLUSTER" up
+  eval "$("$CLUSTER" env)"
+  "$KUBECTL" apply --server-side -f crds/
+  "$KUBECTL" wait --for=condition=Established --timeout=60s -f crds/
+
+  stop_operator
+  log "starting the operator (log: $OPERATOR_LOG)"
+  POD_NAMESPACE=default setsid "$ROOT/target/debug/x0tta6bl4-operator" run \
+    --metrics-addr 127.0.0.1:0 --identity "demo-$(hostname)" \
+    --agent-image x0tta6bl4/node-agent:dev >"$OPERATOR_LOG" 2>&1 &
+  echo $! >"$OPERATOR_PID"
+
+  "$KUBECTL" apply -f examples/meshnetwork.yaml -f examples/flround.yaml -f examples/chaos-loss.yaml
+  log "waiting for the MeshNetwork to become Ready"
+  local last="" current deadline=$((SECONDS + 120))
+  while ((SECONDS < deadline)); do
+    current="$("$KUBECTL" get meshnetworks,flrounds,chaos -o wide 2>&1)"
+    if [[ "$current" != "$last" ]]; then
+      printf '\n%s\n' "$current"
+      last="$current"
+    fi
+    if "$KUBECTL" wait --for=condition=Ready --timeout=2s meshnetwork/demo >/dev/null 2>&1; then
+      printf '\n'
+      "$KUBECTL" get meshnetworks,flrounds,chaos -o wide
+      log "the demo is up. KUBECONFIG=$STATE/kubeconfig; try: kubectl describe mesh demo; stop it with: make demo-down"
+      return 0
+    fi
+  done
+  log "the MeshNetwork did not become Ready within 120s; operator log tail:"
+  tail -n 30 "$OPERATOR_LOG" >&2
+  return 1
+}
+
+down() {
+  stop_operator
+  "$CLUSTER" down
+  rm -f "$OPERATOR_LOG"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac
