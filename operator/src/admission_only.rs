@@ -50,7 +50,7 @@ pub trait Reconciled:
     fn reference(&self) -> Option<Reference<'_>>;
     fn current_status(&self) -> Option<&Self::Status>;
     fn conditions(status: &mut Self::Status) -> &mut Vec<Condition>;
-    fn set_phase(status: &mut Self::Status, phase: &str, generation: Option<i64>);
+    fn set_phase(&self, status: &mut Self::Status, phase: &str, generation: Option<i64>);
 }
 
 impl Reconciled for FLTrainingRound {
@@ -69,12 +69,10 @@ impl Reconciled for FLTrainingRound {
     fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
         &mut status.conditions
     }
-    fn set_phase(status: &mut Self::Status, phase: &str, generation: Option<i64>) {
+    fn set_phase(&self, status: &mut Self::Status, phase: &str, generation: Option<i64>) {
         status.phase = phase.to_owned();
         status.observed_generation = generation;
-        if status.round_text.is_empty() {
-            status.round_text = "0".into();
-        }
+        status.round_text = format!("{}/{}", status.completed_rounds, self.spec.rounds);
     }
 }
 
@@ -98,7 +96,7 @@ impl Reconciled for ChaosExperiment {
     fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
         &mut status.conditions
     }
-    fn set_phase(status: &mut Self::Status, phase: &str, generation: Option<i64>) {
+    fn set_phase(&self, status: &mut Self::Status, phase: &str, generation: Option<i64>) {
         status.phase = phase.to_owned();
         status.observed_generation = generation;
     }
@@ -149,7 +147,7 @@ pub async fn reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Resu
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut status = object.current_status().cloned().unwrap_or_default();
     let transitions = condition::set_all(K::conditions(&mut status), conditions, generation, &now);
-    K::set_phase(&mut status, phase, generation);
+    object.set_phase(&mut status, phase, generation);
     if object.current_status() != Some(&status) {
         apply_status(&ctx, object.as_ref(), &status).await?;
     }

@@ -9,7 +9,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
-use x0tta6bl4_api::condition::{Desired, Status};
+use x0tta6bl4_api::condition::{DEGRADED, Desired, Status};
 
 use crate::error::Error;
 use crate::mesh::build::BuildOptions;
@@ -72,10 +72,13 @@ impl Context {
     ) {
         for transition in transitions {
             let event = Event {
-                type_: if transition.status == Status::True || transition.type_ != "Ready" {
-                    EventType::Normal
-                } else {
+                // Warnings are for what needs a person: a spec to fix, or agents lost.
+                type_: if transition.reason == "InvalidSpec"
+                    || (transition.type_ == DEGRADED && transition.status == Status::True)
+                {
                     EventType::Warning
+                } else {
+                    EventType::Normal
                 },
                 reason: transition.reason.to_owned(),
                 note: Some(format!(

@@ -145,7 +145,10 @@ spec:
             while let Some((request, respond)) = handle.next_request().await {
                 let path = request.uri().path().to_owned();
                 if request.method() != Method::GET {
-                    recorded.lock().unwrap().push(format!("{} {path}", request.method()));
+                    recorded
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} {path}", request.method()));
                 }
                 let body = match path.rsplit('/').nth(1).unwrap_or_default() {
                     _ if path.ends_with("/meshnetworks/demo/status") => Ok(mesh_json.clone()),
@@ -162,7 +165,12 @@ spec:
                     _ => serde_json::to_vec(&serde_json::json!({"kind": "Status", "code": 404})),
                 }
                 .unwrap();
-                respond.send_response(Response::builder().status(StatusCode::OK).body(Body::from(body)).unwrap());
+                respond.send_response(
+                    Response::builder()
+                        .status(StatusCode::OK)
+                        .body(Body::from(body))
+                        .unwrap(),
+                );
             }
         });
         (kube::Client::new(service, "default"), writes, server)
@@ -195,8 +203,15 @@ spec:
     async fn reconciling_an_unchanged_mesh_makes_no_mutating_api_call() {
         let mesh = mesh_with_settled_status();
         let (client, writes, server) = mock_api(&mesh);
-        let ctx = Arc::new(Context::new(client, Metrics::new(), "test", BuildOptions::default()));
-        let action = reconcile(Arc::new(mesh), ctx.clone()).await.expect("reconcile succeeds");
+        let ctx = Arc::new(Context::new(
+            client,
+            Metrics::new(),
+            "test",
+            BuildOptions::default(),
+        ));
+        let action = reconcile(Arc::new(mesh), ctx.clone())
+            .await
+            .expect("reconcile succeeds");
         assert_eq!(action, Action::requeue(RESYNC));
         assert_eq!(*writes.lock().unwrap(), Vec::<String>::new());
         assert_eq!(ctx.metrics.api_writes.with_label_values(&["DaemonSet"]).get(), 0);
@@ -209,12 +224,32 @@ spec:
         let (client, writes, server) = mock_api(&mesh);
         mesh.spec.routing.hello_interval = "50ms".into();
         mesh.spec.routing.neighbour_timeout = "150ms".into();
-        let ctx = Arc::new(Context::new(client, Metrics::new(), "test", BuildOptions::default()));
+        let ctx = Arc::new(Context::new(
+            client,
+            Metrics::new(),
+            "test",
+            BuildOptions::default(),
+        ));
         reconcile(Arc::new(mesh), ctx).await.expect("reconcile succeeds");
         let writes = writes.lock().unwrap().clone();
-        assert!(writes.iter().any(|w| w.starts_with("PATCH") && w.contains("/configmaps/demo-agent-config")), "{writes:?}");
-        assert!(writes.iter().any(|w| w.starts_with("PATCH") && w.contains("/daemonsets/demo-agent")), "{writes:?}");
-        assert!(!writes.iter().any(|w| w.contains("/serviceaccounts/") || w.contains("/roles/")), "{writes:?}");
+        assert!(
+            writes
+                .iter()
+                .any(|w| w.starts_with("PATCH") && w.contains("/configmaps/demo-agent-config")),
+            "{writes:?}"
+        );
+        assert!(
+            writes
+                .iter()
+                .any(|w| w.starts_with("PATCH") && w.contains("/daemonsets/demo-agent")),
+            "{writes:?}"
+        );
+        assert!(
+            !writes
+                .iter()
+                .any(|w| w.contains("/serviceaccounts/") || w.contains("/roles/")),
+            "{writes:?}"
+        );
         server.abort();
     }
 }

@@ -80,8 +80,14 @@ pub fn compute(
             format!("{updated}/{desired} agents updated, {ready} ready"),
         )
     };
-    // Degraded means "rolled out, yet some agents are down": a rollout in progress is not degraded.
-    let degraded = if observed.daemon_set_current && updated >= desired && unavailable > 0 {
+    // Degraded means "was serving, and agents went down". Agents still starting after a create
+    // or a rollout are progress, not degradation.
+    let was_serving = current.is_some_and(|s| {
+        condition::is_true(&s.conditions, READY)
+            || condition::find(&s.conditions, DEGRADED)
+                .is_some_and(|c| c.status == "True" && c.reason == "AgentsUnavailable")
+    });
+    let degraded = if was_serving && observed.daemon_set_current && updated >= desired && unavailable > 0 {
         Desired::new(
             DEGRADED,
             Status::True,
@@ -197,9 +203,19 @@ mod tests {
     }
 
     #[test]
-    fn agents_down_after_the_rollout_are_degraded() {
-        let (status, _) = compute(None, Some(1), &observed(3, 1, 3), &at(1));
+    fn agents_that_go_down_after_the_mesh_was_ready_are_degraded() {
+        let (ready, _) = compute(None, Some(1), &observed(3, 3, 3), &at(1));
+        let (status, transitions) = compute(Some(&ready), Some(1), &observed(3, 1, 3), &at(2));
         assert_eq!(reason(&status, DEGRADED), ("True", "AgentsUnavailable"));
+        assert_eq!(reason(&status, READY), ("False", "AgentsNotReady"));
+        assert!(transitions.iter().any(|t| t.type_ == DEGRADED));
+    }
+
+    #[test]
+    fn agents_still_starting_after_a_create_are_not_degraded() {
+        let (status, _) = compute(None, Some(1), &observed(3, 0, 3), &at(1));
+        assert_eq!(reason(&status, DEGRADED).0, "False");
+        assert_eq!(reason(&status, PROGRESSING), ("True", "RollingOut"));
     }
 
     #[test]
