@@ -483,6 +483,10 @@ start_kwok() {
   # kwok v0.8.0 has no built-in stages: kwok-stages.yaml holds its default node/pod lifecycle.
   # KWOK_WORKDIR keeps kwok from also loading a user's ~/.kwok/kwok.yaml.
   # Only nodes annotated kwok.x-k8s.io/node=fake are managed, so kwok never touches a real node.
+  # kwok logs every node lease renewal at INFO: ~100 lines/s (100 MB/hour) with 1000 nodes, so
+  # large clusters log warnings only.
+  local verbosity=INFO
+  ((NODES < 100)) || verbosity=WARN
   start kwok env KWOK_WORKDIR="$STATE/kwok" "$KWOK_BIN/kwok" \
     --config="$KWOK_STAGES" \
     --kubeconfig="$KUBECONFIG_FILE" \
@@ -495,7 +499,8 @@ start_kwok() {
     --cidr=10.0.0.1/24 \
     --node-ip=10.0.0.1 \
     --node-lease-duration-seconds=40 \
-    --server-address="127.0.0.1:$KWOK_PORT"
+    --server-address="127.0.0.1:$KWOK_PORT" \
+    --v="$verbosity"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -18,12 +18,17 @@ pub use x0tta6bl4_api as api;
 
 /// Root of the repository (examples, crds, charts live here).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e/ has a parent")
+        .to_path_buf()
 }
 
 /// A client of the cluster named by KUBECONFIG (set by e2e/run.sh).
 pub async fn client() -> Client {
-    Client::try_default().await.expect("KUBECONFIG points at the e2e cluster (run through `make e2e`)")
+    Client::try_default()
+        .await
+        .expect("KUBECONFIG points at the e2e cluster (run through `make e2e`)")
 }
 
 fn env_path(name: &str) -> PathBuf {
@@ -32,19 +37,29 @@ fn env_path(name: &str) -> PathBuf {
 
 /// Runs kubectl as a user would, against the e2e cluster.
 pub fn kubectl(args: &[&str]) -> Output {
-    Command::new(env_path("X0_KUBECTL")).args(args).output().expect("kubectl runs")
+    Command::new(env_path("X0_KUBECTL"))
+        .args(args)
+        .output()
+        .expect("kubectl runs")
 }
 
 /// Runs kubectl and fails the test with its stderr if it fails.
 pub fn kubectl_ok(args: &[&str]) -> String {
     let out = kubectl(args);
-    assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs helm against the e2e cluster.
 pub fn helm(args: &[&str]) -> Output {
-    Command::new(env_path("X0_HELM")).args(args).output().expect("helm runs")
+    Command::new(env_path("X0_HELM"))
+        .args(args)
+        .output()
+        .expect("helm runs")
 }
 
 /// A namespace of its own for one test, deleted when the test ends.
@@ -58,11 +73,19 @@ impl TestNamespace {
         let name = format!("{prefix}-{}", std::process::id() % 100_000);
         let api: Api<Namespace> = Api::all(client.clone());
         let namespace = Namespace {
-            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        api.create(&PostParams::default(), &namespace).await.expect("namespace created");
-        Self { name, client: client.clone() }
+        api.create(&PostParams::default(), &namespace)
+            .await
+            .expect("namespace created");
+        Self {
+            name,
+            client: client.clone(),
+        }
     }
 }
 
@@ -81,7 +104,12 @@ impl Drop for TestNamespace {
 
 /// Polls `fetch` until `done` holds or `timeout` passes; returns the last value or fails with
 /// `what` and the last value seen, so a timeout explains itself.
-pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut fetch: F, done: impl Fn(&T) -> bool) -> T
+pub async fn wait_until<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut fetch: F,
+    done: impl Fn(&T) -> bool,
+) -> T
 where
     T: std::fmt::Debug,
     F: FnMut() -> Fut,
@@ -124,18 +152,33 @@ impl Operator {
         let log_file = std::fs::File::create(&log)?;
         let child = Command::new(env_path("X0_OPERATOR_BIN"))
             .args(["run", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--leader-election-namespace", "default", "--leader-election-id", lease, "--identity", identity])
+            .args([
+                "--leader-election-namespace",
+                "default",
+                "--leader-election-id",
+                lease,
+                "--identity",
+                identity,
+            ])
             .args(["--agent-image", "x0tta6bl4/node-agent:e2e"])
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::from(log_file.try_clone()?))
             .stderr(Stdio::from(log_file))
             .spawn()
             .context("starting the operator (X0_OPERATOR_BIN)")?;
-        let operator = Self { child, metrics_port, identity: identity.to_owned(), log };
+        let operator = Self {
+            child,
+            metrics_port,
+            identity: identity.to_owned(),
+            log,
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while http_get(metrics_port, "/healthz").await.is_err() {
             if tokio::time::Instant::now() >= deadline {
-                bail!("operator {identity} did not serve /healthz: {}", operator.log_tail());
+                bail!(
+                    "operator {identity} did not serve /healthz: {}",
+                    operator.log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -192,7 +235,10 @@ impl Drop for Operator {
 pub fn metric_sum(body: &str, name: &str) -> f64 {
     body.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -214,5 +260,8 @@ pub fn free_port() -> std::io::Result<u16> {
 
 /// Number of fake nodes in the e2e cluster.
 pub fn node_count() -> i32 {
-    std::env::var("X0_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(3)
+    std::env::var("X0_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3)
 }

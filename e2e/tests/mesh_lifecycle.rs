@@ -51,20 +51,34 @@ async fn a_mesh_network_lives_its_whole_lifecycle() {
 
     // Every child exists, owned by the mesh.
     let uid = mesh.metadata.uid.clone().unwrap();
-    let owned_by_mesh = |refs: &Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
-        refs.as_ref().is_some_and(|r| r.iter().any(|o| o.uid == uid && o.controller == Some(true)))
-    };
-    let sa = Api::<ServiceAccount>::namespaced(client.clone(), &ns.name).get("demo-agent").await.unwrap();
+    let owned_by_mesh =
+        |refs: &Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            refs.as_ref()
+                .is_some_and(|r| r.iter().any(|o| o.uid == uid && o.controller == Some(true)))
+        };
+    let sa = Api::<ServiceAccount>::namespaced(client.clone(), &ns.name)
+        .get("demo-agent")
+        .await
+        .unwrap();
     assert!(owned_by_mesh(&sa.metadata.owner_references));
-    let role = Api::<Role>::namespaced(client.clone(), &ns.name).get("demo-agent").await.unwrap();
+    let role = Api::<Role>::namespaced(client.clone(), &ns.name)
+        .get("demo-agent")
+        .await
+        .unwrap();
     assert!(owned_by_mesh(&role.metadata.owner_references));
-    let binding = Api::<RoleBinding>::namespaced(client.clone(), &ns.name).get("demo-agent").await.unwrap();
+    let binding = Api::<RoleBinding>::namespaced(client.clone(), &ns.name)
+        .get("demo-agent")
+        .await
+        .unwrap();
     assert!(owned_by_mesh(&binding.metadata.owner_references));
     let cm_api = Api::<ConfigMap>::namespaced(client.clone(), &ns.name);
     let config = cm_api.get("demo-agent-config").await.unwrap();
     assert!(owned_by_mesh(&config.metadata.owner_references));
     assert!(config.data.unwrap()["agent.yaml"].contains("\"helloInterval\": \"100ms\""));
-    let svc = Api::<Service>::namespaced(client.clone(), &ns.name).get("demo-agent").await.unwrap();
+    let svc = Api::<Service>::namespaced(client.clone(), &ns.name)
+        .get("demo-agent")
+        .await
+        .unwrap();
     assert!(owned_by_mesh(&svc.metadata.owner_references));
     let ds_api = Api::<DaemonSet>::namespaced(client.clone(), &ns.name);
     let ds = ds_api.get("demo-agent").await.unwrap();
@@ -77,14 +91,24 @@ async fn a_mesh_network_lives_its_whole_lifecycle() {
         .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
         .await
         .unwrap();
-    let mut nodes: Vec<_> = pods.items.iter().filter_map(|p| p.spec.as_ref()?.node_name.clone()).collect();
+    let mut nodes: Vec<_> = pods
+        .items
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
     nodes.sort();
     nodes.dedup();
-    assert_eq!(nodes.len(), node_count() as usize, "one agent per node: {nodes:?}");
+    assert_eq!(
+        nodes.len(),
+        node_count() as usize,
+        "one agent per node: {nodes:?}"
+    );
 
     // An idle reconcile (triggered by touching an owned child) makes no mutating call.
     let writes_before = operator.metric("x0_api_writes_total").await;
-    let reconciles_before = operator.metric_with("x0_reconciles_total", "kind=\"MeshNetwork\"").await;
+    let reconciles_before = operator
+        .metric_with("x0_reconciles_total", "kind=\"MeshNetwork\"")
+        .await;
     ds_api
         .patch(
             "demo-agent",
@@ -96,11 +120,19 @@ async fn a_mesh_network_lives_its_whole_lifecycle() {
     wait_until(
         "a reconcile after touching the DaemonSet",
         TIMEOUT,
-        || async { operator.metric_with("x0_reconciles_total", "kind=\"MeshNetwork\"").await },
+        || async {
+            operator
+                .metric_with("x0_reconciles_total", "kind=\"MeshNetwork\"")
+                .await
+        },
         |count| *count > reconciles_before,
     )
     .await;
-    assert_eq!(operator.metric("x0_api_writes_total").await, writes_before, "an unchanged mesh was written to");
+    assert_eq!(
+        operator.metric("x0_api_writes_total").await,
+        writes_before,
+        "an unchanged mesh was written to"
+    );
 
     // A spec change rolls the DaemonSet (new config hash) and observedGeneration follows.
     let old_hash = status.config_hash.clone();
@@ -118,7 +150,10 @@ async fn a_mesh_network_lives_its_whole_lifecycle() {
     let ds = ds_api.get("demo-agent").await.unwrap();
     let annotations = ds.spec.unwrap().template.metadata.unwrap().annotations.unwrap();
     assert_eq!(annotations["x0tta6bl4.io/config-hash"], new_hash);
-    assert!(cm_api.get("demo-agent-config").await.unwrap().data.unwrap()["agent.yaml"].contains("\"helloInterval\": \"200ms\""));
+    assert!(
+        cm_api.get("demo-agent-config").await.unwrap().data.unwrap()["agent.yaml"]
+            .contains("\"helloInterval\": \"200ms\"")
+    );
 
     // Deleting the mesh garbage-collects every child.
     meshes.delete("demo", &DeleteParams::background()).await.unwrap();
@@ -129,10 +164,27 @@ async fn a_mesh_network_lives_its_whole_lifecycle() {
             (
                 get_opt(&ds_api, "demo-agent").await.is_some(),
                 get_opt(&cm_api, "demo-agent-config").await.is_some(),
-                get_opt(&Api::<ServiceAccount>::namespaced(client.clone(), &ns.name), "demo-agent").await.is_some(),
-                get_opt(&Api::<Role>::namespaced(client.clone(), &ns.name), "demo-agent").await.is_some(),
-                get_opt(&Api::<RoleBinding>::namespaced(client.clone(), &ns.name), "demo-agent").await.is_some(),
-                get_opt(&Api::<Service>::namespaced(client.clone(), &ns.name), "demo-agent").await.is_some(),
+                get_opt(
+                    &Api::<ServiceAccount>::namespaced(client.clone(), &ns.name),
+                    "demo-agent",
+                )
+                .await
+                .is_some(),
+                get_opt(&Api::<Role>::namespaced(client.clone(), &ns.name), "demo-agent")
+                    .await
+                    .is_some(),
+                get_opt(
+                    &Api::<RoleBinding>::namespaced(client.clone(), &ns.name),
+                    "demo-agent",
+                )
+                .await
+                .is_some(),
+                get_opt(
+                    &Api::<Service>::namespaced(client.clone(), &ns.name),
+                    "demo-agent",
+                )
+                .await
+                .is_some(),
             )
         },
         |left| *left == (false, false, false, false, false, false),

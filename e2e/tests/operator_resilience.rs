@@ -19,7 +19,9 @@ async fn wait_ready(api: &Api<MeshNetwork>, name: &str, generation: i64) {
         TIMEOUT,
         || async { get_opt(api, name).await.and_then(|m| m.status) },
         |s| {
-            s.as_ref().is_some_and(|s| s.observed_generation == Some(generation) && condition::is_true(&s.conditions, READY))
+            s.as_ref().is_some_and(|s| {
+                s.observed_generation == Some(generation) && condition::is_true(&s.conditions, READY)
+            })
         },
     )
     .await;
@@ -48,15 +50,48 @@ async fn a_killed_operator_restarts_without_orphans_or_duplicates() {
     let meshes: Api<MeshNetwork> = Api::namespaced(client.clone(), &ns.name);
     wait_ready(&meshes, "demo", 1).await;
     let by_mesh = ListParams::default().labels("x0tta6bl4.io/mesh=demo");
-    assert_eq!(Api::<DaemonSet>::namespaced(client.clone(), &ns.name).list(&by_mesh).await.unwrap().items.len(), 1);
-    assert_eq!(Api::<ConfigMap>::namespaced(client.clone(), &ns.name).list(&by_mesh).await.unwrap().items.len(), 1);
-    assert_eq!(Api::<ServiceAccount>::namespaced(client.clone(), &ns.name).list(&by_mesh).await.unwrap().items.len(), 1);
+    assert_eq!(
+        Api::<DaemonSet>::namespaced(client.clone(), &ns.name)
+            .list(&by_mesh)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
+            .list(&by_mesh)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        Api::<ServiceAccount>::namespaced(client.clone(), &ns.name)
+            .list(&by_mesh)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     let mesh = meshes.get("demo").await.unwrap();
-    assert!(mesh.metadata.finalizers.unwrap_or_default().is_empty(), "no finalizer is left on the mesh");
+    assert!(
+        mesh.metadata.finalizers.unwrap_or_default().is_empty(),
+        "no finalizer is left on the mesh"
+    );
 
     // Deletion is not blocked by anything the killed operator left.
     meshes.delete("demo", &DeleteParams::background()).await.unwrap();
-    wait_until("demo deleted", TIMEOUT, || async { get_opt(&meshes, "demo").await.is_none() }, |gone| *gone).await;
+    wait_until(
+        "demo deleted",
+        TIMEOUT,
+        || async { get_opt(&meshes, "demo").await.is_none() },
+        |gone| *gone,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -75,8 +110,16 @@ async fn with_two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
     wait_ready(&meshes, "demo", 1).await;
     assert!(first.metric("x0_api_writes_total").await > 0.0);
     assert_eq!(second.metric("x0_operator_leader").await, 0.0);
-    assert_eq!(second.metric("x0_api_writes_total").await, 0.0, "the standby wrote");
-    assert_eq!(second.metric("x0_reconciles_total").await, 0.0, "the standby reconciled");
+    assert_eq!(
+        second.metric("x0_api_writes_total").await,
+        0.0,
+        "the standby wrote"
+    );
+    assert_eq!(
+        second.metric("x0_reconciles_total").await,
+        0.0,
+        "the standby reconciled"
+    );
 
     // The leader dies without releasing the lease; the standby takes over once it expires.
     first.kill();
@@ -89,7 +132,11 @@ async fn with_two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
     .await;
     second.wait_ready(TIMEOUT).await;
     meshes
-        .patch("demo", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"routing": {"maxHops": 8}}})))
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"routing": {"maxHops": 8}}})),
+        )
         .await
         .unwrap();
     wait_ready(&meshes, "demo", 2).await;

@@ -16,9 +16,23 @@ async fn kubectl_get_prints_the_health_columns() {
         kubectl_ok(&["apply", "-n", &ns.name, "-f", path.to_str().unwrap()]);
     }
     let expected = [
-        ("mesh", "demo", vec!["NAME", "READY NODES", "CONVERGED", "PQ", "AGE"]),
-        ("flrounds", "demo-round", vec!["NAME", "MESH", "ROUND", "PHASE", "ACCEPTED", "REJECTED", "ACCURACY", "AGE"]),
-        ("chaos", "loss-30", vec!["NAME", "ACTION", "PHASE", "RECOVERY", "VERDICT", "AGE"]),
+        (
+            "mesh",
+            "demo",
+            vec!["NAME", "READY NODES", "CONVERGED", "PQ", "AGE"],
+        ),
+        (
+            "flrounds",
+            "demo-round",
+            vec![
+                "NAME", "MESH", "ROUND", "PHASE", "ACCEPTED", "REJECTED", "ACCURACY", "AGE",
+            ],
+        ),
+        (
+            "chaos",
+            "loss-30",
+            vec!["NAME", "ACTION", "PHASE", "RECOVERY", "VERDICT", "AGE"],
+        ),
     ];
     for (resource, name, columns) in expected {
         // Wait for the operator's status so the columns show values, not just headers.
@@ -26,13 +40,18 @@ async fn kubectl_get_prints_the_health_columns() {
             &format!("kubectl get {resource} with status"),
             Duration::from_secs(60),
             || async { kubectl_ok(&["get", resource, "-n", &ns.name]) },
-            |out| out.contains(name) && (resource != "mesh" || out.contains("required:X25519MLKEM768/ML-DSA-65")),
+            |out| {
+                out.contains(name)
+                    && (resource != "mesh" || out.contains("required:X25519MLKEM768/ML-DSA-65"))
+            },
         )
         .await;
         let header = output.lines().next().unwrap_or_default();
         let mut position = 0;
         for column in &columns {
-            let found = header[position..].find(column).unwrap_or_else(|| panic!("{resource}: no {column} in {header:?}"));
+            let found = header[position..]
+                .find(column)
+                .unwrap_or_else(|| panic!("{resource}: no {column} in {header:?}"));
             position += found + column.len();
         }
         println!("$ kubectl get {resource}\n{output}");

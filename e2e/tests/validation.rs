@@ -19,15 +19,24 @@ async fn the_api_server_refuses_invalid_objects_naming_the_field() {
     let ns = TestNamespace::new(&client, "e2e-invalid").await;
     let cases = [
         ("examples/invalid/meshnetwork-bad-port.yaml", "spec.agent.udpPort"),
-        ("examples/invalid/meshnetwork-bad-interval.yaml", "spec.routing.helloInterval"),
-        ("examples/invalid/flround-krum-too-few.yaml", "spec.aggregation.byzantine"),
+        (
+            "examples/invalid/meshnetwork-bad-interval.yaml",
+            "spec.routing.helloInterval",
+        ),
+        (
+            "examples/invalid/flround-krum-too-few.yaml",
+            "spec.aggregation.byzantine",
+        ),
     ];
     for (file, field) in cases {
         let path = repo_root().join(file);
         let out = kubectl(&["apply", "-n", &ns.name, "-f", path.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{file} was accepted");
-        assert!(stderr.contains(field), "{file}: the error does not name {field}: {stderr}");
+        assert!(
+            stderr.contains(field),
+            "{file}: the error does not name {field}: {stderr}"
+        );
     }
     // A cross-field rule across different sub-objects: neighbourTimeout vs helloInterval.
     let bad = r#"{"apiVersion":"x0tta6bl4.io/v1alpha1","kind":"MeshNetwork","metadata":{"name":"timers"},
@@ -45,7 +54,9 @@ async fn the_api_server_refuses_invalid_objects_naming_the_field() {
 async fn a_schema_valid_but_unusable_spec_becomes_invalid_spec_without_retries() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-invalidspec").await;
-    let operator = Operator::start("invalidspec", "x0-e2e-invalidspec").await.unwrap();
+    let operator = Operator::start("invalidspec", "x0-e2e-invalidspec")
+        .await
+        .unwrap();
     operator.wait_ready(TIMEOUT).await;
     let meshes: Api<MeshNetwork> = Api::namespaced(client.clone(), &ns.name);
     let mesh: MeshNetwork = serde_json::from_value(serde_json::json!({
@@ -59,16 +70,32 @@ async fn a_schema_valid_but_unusable_spec_becomes_invalid_spec_without_retries()
         TIMEOUT,
         || async { get_opt(&meshes, "bad-selector").await },
         |m| {
-            m.as_ref().and_then(|m| m.status.as_ref()).and_then(|s| condition::find(&s.conditions, READY)).is_some_and(|c| c.reason == "InvalidSpec")
+            m.as_ref()
+                .and_then(|m| m.status.as_ref())
+                .and_then(|s| condition::find(&s.conditions, READY))
+                .is_some_and(|c| c.reason == "InvalidSpec")
         },
     )
     .await
     .unwrap();
-    let ready = condition::find(&mesh.status.as_ref().unwrap().conditions, READY).unwrap().clone();
+    let ready = condition::find(&mesh.status.as_ref().unwrap().conditions, READY)
+        .unwrap()
+        .clone();
     assert_eq!(ready.status, "False");
-    assert!(ready.message.contains("spec.nodeSelector[not a/valid key]"), "{}", ready.message);
+    assert!(
+        ready.message.contains("spec.nodeSelector[not a/valid key]"),
+        "{}",
+        ready.message
+    );
     assert!(ready.message.contains("spec.agent.image"), "{}", ready.message);
-    assert!(get_opt(&Api::<DaemonSet>::namespaced(client.clone(), &ns.name), "bad-selector-agent").await.is_none());
+    assert!(
+        get_opt(
+            &Api::<DaemonSet>::namespaced(client.clone(), &ns.name),
+            "bad-selector-agent"
+        )
+        .await
+        .is_none()
+    );
 
     // Use a second, valid object as the clock: once it is handled, the invalid one has had
     // every chance to be retried. It must not have been: no error, no status rewrite.
@@ -84,9 +111,20 @@ async fn a_schema_valid_but_unusable_spec_becomes_invalid_spec_without_retries()
         "the FLTrainingRound to be reported on",
         TIMEOUT,
         || async { get_opt(&rounds, "clock").await.and_then(|r| r.status) },
-        |s| s.as_ref().is_some_and(|s| condition::find(&s.conditions, READY).is_some_and(|c| c.reason == "NotImplemented")),
+        |s| {
+            s.as_ref().is_some_and(|s| {
+                condition::find(&s.conditions, READY).is_some_and(|c| c.reason == "NotImplemented")
+            })
+        },
     )
     .await;
     assert_eq!(operator.metric("x0_reconcile_errors_total").await, 0.0);
-    assert_eq!(get_opt(&meshes, "bad-selector").await.unwrap().metadata.resource_version, version);
+    assert_eq!(
+        get_opt(&meshes, "bad-selector")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        version
+    );
 }
