@@ -1,0 +1,206 @@
+//! Endorsements: the mesh authority (an ML-DSA-65 key the operator keeps in a Secret) vouches
+//! that a node key speaks for a SPIFFE ID at one key epoch, for a bounded time. A peer's key is
+//! trusted only through such an endorsement, never for the address it connects from.
+use std::collections::HashMap;
+
+use crate::{Error, NodeId, Result, SigningContext, SigningKey, VerifyingKey};
+
+const MAGIC: &[u8; 5] = b"X0END";
+const VERSION: u8 = 1;
+/// SPIFFE IDs are URIs of at most 2048 bytes (SPIFFE ID specification, section 2.3).
+const MAX_SPIFFE_ID: usize = 2048;
+
+/// The signed statement "this key speaks for this SPIFFE ID at this epoch, during this time".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endorsement {
+    pub spiffe_id: String,
+    pub key_epoch: u32,
+    pub public_key: VerifyingKey,
+    /// Unix seconds from which the endorsement holds.
+    pub not_before: u64,
+    /// Unix seconds until which it holds (the key's rotation interval plus the overlap window).
+    pub not_after: u64,
+    pub signature: Vec<u8>,
+}
+
+impl Endorsement {
+    /// The authority signs a node key.
+    pub fn issue(
+        authority: &SigningKey,
+        spiffe_id: &str,
+        key_epoch: u32,
+        public_key: &VerifyingKey,
+        not_before: u64,
+        not_after: u64,
+    ) -> Result<Self> {
+        let mut endorsement = Self {
+            spiffe_id: spiffe_id.to_owned(),
+            key_epoch,
+            public_key: public_key.clone(),
+            not_before,
+            not_after,
+            signature: Vec::new(),
+        };
+        endorsement.signature = authority.sign(SigningContext::Endorsement, &endorsement.signed_bytes()?)?.0;
+        Ok(endorsement)
+    }
+
+    /// The canonical bytes the authority signs: every field, length-prefixed.
+    pub fn signed_bytes(&self) -> Result<Vec<u8>> {
+        if self.spiffe_id.len() > MAX_SPIFFE_ID {
+            return Err(Error::Endorsement("SPIFFE ID longer than 2048 bytes"));
+        }
+        let mut bytes = Vec::with_capacity(64 + self.spiffe_id.len() + self.public_key.as_bytes().len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.push(VERSION);
+        bytes.extend_from_slice(&(self.spiffe_id.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(self.spiffe_id.as_bytes());
+        bytes.extend_from_slice(&self.key_epoch.to_be_bytes());
+        bytes.extend_from_slice(&self.not_before.to_be_bytes());
+        bytes.extend_from_slice(&self.not_after.to_be_bytes());
+        bytes.extend_from_slice(self.public_key.as_bytes());
+        Ok(bytes)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        NodeId::for_identity(&self.spiffe_id)
+    }
+}
+
+/// Why a message was not accepted, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownKey,
+    Expired,
+    BadSignature,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::UnknownKey => "unendorsed_key",
+            Refusal::Expired => "expired_key",
+            Refusal::BadSignature => "bad_signature",
+        }
+    }
+}
+
+/// The node keys this agent trusts: those endorsed by a mesh authority it knows.
+#[derive(Default)]
+pub struct TrustStore {
+    trust_domain: String,
+    authorities: Vec<VerifyingKey>,
+    keys: HashMap<(NodeId, u32), (VerifyingKey, u64, u64)>,
+}
+
+impl TrustStore {
+    pub fn new(trust_domain: &str, authorities: Vec<VerifyingKey>) -> Self {
+        Self { trust_domain: trust_domain.to_owned(), authorities, keys: HashMap::new() }
+    }
+
+    /// Checks an endorsement (authority signature, trust domain, validity) and remembers its key.
+    pub fn admit(&mut self, endorsement: &Endorsement, now_unix: u64) -> Result<NodeId> {
+        let prefix = format!("spiffe://{}/", self.trust_domain);
+        if !endorsement.spiffe_id.starts_with(&prefix) {
+            return Err(Error::Endorsement("SPIFFE ID outside the mesh's trust domain"));
+        }
+        if endorsement.not_after <= endorsement.not_before || now_unix >= endorsement.not_after {
+            return Err(Error::Endorsement("expired"));
+        }
+        if now_unix < endorsement.not_before {
+            return Err(Error::Endorsement("not yet valid"));
+        }
+        let signed = endorsement.signed_bytes()?;
+        let vouched = self
+            .authorities
+            .iter()
+            .any(|authority| authority.verify(SigningContext::Endorsement, &signed, &endorsement.signature).is_ok());
+        if !vouched {
+            return Err(Error::Endorsement("not signed by a mesh authority"));
+        }
+        let node = endorsement.node_id();
+        self.keys.insert(
+            (node, endorsement.key_epoch),
+            (endorsement.public_key.clone(), endorsement.not_before, endorsement.not_after),
+        );
+        Ok(node)
+    }
+
+    /// Verifies a message of `node` signed with its key of `key_epoch`, at time `now_unix`.
+    pub fn verify(
+        &self,
+        context: SigningContext,
+        node: &NodeId,
+        key_epoch: u32,
+        message: &[u8],
+        signature: &[u8],
+        now_unix: u64,
+    ) -> std::result::Result<(), Refusal> {
+        let (key, not_before, not_after) = self.keys.get(&(*node, key_epoch)).ok_or(Refusal::UnknownKey)?;
+        if now_unix < *not_before || now_unix >= *not_after {
+            return Err(Refusal::Expired);
+        }
+        key.verify(context, message, signature).map_err(|_| Refusal::BadSignature)
+    }
+
+    /// Forgets keys whose endorsement has run out, so memory stays bounded by live keys.
+    pub fn prune(&mut self, now_unix: u64) {
+        self.keys.retain(|_, (_, _, not_after)| *not_after > now_unix);
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODE: &str = "spiffe://x0tta6bl4.local/ns/default/mesh/demo/node/n1";
+
+    fn setup() -> (SigningKey, SigningKey, Endorsement, TrustStore) {
+        let authority = SigningKey::generate().unwrap();
+        let node = SigningKey::generate().unwrap();
+        let endorsement = Endorsement::issue(&authority, NODE, 1, node.verifying_key(), 100, 200).unwrap();
+        let store = TrustStore::new("x0tta6bl4.local", vec![authority.verifying_key().clone()]);
+        (authority, node, endorsement, store)
+    }
+
+    #[test]
+    fn an_endorsed_key_verifies_its_node_messages_within_the_window() {
+        let (_, node, endorsement, mut store) = setup();
+        let id = store.admit(&endorsement, 150).unwrap();
+        assert_eq!(id, NodeId::for_identity(NODE));
+        let signature = node.sign(SigningContext::Originator, b"adv").unwrap();
+        assert_eq!(store.verify(SigningContext::Originator, &id, 1, b"adv", &signature.0, 150), Ok(()));
+        assert_eq!(store.verify(SigningContext::Originator, &id, 1, b"adv", &signature.0, 200), Err(Refusal::Expired));
+        assert_eq!(store.verify(SigningContext::Originator, &id, 2, b"adv", &signature.0, 150), Err(Refusal::UnknownKey));
+    }
+
+    #[test]
+    fn a_key_not_endorsed_by_the_authority_is_refused() {
+        let (_, node, _, mut store) = setup();
+        let impostor = SigningKey::generate().unwrap();
+        let forged = Endorsement::issue(&impostor, NODE, 1, node.verifying_key(), 100, 200).unwrap();
+        assert!(store.admit(&forged, 150).unwrap_err().to_string().contains("not signed by a mesh authority"));
+        let signature = node.sign(SigningContext::Originator, b"adv").unwrap();
+        let id = NodeId::for_identity(NODE);
+        assert_eq!(store.verify(SigningContext::Originator, &id, 1, b"adv", &signature.0, 150), Err(Refusal::UnknownKey));
+    }
+
+    #[test]
+    fn a_tampered_endorsement_or_foreign_trust_domain_is_refused() {
+        let (authority, node, endorsement, mut store) = setup();
+        let mut stretched = endorsement.clone();
+        stretched.not_after = 10_000;
+        assert!(store.admit(&stretched, 150).is_err());
+        let foreign = Endorsement::issue(&authority, "spiffe://evil.example/node/x", 1, node.verifying_key(), 100, 200).unwrap();
+        assert!(store.admit(&foreign, 150).unwrap_err().to_string().contains("trust domain"));
+        assert!(store.admit(&endorsement, 250).unwrap_err().to_string().contains("expired"));
+    }
+}
