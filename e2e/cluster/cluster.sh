@@ -19,6 +19,10 @@
 #
 # Why not kind/minikube/k3d: there is no container engine here, only loopback networking; the
 # binaries are built from source by build-binaries.sh, and kwok stands in for kubelets.
+#
+# SC2317 (file-wide): the readiness probes run by wait_for and the EXIT trap handler are called
+# indirectly, which shellcheck takes for unreachable code.
+# shellcheck disable=SC2317
 set -euo pipefail
 
 # Physical paths (pwd -P, realpath): `down` recognises our processes by /proc/<pid>/exe, which the
@@ -46,6 +50,9 @@ LOGS="$STATE/logs"
 PIDS="$STATE/pids"
 KUBECONFIG_FILE="$STATE/kubeconfig"
 PORTS_FILE="$STATE/ports.env"
+# Lock files stay behind on purpose: deleting a lock file that another process waits on would let
+# a third one lock a new file at the same path concurrently.
+LOCKS="$CLUSTERS/.locks"
 
 # In start order; `down` stops them in reverse (see stop_processes).
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
@@ -159,8 +166,8 @@ PY
 # global lock plus skipping every port another cluster's ports.env already claims closes that gap.
 allocate_ports() {
   local reserved=() f
-  exec 8>"$CLUSTERS/.ports.lock"
-  flock -w 60 8 || die "could not take $CLUSTERS/.ports.lock"
+  exec 8>"$LOCKS/ports.lock"
+  flock -w 60 8 || die "could not take $LOCKS/ports.lock"
   for f in "$CLUSTERS"/*/ports.env; do
     [[ -f $f && $f != "$PORTS_FILE" ]] || continue
     # shellcheck disable=SC2207 # the file holds only NAME=<digits> lines
@@ -649,9 +656,9 @@ healthy() {
 }
 
 lock_cluster() {
-  mkdir -p "$CLUSTERS"
-  exec 9>"$CLUSTERS/.$NAME.lock"
-  flock -w 600 9 || die "another cluster.sh up/down of '$NAME' holds $CLUSTERS/.$NAME.lock"
+  mkdir -p "$LOCKS"
+  exec 9>"$LOCKS/$NAME.lock"
+  flock -w 600 9 || die "another cluster.sh up/down of '$NAME' holds $LOCKS/$NAME.lock"
 }
 
 # On a failed `up`: stop what was started (unless X0_KEEP_ON_FAILURE=1) but keep the logs.
@@ -776,7 +783,7 @@ cmd_env() {
 }
 
 usage() {
-  sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,/X0_KEEP_ON_FAILURE/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
@@ -793,6 +800,9 @@ main() {
       exit 2
       ;;
   esac
+  # Exit here, not by falling off the end: bash reads a script while it runs it, so if this file
+  # is edited during a long `up`, whatever now follows `main "$@"` must never be executed.
+  exit 0
 }
 
 main "$@"
