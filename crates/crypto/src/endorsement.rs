@@ -41,7 +41,9 @@ impl Endorsement {
             not_after,
             signature: Vec::new(),
         };
-        endorsement.signature = authority.sign(SigningContext::Endorsement, &endorsement.signed_bytes()?)?.0;
+        endorsement.signature = authority
+            .sign(SigningContext::Endorsement, &endorsement.signed_bytes()?)?
+            .0;
         Ok(endorsement)
     }
 
@@ -62,8 +64,70 @@ impl Endorsement {
         Ok(bytes)
     }
 
+    /// The endorsement as sent to peers: its signed bytes, then the signature (length-prefixed).
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut bytes = self.signed_bytes()?;
+        bytes.extend_from_slice(&(self.signature.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&self.signature);
+        Ok(bytes)
+    }
+
+    /// Parses what [`Self::encode`] wrote; never panics on any input.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let malformed = || Error::Endorsement("malformed endorsement");
+        let mut reader = Reader(bytes);
+        if reader.take(5)? != MAGIC || reader.take(1)?[0] != VERSION {
+            return Err(malformed());
+        }
+        let id_len = usize::from(reader.u16()?);
+        if id_len > MAX_SPIFFE_ID {
+            return Err(malformed());
+        }
+        let spiffe_id = String::from_utf8(reader.take(id_len)?.to_vec()).map_err(|_| malformed())?;
+        let key_epoch = reader.u32()?;
+        let not_before = reader.u64()?;
+        let not_after = reader.u64()?;
+        let public_key = VerifyingKey::from_bytes(reader.take(crate::mldsa::PUBLIC_KEY_LEN)?)?;
+        let signature_len = usize::from(reader.u16()?);
+        let signature = reader.take(signature_len)?.to_vec();
+        if !reader.0.is_empty() {
+            return Err(malformed());
+        }
+        Ok(Self {
+            spiffe_id,
+            key_epoch,
+            public_key,
+            not_before,
+            not_after,
+            signature,
+        })
+    }
+
     pub fn node_id(&self) -> NodeId {
         NodeId::for_identity(&self.spiffe_id)
+    }
+}
+
+/// A bounds-checked cursor over untrusted bytes.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(Error::Endorsement("truncated endorsement"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
 }
 
@@ -91,11 +155,18 @@ pub struct TrustStore {
     trust_domain: String,
     authorities: Vec<VerifyingKey>,
     keys: HashMap<(NodeId, u32), (VerifyingKey, u64, u64)>,
+    /// Signature of the endorsement each key was admitted with.
+    admitted: HashMap<(NodeId, u32), Vec<u8>>,
 }
 
 impl TrustStore {
     pub fn new(trust_domain: &str, authorities: Vec<VerifyingKey>) -> Self {
-        Self { trust_domain: trust_domain.to_owned(), authorities, keys: HashMap::new() }
+        Self {
+            trust_domain: trust_domain.to_owned(),
+            authorities,
+            keys: HashMap::new(),
+            admitted: HashMap::new(),
+        }
     }
 
     /// Checks an endorsement (authority signature, trust domain, validity) and remembers its key.
@@ -110,18 +181,39 @@ impl TrustStore {
         if now_unix < endorsement.not_before {
             return Err(Error::Endorsement("not yet valid"));
         }
+        let node = endorsement.node_id();
+        // An endorsement already admitted (same key, window and signature) needs no second
+        // verification: every session with a known peer would otherwise pay for one.
+        if self.admitted.get(&(node, endorsement.key_epoch)) == Some(&endorsement.signature)
+            && self
+                .keys
+                .get(&(node, endorsement.key_epoch))
+                .is_some_and(|(key, nb, na)| {
+                    key == &endorsement.public_key
+                        && *nb == endorsement.not_before
+                        && *na == endorsement.not_after
+                })
+        {
+            return Ok(node);
+        }
         let signed = endorsement.signed_bytes()?;
-        let vouched = self
-            .authorities
-            .iter()
-            .any(|authority| authority.verify(SigningContext::Endorsement, &signed, &endorsement.signature).is_ok());
+        let vouched = self.authorities.iter().any(|authority| {
+            authority
+                .verify(SigningContext::Endorsement, &signed, &endorsement.signature)
+                .is_ok()
+        });
         if !vouched {
             return Err(Error::Endorsement("not signed by a mesh authority"));
         }
-        let node = endorsement.node_id();
+        self.admitted
+            .insert((node, endorsement.key_epoch), endorsement.signature.clone());
         self.keys.insert(
             (node, endorsement.key_epoch),
-            (endorsement.public_key.clone(), endorsement.not_before, endorsement.not_after),
+            (
+                endorsement.public_key.clone(),
+                endorsement.not_before,
+                endorsement.not_after,
+            ),
         );
         Ok(node)
     }
@@ -140,12 +232,14 @@ impl TrustStore {
         if now_unix < *not_before || now_unix >= *not_after {
             return Err(Refusal::Expired);
         }
-        key.verify(context, message, signature).map_err(|_| Refusal::BadSignature)
+        key.verify(context, message, signature)
+            .map_err(|_| Refusal::BadSignature)
     }
 
     /// Forgets keys whose endorsement has run out, so memory stays bounded by live keys.
     pub fn prune(&mut self, now_unix: u64) {
         self.keys.retain(|_, (_, _, not_after)| *not_after > now_unix);
+        self.admitted.retain(|id, _| self.keys.contains_key(id));
     }
 
     pub fn len(&self) -> usize {
@@ -177,9 +271,31 @@ mod tests {
         let id = store.admit(&endorsement, 150).unwrap();
         assert_eq!(id, NodeId::for_identity(NODE));
         let signature = node.sign(SigningContext::Originator, b"adv").unwrap();
-        assert_eq!(store.verify(SigningContext::Originator, &id, 1, b"adv", &signature.0, 150), Ok(()));
-        assert_eq!(store.verify(SigningContext::Originator, &id, 1, b"adv", &signature.0, 200), Err(Refusal::Expired));
-        assert_eq!(store.verify(SigningContext::Originator, &id, 2, b"adv", &signature.0, 150), Err(Refusal::UnknownKey));
+        assert_eq!(
+            store.verify(SigningContext::Originator, &id, 1, b"adv", &signature.0, 150),
+            Ok(())
+        );
+        assert_eq!(
+            store.verify(SigningContext::Originator, &id, 1, b"adv", &signature.0, 200),
+            Err(Refusal::Expired)
+        );
+        assert_eq!(
+            store.verify(SigningContext::Originator, &id, 2, b"adv", &signature.0, 150),
+            Err(Refusal::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn an_endorsement_survives_encoding_and_garbage_never_panics() {
+        let (_, _, endorsement, _) = setup();
+        let bytes = endorsement.encode().unwrap();
+        assert_eq!(Endorsement::decode(&bytes).unwrap(), endorsement);
+        for cut in [0, 1, 5, 8, 100, bytes.len() - 1] {
+            assert!(Endorsement::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Endorsement::decode(&longer).is_err());
     }
 
     #[test]
@@ -187,20 +303,51 @@ mod tests {
         let (_, node, _, mut store) = setup();
         let impostor = SigningKey::generate().unwrap();
         let forged = Endorsement::issue(&impostor, NODE, 1, node.verifying_key(), 100, 200).unwrap();
-        assert!(store.admit(&forged, 150).unwrap_err().to_string().contains("not signed by a mesh authority"));
+        assert!(
+            store
+                .admit(&forged, 150)
+                .unwrap_err()
+                .to_string()
+                .contains("not signed by a mesh authority")
+        );
         let signature = node.sign(SigningContext::Originator, b"adv").unwrap();
         let id = NodeId::for_identity(NODE);
-        assert_eq!(store.verify(SigningContext::Originator, &id, 1, b"adv", &signature.0, 150), Err(Refusal::UnknownKey));
+        assert_eq!(
+            store.verify(SigningContext::Originator, &id, 1, b"adv", &signature.0, 150),
+            Err(Refusal::UnknownKey)
+        );
     }
 
     #[test]
     fn a_tampered_endorsement_or_foreign_trust_domain_is_refused() {
         let (authority, node, endorsement, mut store) = setup();
+        // Admitting the genuine one first must not make a tampered copy pass through the cache.
+        store.admit(&endorsement, 150).unwrap();
         let mut stretched = endorsement.clone();
         stretched.not_after = 10_000;
         assert!(store.admit(&stretched, 150).is_err());
-        let foreign = Endorsement::issue(&authority, "spiffe://evil.example/node/x", 1, node.verifying_key(), 100, 200).unwrap();
-        assert!(store.admit(&foreign, 150).unwrap_err().to_string().contains("trust domain"));
-        assert!(store.admit(&endorsement, 250).unwrap_err().to_string().contains("expired"));
+        let foreign = Endorsement::issue(
+            &authority,
+            "spiffe://evil.example/node/x",
+            1,
+            node.verifying_key(),
+            100,
+            200,
+        )
+        .unwrap();
+        assert!(
+            store
+                .admit(&foreign, 150)
+                .unwrap_err()
+                .to_string()
+                .contains("trust domain")
+        );
+        assert!(
+            store
+                .admit(&endorsement, 250)
+                .unwrap_err()
+                .to_string()
+                .contains("expired")
+        );
     }
 }

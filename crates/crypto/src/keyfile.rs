@@ -25,7 +25,10 @@ pub struct StoredKey {
 }
 
 fn error(path: &Path, reason: impl Into<String>) -> Error {
-    Error::KeyFile { path: path.display().to_string(), reason: reason.into() }
+    Error::KeyFile {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// Writes the key to `path` (0600), replacing any previous file atomically.
@@ -54,7 +57,9 @@ pub fn save(path: &Path, stored: &StoredKey) -> Result<()> {
         .mode(0o600)
         .open(&temporary)
         .map_err(|e| error(path, format!("cannot create: {e}")))?;
-    file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(|e| error(path, format!("cannot write: {e}")))?;
+    file.write_all(&bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| error(path, format!("cannot write: {e}")))?;
     fs::rename(&temporary, path).map_err(|e| error(path, format!("cannot replace: {e}")))?;
     Ok(())
 }
@@ -64,11 +69,17 @@ pub fn load(path: &Path) -> Result<StoredKey> {
     let metadata = fs::metadata(path).map_err(|e| error(path, format!("cannot read: {e}")))?;
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(error(path, format!("permissions {mode:04o} are too open; the key file must be 0600")));
+        return Err(error(
+            path,
+            format!("permissions {mode:04o} are too open; the key file must be 0600"),
+        ));
     }
     let bytes = Zeroizing::new(fs::read(path).map_err(|e| error(path, format!("cannot read: {e}")))?);
     if bytes.len() != FILE_LEN {
-        return Err(error(path, format!("is {} bytes, expected {FILE_LEN}", bytes.len())));
+        return Err(error(
+            path,
+            format!("is {} bytes, expected {FILE_LEN}", bytes.len()),
+        ));
     }
     let (body, checksum) = bytes.split_at(FILE_LEN - 32);
     if Sha256::digest(body).as_slice() != checksum {
@@ -82,7 +93,11 @@ pub fn load(path: &Path) -> Result<StoredKey> {
     let public = &body[HEADER_LEN..HEADER_LEN + PUBLIC_KEY_LEN];
     let secret = &body[HEADER_LEN + PUBLIC_KEY_LEN..];
     let key = SigningKey::from_parts(public, secret).map_err(|e| error(path, e.to_string()))?;
-    Ok(StoredKey { key, epoch, created_unix })
+    Ok(StoredKey {
+        key,
+        epoch,
+        created_unix,
+    })
 }
 
 #[cfg(test)]
@@ -101,7 +116,15 @@ mod tests {
         let path = dir.join("node.key");
         let key = SigningKey::generate().unwrap();
         let public = key.verifying_key().clone();
-        save(&path, &StoredKey { key, epoch: 7, created_unix: 1_700_000_000 }).unwrap();
+        save(
+            &path,
+            &StoredKey {
+                key,
+                epoch: 7,
+                created_unix: 1_700_000_000,
+            },
+        )
+        .unwrap();
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
         let loaded = load(&path).unwrap();
@@ -114,9 +137,23 @@ mod tests {
     fn a_world_readable_or_corrupted_file_is_refused_with_the_reason() {
         let dir = temp_dir("refused");
         let path = dir.join("node.key");
-        save(&path, &StoredKey { key: SigningKey::generate().unwrap(), epoch: 1, created_unix: 0 }).unwrap();
+        save(
+            &path,
+            &StoredKey {
+                key: SigningKey::generate().unwrap(),
+                epoch: 1,
+                created_unix: 0,
+            },
+        )
+        .unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(load(&path).err().unwrap().to_string().contains("0644 are too open"));
+        assert!(
+            load(&path)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("0644 are too open")
+        );
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         let mut bytes = fs::read(&path).unwrap();
         bytes[100] ^= 1;

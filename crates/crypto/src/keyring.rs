@@ -22,7 +22,12 @@ pub struct KeyRing {
 
 impl KeyRing {
     pub fn new(current: EpochKey, rotation_interval: Duration, overlap: Duration) -> Self {
-        Self { current, previous: None, rotation_interval, overlap }
+        Self {
+            current,
+            previous: None,
+            rotation_interval,
+            overlap,
+        }
     }
 
     /// The key that signs now.
@@ -42,7 +47,14 @@ impl KeyRing {
     /// Makes `next` current; the old key stays valid for the overlap window.
     pub fn rotate(&mut self, next: SigningKey, now: Duration) -> u32 {
         let epoch = self.current.epoch.wrapping_add(1);
-        let old = std::mem::replace(&mut self.current, EpochKey { epoch, key: next, since: now });
+        let old = std::mem::replace(
+            &mut self.current,
+            EpochKey {
+                epoch,
+                key: next,
+                since: now,
+            },
+        );
         self.previous = Some((old, now + self.overlap));
         epoch
     }
@@ -61,7 +73,11 @@ impl KeyRing {
 
     /// Drops the previous key once its overlap has ended.
     pub fn retire_expired(&mut self, now: Duration) {
-        if self.previous.as_ref().is_some_and(|(_, retire_at)| now >= *retire_at) {
+        if self
+            .previous
+            .as_ref()
+            .is_some_and(|(_, retire_at)| now >= *retire_at)
+        {
             self.previous = None;
         }
     }
@@ -74,7 +90,11 @@ mod tests {
     #[test]
     fn rotation_keeps_the_previous_key_valid_for_the_overlap_only() {
         let secs = Duration::from_secs;
-        let first = EpochKey { epoch: 1, key: SigningKey::generate().unwrap(), since: secs(0) };
+        let first = EpochKey {
+            epoch: 1,
+            key: SigningKey::generate().unwrap(),
+            since: secs(0),
+        };
         let mut ring = KeyRing::new(first, secs(3600), secs(600));
         assert!(!ring.needs_rotation(secs(3599)));
         assert!(ring.needs_rotation(secs(3600)));

@@ -21,7 +21,11 @@ pub enum Error {
     #[error("liboqs: {0}")]
     Oqs(#[from] oqs::Error),
     #[error("{what} has {actual} bytes, expected {expected}")]
-    Length { what: &'static str, expected: usize, actual: usize },
+    Length {
+        what: &'static str,
+        expected: usize,
+        actual: usize,
+    },
     #[error("signature does not verify")]
     BadSignature,
     #[error("key file {path}: {reason}")]

@@ -55,7 +55,11 @@ pub struct VerifyingKey(Vec<u8>);
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use sha2::Digest;
-        write!(f, "VerifyingKey(sha256:{})", hex::encode(&sha2::Sha256::digest(&self.0)[..8]))
+        write!(
+            f,
+            "VerifyingKey(sha256:{})",
+            hex::encode(&sha2::Sha256::digest(&self.0)[..8])
+        )
     }
 }
 
@@ -63,7 +67,11 @@ impl VerifyingKey {
     /// Takes the encoded public key, checking its length.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         if bytes.len() != PUBLIC_KEY_LEN {
-            return Err(Error::Length { what: "ML-DSA-65 public key", expected: PUBLIC_KEY_LEN, actual: bytes.len() });
+            return Err(Error::Length {
+                what: "ML-DSA-65 public key",
+                expected: PUBLIC_KEY_LEN,
+                actual: bytes.len(),
+            });
         }
         Ok(Self(bytes.to_vec()))
     }
@@ -79,7 +87,12 @@ impl VerifyingKey {
 }
 
 /// Verification with an arbitrary context string (the NIST known-answer tests use their own).
-pub fn verify_with_context(public_key: &[u8], context: &[u8], message: &[u8], signature: &[u8]) -> Result<()> {
+pub fn verify_with_context(
+    public_key: &[u8],
+    context: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<()> {
     verify_raw(public_key, context, message, signature)
 }
 
@@ -92,7 +105,8 @@ fn verify_raw(public_key: &[u8], context: &[u8], message: &[u8], signature: &[u8
     })?;
     // A wrong-length signature is a bad signature, not a programming error.
     let signature = sig.signature_from_bytes(signature).ok_or(Error::BadSignature)?;
-    sig.verify_with_ctx_str(message, signature, context, public_key).map_err(|_| Error::BadSignature)
+    sig.verify_with_ctx_str(message, signature, context, public_key)
+        .map_err(|_| Error::BadSignature)
 }
 
 /// A detached signature.
@@ -113,7 +127,10 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("public", &self.public).field("secret", &"<redacted>").finish()
+        f.debug_struct("SigningKey")
+            .field("public", &self.public)
+            .field("secret", &"<redacted>")
+            .finish()
     }
 }
 
@@ -121,20 +138,37 @@ impl SigningKey {
     /// Generates a fresh key pair from liboqs' system randomness.
     pub fn generate() -> Result<Self> {
         let (public, secret) = ml_dsa().keypair()?;
-        Ok(Self { public: VerifyingKey(public.into_vec()), secret: Zeroizing::new(secret.into_vec()) })
+        Ok(Self {
+            public: VerifyingKey(public.into_vec()),
+            secret: Zeroizing::new(secret.into_vec()),
+        })
     }
 
     /// Rebuilds a key pair from its encoded halves (a key file).
     pub fn from_parts(public: &[u8], secret: &[u8]) -> Result<Self> {
         if secret.len() != SECRET_KEY_LEN {
-            return Err(Error::Length { what: "ML-DSA-65 secret key", expected: SECRET_KEY_LEN, actual: secret.len() });
+            return Err(Error::Length {
+                what: "ML-DSA-65 secret key",
+                expected: SECRET_KEY_LEN,
+                actual: secret.len(),
+            });
         }
-        let key = Self { public: VerifyingKey::from_bytes(public)?, secret: Zeroizing::new(secret.to_vec()) };
+        let key = Self {
+            public: VerifyingKey::from_bytes(public)?,
+            secret: Zeroizing::new(secret.to_vec()),
+        };
         // A pair whose halves do not match would sign garbage: prove they match once, here.
         let probe = key.sign(SigningContext::SessionBinding, b"x0tta6bl4 key pair check")?;
-        key.public.verify(SigningContext::SessionBinding, b"x0tta6bl4 key pair check", &probe.0).map_err(|_| {
-            Error::KeyFile { path: String::new(), reason: "public and secret key do not belong together".into() }
-        })?;
+        key.public
+            .verify(
+                SigningContext::SessionBinding,
+                b"x0tta6bl4 key pair check",
+                &probe.0,
+            )
+            .map_err(|_| Error::KeyFile {
+                path: String::new(),
+                reason: "public and secret key do not belong together".into(),
+            })?;
         Ok(key)
     }
 
@@ -154,7 +188,10 @@ impl SigningKey {
             expected: SECRET_KEY_LEN,
             actual: self.secret.len(),
         })?;
-        Ok(Signature(sig.sign_with_ctx_str(message, context.as_bytes(), secret)?.into_vec()))
+        Ok(Signature(
+            sig.sign_with_ctx_str(message, context.as_bytes(), secret)?
+                .into_vec(),
+        ))
     }
 }
 
@@ -169,20 +206,49 @@ mod tests {
         let signature = key.sign(SigningContext::Originator, b"route").unwrap();
         assert_eq!(signature.0.len(), SIGNATURE_LEN);
         let public = key.verifying_key();
-        assert!(public.verify(SigningContext::Originator, b"route", &signature.0).is_ok());
-        assert!(public.verify(SigningContext::ModelUpdate, b"route", &signature.0).is_err(), "context separates");
-        assert!(public.verify(SigningContext::Originator, b"routf", &signature.0).is_err());
-        assert!(other.verifying_key().verify(SigningContext::Originator, b"route", &signature.0).is_err());
+        assert!(
+            public
+                .verify(SigningContext::Originator, b"route", &signature.0)
+                .is_ok()
+        );
+        assert!(
+            public
+                .verify(SigningContext::ModelUpdate, b"route", &signature.0)
+                .is_err(),
+            "context separates"
+        );
+        assert!(
+            public
+                .verify(SigningContext::Originator, b"routf", &signature.0)
+                .is_err()
+        );
+        assert!(
+            other
+                .verifying_key()
+                .verify(SigningContext::Originator, b"route", &signature.0)
+                .is_err()
+        );
     }
 
     #[test]
     fn malformed_signatures_and_keys_are_errors_not_panics() {
         let key = SigningKey::generate().unwrap();
         let public = key.verifying_key();
-        for bad in [vec![], vec![0u8; 10], vec![0u8; SIGNATURE_LEN], vec![0xff; SIGNATURE_LEN + 1]] {
-            assert!(matches!(public.verify(SigningContext::Originator, b"m", &bad), Err(Error::BadSignature)));
+        for bad in [
+            vec![],
+            vec![0u8; 10],
+            vec![0u8; SIGNATURE_LEN],
+            vec![0xff; SIGNATURE_LEN + 1],
+        ] {
+            assert!(matches!(
+                public.verify(SigningContext::Originator, b"m", &bad),
+                Err(Error::BadSignature)
+            ));
         }
-        assert!(matches!(VerifyingKey::from_bytes(&[1, 2, 3]), Err(Error::Length { .. })));
+        assert!(matches!(
+            VerifyingKey::from_bytes(&[1, 2, 3]),
+            Err(Error::Length { .. })
+        ));
     }
 
     #[test]

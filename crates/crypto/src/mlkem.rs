@@ -50,14 +50,24 @@ pub fn encapsulate(public: &[u8]) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>)> {
 /// never an error, so the caller learns nothing; the session then fails its key confirmation.
 pub fn decapsulate(secret: &[u8], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     let kem = ml_kem();
-    let length_error = |what, expected: usize, actual| crate::Error::Length { what, expected, actual };
-    let secret_ref = kem
-        .secret_key_from_bytes(secret)
-        .ok_or_else(|| length_error("ML-KEM-768 decapsulation key", kem.length_secret_key(), secret.len()))?;
+    let length_error = |what, expected: usize, actual| crate::Error::Length {
+        what,
+        expected,
+        actual,
+    };
+    let secret_ref = kem.secret_key_from_bytes(secret).ok_or_else(|| {
+        length_error(
+            "ML-KEM-768 decapsulation key",
+            kem.length_secret_key(),
+            secret.len(),
+        )
+    })?;
     let ciphertext_ref = kem
         .ciphertext_from_bytes(ciphertext)
         .ok_or_else(|| length_error("ML-KEM-768 ciphertext", kem.length_ciphertext(), ciphertext.len()))?;
-    Ok(Zeroizing::new(kem.decapsulate(secret_ref, ciphertext_ref)?.into_vec()))
+    Ok(Zeroizing::new(
+        kem.decapsulate(secret_ref, ciphertext_ref)?.into_vec(),
+    ))
 }
 
 #[cfg(test)]

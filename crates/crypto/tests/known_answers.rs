@@ -24,10 +24,20 @@ fn ml_dsa_65_signature_verification_matches_nist_vectors() {
             &bytes(&test["signature"]),
         );
         let expected = test["testPassed"].as_bool().unwrap();
-        assert_eq!(outcome.is_ok(), expected, "tcId {}: {}", test["tcId"], test["reason"]);
+        assert_eq!(
+            outcome.is_ok(),
+            expected,
+            "tcId {}: {}",
+            test["tcId"],
+            test["reason"]
+        );
         accepted += usize::from(expected);
     }
-    assert_eq!((tests.len(), accepted), (15, 3), "the vector set covers valid and every kind of modified input");
+    assert_eq!(
+        (tests.len(), accepted),
+        (15, 3),
+        "the vector set covers valid and every kind of modified input"
+    );
 }
 
 #[test]
@@ -39,7 +49,12 @@ fn ml_kem_768_key_generation_matches_nist_vectors() {
         seed.extend(bytes(&test["z"]));
         let (ek, dk) = x0tta6bl4_crypto::mlkem::keypair_from_seed(&seed).unwrap();
         assert_eq!(ek, bytes(&test["ek"]), "tcId {} encapsulation key", test["tcId"]);
-        assert_eq!(dk.as_slice(), bytes(&test["dk"]).as_slice(), "tcId {} decapsulation key", test["tcId"]);
+        assert_eq!(
+            dk.as_slice(),
+            bytes(&test["dk"]).as_slice(),
+            "tcId {} decapsulation key",
+            test["tcId"]
+        );
     }
 }
 
@@ -50,7 +65,13 @@ fn ml_kem_768_decapsulation_matches_nist_vectors_including_implicit_rejection() 
     let mut rejected = 0;
     for test in set["tests"].as_array().unwrap() {
         let shared = x0tta6bl4_crypto::mlkem::decapsulate(&dk, &bytes(&test["c"])).unwrap();
-        assert_eq!(shared.as_slice(), bytes(&test["k"]).as_slice(), "tcId {}: {}", test["tcId"], test["reason"]);
+        assert_eq!(
+            shared.as_slice(),
+            bytes(&test["k"]).as_slice(),
+            "tcId {}: {}",
+            test["tcId"],
+            test["reason"]
+        );
         rejected += usize::from(test["reason"] == "modified ciphertext");
     }
     assert_eq!(rejected, 5);

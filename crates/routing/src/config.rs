@@ -1,0 +1,49 @@
+//! The knobs of one node's routing.
+
+use std::time::Duration;
+
+use crate::MetricWeights;
+
+/// Routing configuration of one node; [`Default`] gives the documented defaults. Intervals
+/// shorter than 1 ms are raised to 1 ms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// How often a hello goes to each neighbour. Default 100 ms. Also the minimum gap between
+    /// two advertisements triggered by neighbour changes.
+    pub hello_interval: Duration,
+    /// A neighbour not heard for this long is dead. Default 300 ms (3 missed hellos).
+    pub neighbour_timeout: Duration,
+    /// How often this node advertises itself (an originator message) when nothing changes.
+    /// Default 1 s. Bounds how long a node with no feasible route waits for a newer sequence
+    /// number (see the crate documentation).
+    pub originator_interval: Duration,
+    /// A route not refreshed by an advertisement for this long is dropped. Default 4 s
+    /// (four originator intervals).
+    pub route_expiry: Duration,
+    /// Advertisements that travelled more hops are dropped, and none is forwarded past it.
+    /// Default 128 (a 2000-node grid is about 90 hops across).
+    pub max_hops: u8,
+    /// Weights of loss, RTT and eBPF drops in the link cost.
+    pub weights: MetricWeights,
+    /// How many verified `(originator, seq)` are remembered to drop duplicates without
+    /// verifying them. Default 8192 (eight rounds of advertisements of a 1000-node mesh).
+    pub dedup_cache_size: usize,
+    /// Where this node accepts neighbour sessions (`host:port`, at most 255 bytes), carried in
+    /// its advertisements.
+    pub endpoint: String,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            hello_interval: Duration::from_millis(100),
+            neighbour_timeout: Duration::from_millis(300),
+            originator_interval: Duration::from_secs(1),
+            route_expiry: Duration::from_secs(4),
+            max_hops: 128,
+            weights: MetricWeights::default(),
+            dedup_cache_size: 8192,
+            endpoint: String::new(),
+        }
+    }
+}
