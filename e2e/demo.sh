@@ -37,6 +37,8 @@ up() {
   eval "$("$CLUSTER" env)"
   "$KUBECTL" apply --server-side -f crds/
   "$KUBECTL" wait --for=condition=Established --timeout=60s -f crds/
+  "$ROOT/.cache/bin/helm-$HELM_VERSION/helm" template demo charts/x0tta6bl4 --show-only templates/meshnode-admission.yaml |
+    "$KUBECTL" apply -f -
 
   stop_operator
   log "starting the operator (log: $OPERATOR_LOG)"

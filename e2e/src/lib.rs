@@ -89,6 +89,23 @@ impl TestNamespace {
     }
 }
 
+impl TestNamespace {
+    /// Deletes the namespace and waits until it is gone, so the agents' host ports on the fake
+    /// nodes are free for the next test.
+    pub async fn delete_and_wait(self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let _ = api.delete(&self.name, &DeleteParams::background()).await;
+        let name = self.name.clone();
+        wait_until(
+            &format!("namespace {name} deleted"),
+            Duration::from_secs(120),
+            || async { api.get_opt(&name).await.ok().flatten().is_none() },
+            |gone| *gone,
+        )
+        .await;
+    }
+}
+
 impl Drop for TestNamespace {
     fn drop(&mut self) {
         let api: Api<Namespace> = Api::all(self.client.clone());

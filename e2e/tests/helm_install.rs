@@ -81,8 +81,16 @@ async fn helm_install_brings_the_operator_up_with_least_privilege() {
         &[]
     ));
     assert!(
-        !can("get", "secrets", &["-n", "anywhere"]),
-        "the operator must not read secrets"
+        can("get", "secrets", &["-n", "anywhere"]),
+        "the operator reads each mesh authority Secret"
+    );
+    assert!(
+        !can("list", "secrets", &["-n", "anywhere"]),
+        "the operator must not list secrets"
+    );
+    assert!(
+        !can("update", "secrets", &["-n", "anywhere"]),
+        "the operator never rewrites a mesh authority"
     );
     assert!(
         !can("patch", "meshnetworks.x0tta6bl4.io", &["-n", "anywhere"]),
@@ -96,4 +104,5 @@ async fn helm_install_brings_the_operator_up_with_least_privilege() {
 
     let out = helm(&["uninstall", release, "-n", &ns.name, "--wait"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ns.delete_and_wait().await;
 }

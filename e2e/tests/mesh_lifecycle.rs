@@ -190,4 +190,5 @@ async fn a_mesh_network_lives_its_whole_lifecycle() {
         |left| *left == (false, false, false, false, false, false),
     )
     .await;
+    ns.delete_and_wait().await;
 }

@@ -92,6 +92,7 @@ async fn a_killed_operator_restarts_without_orphans_or_duplicates() {
         |gone| *gone,
     )
     .await;
+    ns.delete_and_wait().await;
 }
 
 #[tokio::test]
@@ -141,4 +142,5 @@ async fn with_two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
         .unwrap();
     wait_ready(&meshes, "demo", 2).await;
     assert!(second.metric("x0_api_writes_total").await > 0.0);
+    ns.delete_and_wait().await;
 }

@@ -58,4 +58,5 @@ async fn kubectl_get_prints_the_health_columns() {
     }
     let wide = kubectl_ok(&["get", "meshnetworks,flrounds,chaos", "-n", &ns.name, "-o", "wide"]);
     assert!(wide.contains("READY"), "{wide}");
+    ns.delete_and_wait().await;
 }

@@ -60,17 +60,37 @@ pub async fn run(
         .run(mesh::reconcile::reconcile, error_policy, ctx.clone())
         .for_each(log_outcome);
 
+    // Endorsements: every MeshNode change (a new key, an epoch) is looked at; the status the
+    // operator writes changes no generation, so it does not come back here.
+    let (node_reader, node_writer) = reflector::store();
+    let nodes = watcher(Api::<MeshNode>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(node_writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let node_controller = Controller::for_stream(nodes, node_reader.clone())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(crate::meshnode::reconcile, error_policy, ctx.clone())
+        .for_each(log_outcome);
+
     let (round_future, round_reader) = validated_controller::<FLTrainingRound>(ctx.clone(), shutdown.clone());
     let (chaos_future, chaos_reader) = validated_controller::<ChaosExperiment>(ctx.clone(), shutdown.clone());
 
     let ready = async move {
         mesh_reader.wait_until_ready().await.ok();
+        node_reader.wait_until_ready().await.ok();
         round_reader.wait_until_ready().await.ok();
         chaos_reader.wait_until_ready().await.ok();
         tracing::info!("caches synced");
         readiness.set_ready().await;
     };
-    tokio::join!(mesh_controller, round_future, chaos_future, ready);
+    tokio::join!(
+        mesh_controller,
+        node_controller,
+        round_future,
+        chaos_future,
+        ready
+    );
 }
 
 type Shutdown = futures::future::Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>>;

@@ -12,6 +12,8 @@ pub enum Error {
     },
     #[error("invalid spec: {}", x0tta6bl4_api::join_field_errors(.0))]
     InvalidSpec(Vec<FieldError>),
+    #[error("mesh authority: {0}")]
+    Authority(String),
     #[error("leadership lost: {0}")]
     LeadershipLost(String),
     #[error("object has no {0}")]
@@ -44,6 +46,7 @@ impl Error {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::MissingObjectKey(_) => "missing_key",
             Error::LeadershipLost(_) => "leadership_lost",
+            Error::Authority(_) => "authority",
             Error::Serialization { .. } => "serialization",
         }
     }

@@ -8,5 +8,6 @@ pub mod crds;
 pub mod error;
 pub mod leader;
 pub mod mesh;
+pub mod meshnode;
 pub mod metrics;
 pub mod startup;

@@ -34,6 +34,10 @@ pub struct AgentConfig {
     pub workload_api_socket: Option<String>,
     pub ebpf_mode: String,
     pub self_healing: SelfHealing,
+    /// The mesh authority's ML-DSA-65 public key (base64): the only key whose endorsements
+    /// this agent trusts. Empty outside a cluster, where it comes from a file instead.
+    #[serde(default)]
+    pub authority_public_key: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -60,7 +64,7 @@ pub const CONFIG_VERSION: u32 = 1;
 
 impl AgentConfig {
     /// Renders the configuration of one mesh. The schema bounds every integer it converts.
-    pub fn render(mesh: &str, namespace: &str, spec: &MeshNetworkSpec) -> Self {
+    pub fn render(mesh: &str, namespace: &str, spec: &MeshNetworkSpec, authority_public_key: &str) -> Self {
         let port = |p: i32| u16::try_from(p).unwrap_or_default();
         let count = |n: i32| u32::try_from(n).unwrap_or_default();
         Self {
@@ -96,6 +100,7 @@ impl AgentConfig {
                 quarantine_after: count(spec.self_healing.quarantine_after),
                 quarantine_duration: spec.self_healing.quarantine_duration.clone(),
             },
+            authority_public_key: authority_public_key.to_owned(),
         }
     }
 
@@ -130,7 +135,7 @@ mod tests {
     #[test]
     fn a_rendered_config_parses_back_identically() {
         let spec: MeshNetworkSpec = serde_yaml::from_str("agent: {udpPort: 5000}").unwrap();
-        let config = AgentConfig::render("demo", "ns1", &spec);
+        let config = AgentConfig::render("demo", "ns1", &spec, "QUJD");
         assert_eq!(config.udp_port, 5000);
         let text = serde_json::to_string_pretty(&config).unwrap();
         assert_eq!(AgentConfig::parse(&text), Ok(config));
@@ -139,7 +144,7 @@ mod tests {
     #[test]
     fn an_unknown_version_or_field_is_refused_with_a_reason() {
         let spec = MeshNetworkSpec::minimal();
-        let mut value = serde_json::to_value(AgentConfig::render("demo", "ns1", &spec)).unwrap();
+        let mut value = serde_json::to_value(AgentConfig::render("demo", "ns1", &spec, "QUJD")).unwrap();
         value["version"] = 2.into();
         assert!(
             AgentConfig::parse(&value.to_string())

@@ -23,10 +23,17 @@ use crate::condition::Condition;
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
     printcolumn(name = "Neighbours", type_ = "integer", json_path = ".status.neighbourCount"),
     printcolumn(name = "Routes", type_ = "integer", json_path = ".status.routeCount"),
+    printcolumn(
+        name = "Epoch",
+        type_ = "integer",
+        json_path = ".status.endorsedEpoch",
+        description = "Key epoch endorsed by the mesh authority"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.meshName == oldSelf.meshName && self.nodeName == oldSelf.nodeName").message("meshName and nodeName are immutable"))]
+#[x_kube(validation = Rule::new("self.keyEpoch >= oldSelf.keyEpoch").message("keyEpoch never goes back").field_path(".keyEpoch"))]
 pub struct MeshNodeSpec {
     /// The MeshNetwork this agent belongs to.
     #[schemars(length(min = 1, max = 253))]
@@ -34,6 +41,15 @@ pub struct MeshNodeSpec {
     /// The Kubernetes node the agent runs on.
     #[schemars(length(min = 1, max = 253))]
     pub node_name: String,
+    /// The agent's ML-DSA-65 public key (1952 bytes), base64. The operator endorses it with the
+    /// mesh authority once the API server has checked that the writer runs on nodeName.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 2700), regex(pattern = r"^[A-Za-z0-9+/]*={0,2}$"))]
+    pub public_key: String,
+    /// Epoch of that key; it grows by one at every rotation.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub key_epoch: i64,
 }
 
 /// What the agent reports.
@@ -55,4 +71,50 @@ pub struct MeshNodeStatus {
     /// Destinations with a route.
     #[serde(default)]
     pub route_count: i32,
+    /// Sessions whose key exchange was X25519MLKEM768.
+    #[serde(default)]
+    pub pq_sessions: i32,
+    /// Sessions with a classical key exchange (only where the mesh does not require PQ).
+    #[serde(default)]
+    pub classical_sessions: i32,
+    /// Neighbours with their link quality.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub neighbours: Vec<NeighbourStatus>,
+    /// Peers this agent quarantined (node names or IDs), with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<String>,
+    /// Age of the signing key in use.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key_age: String,
+    /// When every other reporting agent last became reachable from this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_convergence_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Time from the last neighbour death this agent saw until its routes avoided it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_reroute_duration: String,
+    /// The mesh authority's endorsement of spec.publicKey at spec.keyEpoch (written by the operator).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endorsement: String,
+    /// Key epoch the endorsement covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endorsed_epoch: Option<i64>,
+    /// Until when the endorsement holds (RFC 3339).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endorsed_until: String,
+}
+
+/// One neighbour as an agent sees it.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NeighbourStatus {
+    /// The neighbour's node name (or node ID when unknown).
+    pub node: String,
+    /// Link cost used by routing (256 is a perfect link).
+    pub cost: i64,
+    /// Smoothed round-trip time in microseconds.
+    pub rtt_micros: i64,
+    /// Hello loss over the recent window, in percent.
+    pub loss_percent: i32,
+    /// Key exchange group of the session.
+    pub key_exchange: String,
 }

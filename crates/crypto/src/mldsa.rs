@@ -176,7 +176,8 @@ impl SigningKey {
         &self.public
     }
 
-    pub(crate) fn secret_bytes(&self) -> &[u8] {
+    /// The encoded secret key, for a key file or a Kubernetes Secret. Never log it.
+    pub fn secret_bytes(&self) -> &[u8] {
         &self.secret
     }
 

@@ -76,7 +76,7 @@ fn labels(mesh: &str) -> BTreeMap<String, String> {
 
 /// Builds every child of `mesh`. The mesh must carry a name, namespace and UID (it came from
 /// the API server), which the owner references need.
-pub fn build(mesh: &MeshNetwork, options: &BuildOptions) -> Children {
+pub fn build(mesh: &MeshNetwork, options: &BuildOptions, authority_public_key: &str) -> Children {
     let name = mesh.name_any();
     let namespace = mesh.namespace().unwrap_or_default();
     let spec = &mesh.spec;
@@ -89,7 +89,7 @@ pub fn build(mesh: &MeshNetwork, options: &BuildOptions) -> Children {
         ..Default::default()
     };
 
-    let config = AgentConfig::render(&name, &namespace, spec);
+    let config = AgentConfig::render(&name, &namespace, spec, authority_public_key);
     let config_text = serde_json::to_string_pretty(&config).expect("agent config serializes");
     let config_hash = short_hash(config_text.as_bytes());
 
@@ -405,6 +405,8 @@ mod tests {
         mesh
     }
 
+    const AUTHORITY: &str = "YXV0aG9yaXR5";
+
     const DEMO: &str = r#"
 apiVersion: x0tta6bl4.io/v1alpha1
 kind: MeshNetwork
@@ -417,7 +419,7 @@ spec:
 
     #[test]
     fn the_daemon_set_runs_on_the_host_network_with_only_the_capabilities_ebpf_needs() {
-        let children = build(&mesh(DEMO), &BuildOptions::default());
+        let children = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY);
         let pod = children
             .daemon_set
             .spec
@@ -464,7 +466,7 @@ spec:
 
     #[test]
     fn every_child_is_owned_by_the_mesh_and_labelled_with_it() {
-        let children = build(&mesh(DEMO), &BuildOptions::default());
+        let children = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY);
         let metas = [
             &children.service_account.metadata,
             &children.role.metadata,
@@ -488,7 +490,7 @@ spec:
 
     #[test]
     fn the_agent_role_grants_only_its_own_mesh_and_config() {
-        let children = build(&mesh(DEMO), &BuildOptions::default());
+        let children = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY);
         let rules = children.role.rules.unwrap();
         let mesh_rule = rules
             .iter()
@@ -510,12 +512,14 @@ spec:
 
     #[test]
     fn the_config_map_carries_the_rendered_config_and_its_hash_rolls_the_pods() {
-        let before = build(&mesh(DEMO), &BuildOptions::default());
+        let before = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY);
         let config = AgentConfig::parse(&before.config_map.data.as_ref().unwrap()[CONFIG_FILE]).unwrap();
         assert_eq!((config.mesh.as_str(), config.udp_port), ("demo", 5000));
+        assert_eq!(config.authority_public_key, AUTHORITY);
         let changed = build(
             &mesh(&DEMO.replace("udpPort: 5000", "udpPort: 5001")),
             &BuildOptions::default(),
+            AUTHORITY,
         );
         let hash = |c: &Children| {
             c.daemon_set
@@ -544,8 +548,8 @@ spec:
 
     #[test]
     fn building_twice_gives_identical_hashes() {
-        let a = build(&mesh(DEMO), &BuildOptions::default());
-        let b = build(&mesh(DEMO), &BuildOptions::default());
+        let a = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY);
+        let b = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY);
         assert_eq!(desired_hash(&a.daemon_set), desired_hash(&b.daemon_set));
         assert_eq!(a.config_hash, b.config_hash);
     }
@@ -556,7 +560,7 @@ spec:
             default_agent_image: Some("local/agent:dev".into()),
         };
         let image = |m: &MeshNetwork| {
-            build(m, &options)
+            build(m, &options, AUTHORITY)
                 .daemon_set
                 .spec
                 .unwrap()
@@ -573,7 +577,7 @@ spec:
         );
         assert_eq!(image(&minimal), "local/agent:dev");
         assert_eq!(image(&mesh(DEMO)), "x0tta6bl4/node-agent:dev");
-        let without_flag = build(&minimal, &BuildOptions::default());
+        let without_flag = build(&minimal, &BuildOptions::default(), AUTHORITY);
         assert_eq!(
             without_flag
                 .daemon_set

@@ -1,5 +1,6 @@
 //! The MeshNetwork reconciler: validate → build (pure) → apply → status.
 pub mod apply;
+pub mod authority;
 pub mod build;
 pub mod reconcile;
 pub mod status;

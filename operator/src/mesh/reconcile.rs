@@ -11,6 +11,7 @@ use kube::{Resource, ResourceExt};
 use x0tta6bl4_api::{MeshNetwork, MeshNode};
 
 use super::apply::{apply_child, apply_status};
+use super::authority;
 use super::build::{self, MESH_LABEL};
 use super::status::{self, Observed};
 use crate::context::Context;
@@ -52,7 +53,12 @@ pub async fn reconcile(mesh: Arc<MeshNetwork>, ctx: Arc<Context>) -> Result<Acti
         return Ok(Action::await_change());
     }
 
-    let children = build::build(&mesh, &ctx.build_options);
+    let authority = authority::ensure(&ctx, &mesh).await?;
+    let children = build::build(
+        &mesh,
+        &ctx.build_options,
+        &authority::public_key_base64(&authority),
+    );
     apply_child(&ctx, &children.service_account).await?;
     apply_child(&ctx, &children.role).await?;
     apply_child(&ctx, &children.role_binding).await?;
@@ -124,10 +130,30 @@ spec:
 
     /// Serves GETs of the children exactly as the operator would have applied them, with a
     /// rolled-out DaemonSet, and counts every request that is not a read.
-    fn mock_api(mesh: &MeshNetwork) -> (kube::Client, Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
+    fn mock_api(
+        mesh: &MeshNetwork,
+        authority: &x0tta6bl4_crypto::SigningKey,
+    ) -> (kube::Client, Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let writes = Arc::new(Mutex::new(Vec::new()));
-        let children = build(mesh, &BuildOptions::default());
+        let secret = k8s_openapi::api::core::v1::Secret {
+            data: Some(std::collections::BTreeMap::from([
+                (
+                    "authority.pub".to_owned(),
+                    k8s_openapi::ByteString(authority.verifying_key().as_bytes().to_vec()),
+                ),
+                (
+                    "authority.key".to_owned(),
+                    k8s_openapi::ByteString(authority.secret_bytes().to_vec()),
+                ),
+            ])),
+            ..Default::default()
+        };
+        let children = build(
+            mesh,
+            &BuildOptions::default(),
+            &authority::public_key_base64(authority),
+        );
         let mut daemon_set = children.daemon_set.clone();
         daemon_set.metadata.generation = Some(2);
         daemon_set.status = Some(k8s_openapi::api::apps::v1::DaemonSetStatus {
@@ -153,6 +179,7 @@ spec:
                 let body = match path.rsplit('/').nth(1).unwrap_or_default() {
                     _ if path.ends_with("/meshnetworks/demo/status") => Ok(mesh_json.clone()),
                     "serviceaccounts" => serde_json::to_vec(&children.service_account),
+                    "secrets" => serde_json::to_vec(&secret),
                     "roles" => serde_json::to_vec(&children.role),
                     "rolebindings" => serde_json::to_vec(&children.role_binding),
                     "configmaps" => serde_json::to_vec(&children.config_map),
@@ -176,9 +203,13 @@ spec:
         (kube::Client::new(service, "default"), writes, server)
     }
 
-    fn mesh_with_settled_status() -> MeshNetwork {
+    fn mesh_with_settled_status(authority: &x0tta6bl4_crypto::SigningKey) -> MeshNetwork {
         let mut mesh: MeshNetwork = serde_yaml::from_str(MESH).unwrap();
-        let children = build(&mesh, &BuildOptions::default());
+        let children = build(
+            &mesh,
+            &BuildOptions::default(),
+            &authority::public_key_base64(authority),
+        );
         let observed = Observed {
             daemon_set: Some(k8s_openapi::api::apps::v1::DaemonSetStatus {
                 desired_number_scheduled: 3,
@@ -201,8 +232,9 @@ spec:
 
     #[tokio::test]
     async fn reconciling_an_unchanged_mesh_makes_no_mutating_api_call() {
-        let mesh = mesh_with_settled_status();
-        let (client, writes, server) = mock_api(&mesh);
+        let authority = x0tta6bl4_crypto::SigningKey::generate().unwrap();
+        let mesh = mesh_with_settled_status(&authority);
+        let (client, writes, server) = mock_api(&mesh, &authority);
         let ctx = Arc::new(Context::new(
             client,
             Metrics::new(),
@@ -220,8 +252,9 @@ spec:
 
     #[tokio::test]
     async fn a_changed_spec_reapplies_only_what_changed() {
-        let mut mesh = mesh_with_settled_status();
-        let (client, writes, server) = mock_api(&mesh);
+        let authority = x0tta6bl4_crypto::SigningKey::generate().unwrap();
+        let mut mesh = mesh_with_settled_status(&authority);
+        let (client, writes, server) = mock_api(&mesh, &authority);
         mesh.spec.routing.hello_interval = "50ms".into();
         mesh.spec.routing.neighbour_timeout = "150ms".into();
         let ctx = Arc::new(Context::new(

@@ -1,0 +1,281 @@
+//! Endorses agents' keys. An agent publishes its ML-DSA-65 public key in its MeshNode record;
+//! the API server has already checked (RBAC plus the admission policy in the chart) that the
+//! writer's service-account token is bound to a pod on `spec.nodeName`. The operator then signs
+//! the key with the mesh authority, for one rotation interval plus the overlap window, and
+//! renews the endorsement when half of it has run out.
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use x0tta6bl4_api::{MeshNetwork, MeshNode};
+use x0tta6bl4_crypto::VerifyingKey;
+use x0tta6bl4_crypto::endorsement::Endorsement;
+
+use crate::context::{Context, FIELD_MANAGER};
+use crate::error::{Error, Result};
+use crate::mesh::authority;
+
+const KIND: &str = "MeshNode";
+/// Clock skew tolerated between the operator and the agents.
+const SKEW: u64 = 60;
+
+/// The SPIFFE ID of an agent.
+pub fn spiffe_id(trust_domain: &str, namespace: &str, mesh: &str, node: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/{namespace}/mesh/{mesh}/node/{node}")
+}
+
+/// What to do about a record's endorsement, decided from the record alone (pure).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// No key published yet.
+    NoKey,
+    /// The published key cannot be an ML-DSA-65 key.
+    InvalidKey(String),
+    /// The current endorsement covers this key and epoch until `renew_at` (Unix seconds).
+    Current { renew_at: u64 },
+    /// A new endorsement is due.
+    Endorse {
+        key: VerifyingKey,
+        epoch: u32,
+        spiffe_id: String,
+    },
+}
+
+pub fn decide(
+    node: &MeshNode,
+    trust_domain: &str,
+    namespace: &str,
+    validity: Duration,
+    now_unix: u64,
+) -> Decision {
+    if node.spec.public_key.is_empty() {
+        return Decision::NoKey;
+    }
+    let key = match STANDARD
+        .decode(&node.spec.public_key)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| VerifyingKey::from_bytes(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(key) => key,
+        Err(reason) => return Decision::InvalidKey(format!("spec.publicKey: {reason}")),
+    };
+    let Ok(epoch) = u32::try_from(node.spec.key_epoch) else {
+        return Decision::InvalidKey(format!("spec.keyEpoch: {} is out of range", node.spec.key_epoch));
+    };
+    let spiffe_id = spiffe_id(
+        trust_domain,
+        namespace,
+        &node.spec.mesh_name,
+        &node.spec.node_name,
+    );
+    let current = node
+        .status
+        .as_ref()
+        .filter(|s| !s.endorsement.is_empty())
+        .and_then(|s| STANDARD.decode(&s.endorsement).ok())
+        .and_then(|bytes| Endorsement::decode(&bytes).ok());
+    if let Some(current) = current
+        && current.public_key == key
+        && current.key_epoch == epoch
+        && current.spiffe_id == spiffe_id
+    {
+        let renew_at = current.not_after.saturating_sub(validity.as_secs() / 2);
+        if now_unix < renew_at {
+            return Decision::Current { renew_at };
+        }
+    }
+    Decision::Endorse {
+        key,
+        epoch,
+        spiffe_id,
+    }
+}
+
+pub async fn reconcile(node: Arc<MeshNode>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconciles.with_label_values(&[KIND]).inc();
+    let _timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&[KIND])
+        .start_timer();
+    let namespace = node
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let meshes: Api<MeshNetwork> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(mesh) = meshes
+        .get_opt(&node.spec.mesh_name)
+        .await
+        .map_err(Error::kube(format!(
+            "reading MeshNetwork {namespace}/{}",
+            node.spec.mesh_name
+        )))?
+    else {
+        // A record of a mesh that does not exist (yet, or any more) is not endorsed.
+        return Ok(Action::await_change());
+    };
+    let validity = endorsement_validity(&mesh)?;
+    let now = unix_now();
+    match decide(&node, &mesh.spec.identity.trust_domain, &namespace, validity, now) {
+        Decision::NoKey => Ok(Action::await_change()),
+        Decision::InvalidKey(reason) => {
+            tracing::warn!(node = %node.name_any(), %reason, "not endorsing");
+            ctx.metrics
+                .reconcile_errors
+                .with_label_values(&[KIND, "invalid_key"])
+                .inc();
+            Ok(Action::await_change())
+        }
+        Decision::Current { renew_at } => Ok(Action::requeue(Duration::from_secs(
+            renew_at.saturating_sub(now).max(1),
+        ))),
+        Decision::Endorse {
+            key,
+            epoch,
+            spiffe_id,
+        } => {
+            let authority = authority::ensure(&ctx, &mesh).await?;
+            let not_after = now + validity.as_secs();
+            let endorsement = Endorsement::issue(
+                &authority,
+                &spiffe_id,
+                epoch,
+                &key,
+                now.saturating_sub(SKEW),
+                not_after,
+            )
+            .map_err(|e| Error::Authority(e.to_string()))?;
+            let encoded = STANDARD.encode(
+                endorsement
+                    .encode()
+                    .map_err(|e| Error::Authority(e.to_string()))?,
+            );
+            let until = k8s_openapi::jiff::Timestamp::from_second(not_after as i64)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            let body = serde_json::json!({
+                "apiVersion": MeshNode::api_version(&()),
+                "kind": KIND,
+                "status": {"endorsement": encoded, "endorsedEpoch": epoch, "endorsedUntil": until},
+            });
+            Api::<MeshNode>::namespaced(ctx.client.clone(), &namespace)
+                .patch_status(
+                    &node.name_any(),
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
+                .await
+                .map_err(Error::kube(format!(
+                    "endorsing MeshNode {namespace}/{}",
+                    node.name_any()
+                )))?;
+            ctx.metrics
+                .api_writes
+                .with_label_values(&["MeshNode/status"])
+                .inc();
+            tracing::info!(node = %node.spec.node_name, mesh = %node.spec.mesh_name, epoch, "endorsed agent key");
+            ctx.reset_backoff(&ObjectRef::from_obj(node.as_ref()));
+            Ok(Action::requeue(validity / 2))
+        }
+    }
+}
+
+/// One rotation interval plus the overlap window: a key stays endorsed while it may sign.
+fn endorsement_validity(mesh: &MeshNetwork) -> Result<Duration> {
+    let parse = |field: &str, text: &str| {
+        x0tta6bl4_api::duration::parse(text)
+            .map_err(|e| Error::InvalidSpec(vec![x0tta6bl4_api::FieldError::new(field, e.to_string())]))
+    };
+    Ok(parse(
+        "spec.crypto.keyRotationInterval",
+        &mesh.spec.crypto.key_rotation_interval,
+    )? + parse("spec.crypto.keyOverlap", &mesh.spec.crypto.key_overlap)?)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x0tta6bl4_crypto::SigningKey;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn mk_node(public_key: &str, epoch: i64, endorsement: Option<&Endorsement>) -> MeshNode {
+        let mut node: MeshNode = serde_yaml::from_str(&format!(
+            "apiVersion: x0tta6bl4.io/v1alpha1\nkind: MeshNode\nmetadata: {{name: demo-n1, namespace: ns}}\n\
+             spec: {{meshName: demo, nodeName: n1, publicKey: '{public_key}', keyEpoch: {epoch}}}"
+        ))
+        .unwrap();
+        if let Some(endorsement) = endorsement {
+            node.status = Some(x0tta6bl4_api::MeshNodeStatus {
+                endorsement: STANDARD.encode(endorsement.encode().unwrap()),
+                ..Default::default()
+            });
+        }
+        node
+    }
+
+    #[test]
+    fn a_new_key_is_endorsed_for_its_node_spiffe_id() {
+        let key = SigningKey::generate().unwrap();
+        let node = mk_node(&STANDARD.encode(key.verifying_key().as_bytes()), 1, None);
+        match decide(&node, "td", "ns", DAY, 1_000) {
+            Decision::Endorse { epoch, spiffe_id, .. } => {
+                assert_eq!(epoch, 1);
+                assert_eq!(spiffe_id, "spiffe://td/ns/ns/mesh/demo/node/n1");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_current_endorsement_is_renewed_only_after_half_its_life() {
+        let authority = SigningKey::generate().unwrap();
+        let key = SigningKey::generate().unwrap();
+        let spiffe = "spiffe://td/ns/ns/mesh/demo/node/n1";
+        let endorsement = Endorsement::issue(&authority, spiffe, 1, key.verifying_key(), 0, 86_400).unwrap();
+        let node = mk_node(
+            &STANDARD.encode(key.verifying_key().as_bytes()),
+            1,
+            Some(&endorsement),
+        );
+        assert_eq!(
+            decide(&node, "td", "ns", DAY, 1_000),
+            Decision::Current { renew_at: 43_200 }
+        );
+        assert!(matches!(
+            decide(&node, "td", "ns", DAY, 50_000),
+            Decision::Endorse { .. }
+        ));
+        // A rotated key (new epoch) needs a new endorsement at once.
+        let rotated = mk_node(
+            &STANDARD.encode(key.verifying_key().as_bytes()),
+            2,
+            Some(&endorsement),
+        );
+        assert!(matches!(
+            decide(&rotated, "td", "ns", DAY, 1_000),
+            Decision::Endorse { epoch: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn garbage_in_the_key_field_is_reported_with_the_field() {
+        let node = mk_node("AAAA", 1, None);
+        match decide(&node, "td", "ns", DAY, 0) {
+            Decision::InvalidKey(reason) => assert!(reason.starts_with("spec.publicKey"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(decide(&mk_node("", 0, None), "td", "ns", DAY, 0), Decision::NoKey);
+    }
+}
