@@ -531,6 +531,18 @@ pub struct MeshNetworkStatus {
     /// Post-quantum policy in force, for example "required:X25519MLKEM768/ML-DSA-65".
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub post_quantum: String,
+    /// Share of ordered agent pairs (a, b) where a reports a route to b, in percent.
+    #[serde(default)]
+    pub reachable_pairs_percent: i32,
+    /// Neighbour sessions with a post-quantum key exchange, summed over the reporting agents.
+    #[serde(default)]
+    pub pq_sessions: i32,
+    /// Neighbour sessions with a classical key exchange, summed over the reporting agents.
+    #[serde(default)]
+    pub classical_sessions: i32,
+    /// The longest time from a neighbour's death to routes avoiding it, among the agents' last reroutes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_reroute_duration: String,
     /// Hash of the rendered agent configuration currently rolled out.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub config_hash: String,

@@ -17,6 +17,8 @@ use crate::condition::Condition;
     namespaced,
     status = "MeshNodeStatus",
     derive = "PartialEq",
+    selectable = "spec.meshName",
+    selectable = "spec.nodeName",
     doc = "The record one node agent publishes about itself: endpoint, public keys and link state.",
     printcolumn(name = "Mesh", type_ = "string", json_path = ".spec.meshName"),
     printcolumn(name = "Node", type_ = "string", json_path = ".spec.nodeName"),

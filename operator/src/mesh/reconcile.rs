@@ -12,7 +12,7 @@ use x0tta6bl4_api::{MeshNetwork, MeshNode};
 
 use super::apply::{apply_child, apply_status};
 use super::authority;
-use super::build::{self, MESH_LABEL};
+use super::build;
 use super::status::{self, Observed};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -69,7 +69,7 @@ pub async fn reconcile(mesh: Arc<MeshNetwork>, ctx: Arc<Context>) -> Result<Acti
     let observed = Observed {
         daemon_set_current: daemon_set_current(&daemon_set),
         daemon_set: daemon_set.status.clone(),
-        reporting_nodes: count_mesh_nodes(&ctx, &namespace, &name).await?,
+        agents: mesh_node_reports(&ctx, &namespace, &name).await?,
         config_hash: children.config_hash.clone(),
         post_quantum: mesh.spec.post_quantum_summary(),
     };
@@ -96,13 +96,13 @@ fn daemon_set_current(daemon_set: &DaemonSet) -> bool {
     matches!((observed, daemon_set.metadata.generation), (Some(o), Some(g)) if o >= g)
 }
 
-async fn count_mesh_nodes(ctx: &Context, namespace: &str, mesh: &str) -> Result<i32> {
+async fn mesh_node_reports(ctx: &Context, namespace: &str, mesh: &str) -> Result<Vec<status::AgentReport>> {
     let api: Api<MeshNode> = Api::namespaced(ctx.client.clone(), namespace);
     let list = api
-        .list_metadata(&ListParams::default().labels(&format!("{MESH_LABEL}={mesh}")))
+        .list(&ListParams::default().fields(&format!("spec.meshName={mesh}")))
         .await
         .map_err(Error::kube(format!("listing MeshNodes of {namespace}/{mesh}")))?;
-    Ok(i32::try_from(list.items.len()).unwrap_or(i32::MAX))
+    Ok(list.items.iter().map(status::AgentReport::from_record).collect())
 }
 
 #[cfg(test)]
@@ -186,7 +186,7 @@ spec:
                     "services" => serde_json::to_vec(&children.service),
                     "daemonsets" => serde_json::to_vec(&daemon_set),
                     _ if path.ends_with("/meshnodes") => serde_json::to_vec(&serde_json::json!({
-                        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                        "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNodeList",
                         "metadata": {}, "items": []
                     })),
                     _ => serde_json::to_vec(&serde_json::json!({"kind": "Status", "code": 404})),
@@ -221,7 +221,7 @@ spec:
                 ..Default::default()
             }),
             daemon_set_current: true,
-            reporting_nodes: 0,
+            agents: vec![],
             config_hash: children.config_hash,
             post_quantum: mesh.spec.post_quantum_summary(),
         };

@@ -11,12 +11,83 @@ pub struct Observed {
     pub daemon_set: Option<DaemonSetStatus>,
     /// Whether the DaemonSet controller has caught up with the latest DaemonSet spec.
     pub daemon_set_current: bool,
-    /// MeshNode records published by agents of this mesh.
-    pub reporting_nodes: i32,
+    /// What the agents of this mesh report in their MeshNode records.
+    pub agents: Vec<AgentReport>,
     /// Hash of the agent configuration just applied.
     pub config_hash: String,
     /// The PQ summary of the spec.
     pub post_quantum: String,
+}
+
+/// One agent's report, as far as the mesh's status needs it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentReport {
+    pub route_count: i32,
+    pub pq_sessions: i32,
+    pub classical_sessions: i32,
+    pub last_reroute: Option<std::time::Duration>,
+}
+
+impl AgentReport {
+    pub fn from_record(record: &x0tta6bl4_api::MeshNode) -> Self {
+        let status = record.status.clone().unwrap_or_default();
+        Self {
+            route_count: status.route_count,
+            pq_sessions: status.pq_sessions,
+            classical_sessions: status.classical_sessions,
+            last_reroute: x0tta6bl4_api::duration::parse(&status.last_reroute_duration).ok(),
+        }
+    }
+}
+
+/// Converged when every agent reports a route to every other reporting agent and every
+/// selected node reports; also the share of agent pairs that can reach each other.
+fn convergence(agents: &[AgentReport], desired: i32) -> (Desired, i32) {
+    let n = agents.len() as i64;
+    if n == 0 {
+        let message = format!("0/{desired} agents published a MeshNode record");
+        return (
+            Desired::new(CONVERGED, Status::Unknown, "AwaitingAgentReports", message),
+            0,
+        );
+    }
+    let others = n - 1;
+    let reachable: i64 = agents
+        .iter()
+        .map(|a| i64::from(a.route_count).clamp(0, others))
+        .sum();
+    let percent = if others == 0 {
+        100
+    } else {
+        (reachable * 100 / (n * others)) as i32
+    };
+    let lacking = agents
+        .iter()
+        .filter(|a| i64::from(a.route_count) < others)
+        .count();
+    let condition = if lacking == 0 && n >= i64::from(desired) {
+        Desired::new(
+            CONVERGED,
+            Status::True,
+            "AllRoutesKnown",
+            format!("each of {n} agents has a route to the other {others}"),
+        )
+    } else if lacking == 0 {
+        Desired::new(
+            CONVERGED,
+            Status::False,
+            "AwaitingAgentReports",
+            format!("{n}/{desired} agents report; those reporting reach each other"),
+        )
+    } else {
+        Desired::new(
+            CONVERGED,
+            Status::False,
+            "PartialReachability",
+            format!("{lacking} of {n} agents lack routes; {percent}% of agent pairs reachable"),
+        )
+    };
+    (condition, percent)
 }
 
 /// A condition that flipped, for an Event.
@@ -102,15 +173,7 @@ pub fn compute(
             "no agent of the current spec is unavailable",
         )
     };
-    let converged = Desired::new(
-        CONVERGED,
-        Status::Unknown,
-        "AwaitingAgentReports",
-        format!(
-            "{}/{desired} agents published a MeshNode record; routing convergence is reported by agents",
-            observed.reporting_nodes
-        ),
-    );
+    let (converged, reachable_pairs_percent) = convergence(&observed.agents, desired);
 
     let mut status = current.cloned().unwrap_or_default();
     let transitions = condition::set_all(
@@ -123,7 +186,17 @@ pub fn compute(
     status.desired_nodes = desired;
     status.ready_nodes = ready;
     status.updated_nodes = updated;
-    status.reporting_nodes = observed.reporting_nodes;
+    status.reporting_nodes = observed.agents.len() as i32;
+    status.reachable_pairs_percent = reachable_pairs_percent;
+    status.pq_sessions = observed.agents.iter().map(|a| a.pq_sessions).sum();
+    status.classical_sessions = observed.agents.iter().map(|a| a.classical_sessions).sum();
+    status.last_reroute_duration = observed
+        .agents
+        .iter()
+        .filter_map(|a| a.last_reroute)
+        .max()
+        .map(x0tta6bl4_api::duration::format)
+        .unwrap_or_default();
     status.ready_nodes_text = format!("{ready}/{desired}");
     status.post_quantum = observed.post_quantum.clone();
     status.config_hash = observed.config_hash.clone();
@@ -172,7 +245,7 @@ mod tests {
                 ..Default::default()
             }),
             daemon_set_current: true,
-            reporting_nodes: 0,
+            agents: vec![],
             config_hash: "abc".into(),
             post_quantum: "required:X25519MLKEM768/ML-DSA-65".into(),
         }
@@ -216,6 +289,35 @@ mod tests {
         let (status, _) = compute(None, Some(1), &observed(3, 0, 3), &at(1));
         assert_eq!(reason(&status, DEGRADED).0, "False");
         assert_eq!(reason(&status, PROGRESSING), ("True", "RollingOut"));
+    }
+
+    fn report(routes: i32, reroute_ms: Option<u64>) -> AgentReport {
+        AgentReport {
+            route_count: routes,
+            pq_sessions: 2,
+            classical_sessions: 0,
+            last_reroute: reroute_ms.map(std::time::Duration::from_millis),
+        }
+    }
+
+    #[test]
+    fn the_mesh_converges_when_every_agent_reaches_every_other() {
+        let mut seen = observed(3, 3, 3);
+        seen.agents = vec![report(2, None), report(2, Some(420)), report(2, Some(180))];
+        let (status, _) = compute(None, Some(1), &seen, &at(1));
+        assert_eq!(reason(&status, CONVERGED), ("True", "AllRoutesKnown"));
+        assert_eq!(status.reachable_pairs_percent, 100);
+        assert_eq!(status.pq_sessions, 6);
+        assert_eq!(status.last_reroute_duration, "420ms");
+    }
+
+    #[test]
+    fn partial_reachability_is_reported_with_the_share_of_pairs() {
+        let mut seen = observed(4, 4, 4);
+        seen.agents = vec![report(3, None), report(3, None), report(1, None), report(1, None)];
+        let (status, _) = compute(None, Some(1), &seen, &at(1));
+        assert_eq!(reason(&status, CONVERGED), ("False", "PartialReachability"));
+        assert_eq!(status.reachable_pairs_percent, 66);
     }
 
     #[test]
