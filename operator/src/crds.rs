@@ -83,6 +83,14 @@ mod tests {
     }
 
     #[test]
+    fn mesh_nodes_are_selectable_by_mesh_and_node_with_valid_json_paths() {
+        let fields = crd("meshnodes").spec.versions[0].selectable_fields.clone().unwrap();
+        let paths: Vec<_> = fields.iter().map(|f| f.json_path.as_str()).collect();
+        // The API server refuses paths that do not start with a dot.
+        assert_eq!(paths, [".spec.meshName", ".spec.nodeName"]);
+    }
+
+    #[test]
     fn every_kind_has_the_status_subresource() {
         for c in all() {
             let subresources = c.spec.versions[0].subresources.clone().unwrap();
