@@ -52,8 +52,12 @@ helm-lint: binaries ## Lint the Helm chart
 e2e: binaries ## End-to-end tests against a real local control plane
 	e2e/run.sh
 
+.PHONY: netns
+netns: ## Five agents in a ring of network namespaces: convergence, kill, reroute, rejoin (root)
+	X0_NETNS_TESTS=1 $(CARGO) test --locked -p x0tta6bl4-node-agent --test netns_ring -- --nocapture
+
 .PHONY: test
-test: lint unit check-generated helm-lint e2e ## Everything CI runs
+test: lint unit check-generated helm-lint netns e2e ## Everything CI runs
 
 .PHONY: demo
 demo: binaries ## Local cluster, CRDs, operator and examples; shows them progressing

@@ -84,7 +84,10 @@ mod tests {
 
     #[test]
     fn mesh_nodes_are_selectable_by_mesh_and_node_with_valid_json_paths() {
-        let fields = crd("meshnodes").spec.versions[0].selectable_fields.clone().unwrap();
+        let fields = crd("meshnodes").spec.versions[0]
+            .selectable_fields
+            .clone()
+            .unwrap();
         let paths: Vec<_> = fields.iter().map(|f| f.json_path.as_str()).collect();
         // The API server refuses paths that do not start with a dot.
         assert_eq!(paths, [".spec.meshName", ".spec.nodeName"]);

@@ -67,6 +67,9 @@ fn decode_body(header: Header, body: &[u8]) -> Result<Message, DecodeError> {
         MessageType::Hello => crate::Hello::decode(body).map(Message::Hello),
         MessageType::Originator => crate::Originator::decode(body).map(Message::Originator),
         MessageType::Data => crate::Data::decode(body).map(Message::Data),
+        MessageType::EndorsementAnnounce => {
+            crate::EndorsementAnnounce::decode(body).map(Message::EndorsementAnnounce)
+        }
     };
     decoded.map_err(|error| match error {
         DecodeError::Truncated => DecodeError::Malformed("field runs past the end of the frame body"),
@@ -97,6 +100,7 @@ pub fn encode_frame(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeEr
         Message::Hello(hello) => hello.encode_body(out),
         Message::Originator(originator) => originator.encode_body(out),
         Message::Data(data) => data.encode_body(out),
+        Message::EndorsementAnnounce(announce) => announce.encode_body(out),
     };
     let body_len = out.len().saturating_sub(start + HEADER_LEN);
     let result = encoded.and_then(|()| {

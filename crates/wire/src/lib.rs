@@ -25,6 +25,7 @@
 
 mod codec;
 mod data;
+mod endorsement;
 mod error;
 mod frame;
 mod hello;
@@ -32,6 +33,7 @@ mod originator;
 
 pub use bytes::Bytes;
 pub use data::{Data, MAX_DATA_PAYLOAD_LEN};
+pub use endorsement::{EndorsementAnnounce, MAX_ENDORSEMENT_LEN};
 pub use error::{DecodeError, EncodeError};
 pub use frame::{FrameReader, Frames, HEADER_LEN, MAGIC, MAX_BODY_LEN, VERSION, decode_frame, encode_frame};
 pub use hello::{Hello, MAX_ADVERTISED_COSTS};
@@ -90,8 +92,10 @@ pub enum MessageType {
     Originator = 2,
     /// [`Data`].
     Data = 3,
-    // Next: 4 = Quarantine (a MAPE-K notice), 5 = SeqnoRequest (ask an originator for a newer
-    // advertisement, as Babel does, to cut reroute time).
+    // 4 = Quarantine (a MAPE-K notice) and 5 = SeqnoRequest (ask an originator for a newer
+    // advertisement, as Babel does, to cut reroute time) are reserved.
+    /// [`EndorsementAnnounce`].
+    EndorsementAnnounce = 6,
 }
 
 impl MessageType {
@@ -101,6 +105,7 @@ impl MessageType {
             1 => Some(MessageType::Hello),
             2 => Some(MessageType::Originator),
             3 => Some(MessageType::Data),
+            6 => Some(MessageType::EndorsementAnnounce),
             _ => None,
         }
     }
@@ -115,6 +120,8 @@ pub enum Message {
     Originator(Originator),
     /// The agents' own traffic.
     Data(Data),
+    /// A node key's endorsement, flooded so that non-neighbours can verify its advertisements.
+    EndorsementAnnounce(EndorsementAnnounce),
 }
 
 impl Message {
@@ -124,6 +131,7 @@ impl Message {
             Message::Hello(_) => MessageType::Hello,
             Message::Originator(_) => MessageType::Originator,
             Message::Data(_) => MessageType::Data,
+            Message::EndorsementAnnounce(_) => MessageType::EndorsementAnnounce,
         }
     }
 

@@ -5,8 +5,8 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 use x0tta6bl4_wire::{
-    Data, DecodeError, Envelope, FrameReader, HEADER_LEN, Hello, MAX_BODY_LEN, Message, NodeId, Originator,
-    OriginatorBody, decode_frame,
+    Data, DecodeError, EndorsementAnnounce, Envelope, FrameReader, HEADER_LEN, Hello, MAX_BODY_LEN,
+    MAX_ENDORSEMENT_LEN, Message, NodeId, Originator, OriginatorBody, decode_frame,
 };
 
 fn node_id() -> impl Strategy<Value = NodeId> {
@@ -79,11 +79,18 @@ fn data() -> impl Strategy<Value = Data> {
         })
 }
 
+fn endorsement_announce() -> impl Strategy<Value = EndorsementAnnounce> {
+    // Real endorsements are about 5.3 KB; short ones exercise the length handling.
+    prop_oneof![vec(any::<u8>(), 0..64), vec(any::<u8>(), 5000..5400)]
+        .prop_map(|endorsement| EndorsementAnnounce { endorsement })
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         hello().prop_map(Message::Hello),
         originator().prop_map(Message::Originator),
         data().prop_map(Message::Data),
+        endorsement_announce().prop_map(Message::EndorsementAnnounce),
     ]
 }
 
@@ -98,6 +105,9 @@ fn decode_body_as(message: &Message, body: &[u8]) -> Result<Message, DecodeError
         Message::Hello(_) => Hello::decode(body).map(Message::Hello),
         Message::Originator(_) => Originator::decode(body).map(Message::Originator),
         Message::Data(_) => Data::decode(body).map(Message::Data),
+        Message::EndorsementAnnounce(_) => {
+            EndorsementAnnounce::decode(body).map(Message::EndorsementAnnounce)
+        }
     }
 }
 
@@ -128,6 +138,13 @@ proptest! {
         let mut body = Vec::new();
         data.encode_body(&mut body).unwrap();
         prop_assert_eq!(Data::decode(&body), Ok(data));
+    }
+
+    #[test]
+    fn every_endorsement_announcement_round_trips(announce in endorsement_announce()) {
+        let mut body = Vec::new();
+        announce.encode_body(&mut body).unwrap();
+        prop_assert_eq!(EndorsementAnnounce::decode(&body), Ok(announce));
     }
 
     #[test]
@@ -183,6 +200,7 @@ proptest! {
         let _ = Originator::decode(&bytes);
         let _ = OriginatorBody::decode(&bytes);
         let _ = Data::decode(&bytes);
+        let _ = EndorsementAnnounce::decode(&bytes);
         let mut reader = FrameReader::new();
         for chunk in bytes.chunks(7) {
             for _ in reader.feed(chunk) {}
@@ -191,7 +209,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bodies_behind_a_valid_header_never_panic_and_decode_canonically(
-        message_type in 0u8..6,
+        message_type in 0u8..8,
         body in vec(any::<u8>(), 0..512),
     ) {
         let mut frame = b"X0\x01".to_vec();
@@ -249,6 +267,9 @@ fn the_largest_messages_fit_and_round_trip() {
         Message::Data(Data {
             payload: vec![1; x0tta6bl4_wire::MAX_DATA_PAYLOAD_LEN],
             ..Data::default()
+        }),
+        Message::EndorsementAnnounce(EndorsementAnnounce {
+            endorsement: vec![2; MAX_ENDORSEMENT_LEN],
         }),
     ];
     for message in largest {
