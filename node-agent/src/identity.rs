@@ -33,6 +33,8 @@ pub enum IdentityError {
     Invalid { path: PathBuf, reason: String },
     #[error("the endorsement does not match this node: {0}")]
     Mismatch(String),
+    #[error("identity source: {0}")]
+    Source(String),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {

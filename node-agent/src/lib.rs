@@ -17,6 +17,7 @@ pub mod convergence;
 pub mod dialer;
 pub mod endorsements;
 pub mod identity;
+pub mod kube_source;
 pub mod mesh;
 pub mod metrics;
 pub mod peers;

@@ -4,6 +4,8 @@ use x0tta6bl4_node_agent::cli::{AuthorityCommand, Cli, Command, KeysCommand};
 use x0tta6bl4_node_agent::{admin, runtime};
 
 fn main() -> anyhow::Result<()> {
+    // One TLS provider for the process (neighbour sessions and the Kubernetes client).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Authority {

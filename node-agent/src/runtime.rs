@@ -19,6 +19,7 @@ use x0tta6bl4_telemetry::Readiness;
 use crate::cli::RunArgs;
 use crate::clock::{Clock, unix_micros, unix_seconds};
 use crate::identity::{self, FileIdentity, IdentityRequest, IdentitySource, Unconfigured};
+use crate::kube_source::{KubeIdentity, KubePeers};
 use crate::mesh::{AgentFacts, Mesh, MeshParts, TrustVerifier};
 use crate::metrics::Metrics;
 use crate::peers::{PeerSource, StaticPeers};
@@ -56,18 +57,60 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read the agent configuration {}", config_path.display()))?;
     let config = AgentConfig::parse(&text).map_err(anyhow::Error::msg)?;
     x0tta6bl4_telemetry::init_logging(args.log_format, &config.log_level);
-    // Standalone mode; in a cluster the MeshNode record provides both.
-    let peers = StaticPeers::new(args.peers.clone());
     match (&args.endorsement_file, &args.authority_public_key) {
+        // Standalone mode: identity from files, peers from --peer.
         (Some(endorsement_file), Some(authority_public_key_file)) => {
             let source = FileIdentity {
                 endorsement_file: endorsement_file.clone(),
                 authority_public_key_file: authority_public_key_file.clone(),
             };
-            run_mesh(args, config, node_name, &source, &peers).await
+            let peers = StaticPeers::new(args.peers.clone());
+            run_mesh(args, config, node_name, &source, &peers, |_, _| {}).await
         }
-        _ => run_mesh(args, config, node_name, &Unconfigured, &peers).await,
+        // In a cluster (in-cluster credentials or KUBECONFIG): the MeshNode records.
+        _ if in_cluster() => {
+            let client = kube::Client::try_default()
+                .await
+                .context("cannot build a Kubernetes client")?;
+            let endpoint = args
+                .advertise_address
+                .map(|ip| std::net::SocketAddr::new(ip, config.tcp_port).to_string())
+                .context("--advertise-address (or NODE_IP) is required in a cluster: peers dial it")?;
+            let source = KubeIdentity {
+                client: client.clone(),
+                namespace: config.namespace.clone(),
+                mesh: config.mesh.clone(),
+                authority_public_key: config.authority_public_key.clone(),
+                endpoint,
+            };
+            let stop_watch = CancellationToken::new();
+            let peers = KubePeers::start(
+                client.clone(),
+                &config.namespace,
+                &config.mesh,
+                &config.trust_domain,
+                &node_name,
+                stop_watch.clone(),
+            );
+            let record = crate::kube_source::record_name(&config.mesh, &node_name);
+            let namespace = config.namespace.clone();
+            let outcome = run_mesh(args, config, node_name, &source, &peers, move |mesh, shutdown| {
+                crate::kube_source::start_reporting(client, namespace, record, mesh, shutdown)
+            })
+            .await;
+            stop_watch.cancel();
+            outcome
+        }
+        _ => {
+            let peers = StaticPeers::new(args.peers.clone());
+            run_mesh(args, config, node_name, &Unconfigured, &peers, |_, _| {}).await
+        }
     }
+}
+
+/// Whether Kubernetes credentials are at hand (a pod's service account, or KUBECONFIG).
+fn in_cluster() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() || std::env::var_os("KUBECONFIG").is_some()
 }
 
 /// The agent, from its configuration, identity source and peer source.
@@ -77,6 +120,7 @@ pub async fn run_mesh(
     node_name: String,
     identity_source: &impl IdentitySource,
     peers: &impl PeerSource,
+    on_running: impl FnOnce(crate::mesh::MeshHandle, CancellationToken),
 ) -> anyhow::Result<()> {
     let policy = settings::key_exchange_policy(&config, args.test_key_exchange);
     let listen = args
@@ -200,6 +244,7 @@ pub async fn run_mesh(
         clock,
     });
     let _ = mesh_cell.set(crate::mesh::MeshHandle::new(inbox.clone()));
+    on_running(crate::mesh::MeshHandle::new(inbox.clone()), shutdown.clone());
     tasks.spawn(mesh.run(inputs, shutdown.clone()));
     // No consumer of payloads for this agent yet (federated learning will be one).
     tasks.spawn(async move {

@@ -56,6 +56,9 @@ struct RunArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Command::Run(args) = Cli::parse().command;
+    // One TLS provider for the whole process (the API client and anything else), chosen here
+    // rather than inferred from crate features, which other workspace crates can change.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     x0tta6bl4_telemetry::init_logging(args.log_format, "info,kube=warn");
     let identity = args
         .identity

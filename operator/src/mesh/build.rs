@@ -160,7 +160,7 @@ pub fn build(mesh: &MeshNetwork, options: &BuildOptions, authority_public_key: &
                     ])),
                     ..Default::default()
                 }),
-                spec: Some(agent_pod_spec(&name, &namespace, mesh, image)),
+                spec: Some(agent_pod_spec(&name, mesh, image)),
             },
             ..Default::default()
         }),
@@ -242,7 +242,7 @@ fn agent_rules(mesh: &str) -> Vec<PolicyRule> {
     ]
 }
 
-fn agent_pod_spec(name: &str, namespace: &str, mesh: &MeshNetwork, image: String) -> PodSpec {
+fn agent_pod_spec(name: &str, mesh: &MeshNetwork, image: String) -> PodSpec {
     let spec = &mesh.spec;
     let field_env = |env: &str, path: &str| EnvVar {
         name: env.into(),
@@ -297,7 +297,8 @@ fn agent_pod_spec(name: &str, namespace: &str, mesh: &MeshNetwork, image: String
                 field_env("NODE_NAME", "spec.nodeName"),
                 field_env("POD_NAMESPACE", "metadata.namespace"),
                 field_env("POD_NAME", "metadata.name"),
-                field_env("NODE_IP", "status.hostIP"),
+                // The address peers dial: the node's, since agents use the host network.
+                field_env("X0_ADVERTISE_ADDRESS", "status.hostIP"),
             ]),
             ports: Some(vec![
                 port("mesh-udp", spec.agent.udp_port, "UDP"),
@@ -337,7 +338,7 @@ fn agent_pod_spec(name: &str, namespace: &str, mesh: &MeshNetwork, image: String
                 },
                 VolumeMount {
                     name: "keys".into(),
-                    mount_path: "/var/lib/x0tta6bl4".into(),
+                    mount_path: KEY_DIR_ROOT.into(),
                     ..Default::default()
                 },
             ]),
@@ -353,11 +354,9 @@ fn agent_pod_spec(name: &str, namespace: &str, mesh: &MeshNetwork, image: String
                 ..Default::default()
             },
             host_path("bpffs", "/sys/fs/bpf".into(), "DirectoryOrCreate"),
-            host_path(
-                "keys",
-                format!("{KEY_DIR_ROOT}/{namespace}/{name}"),
-                "DirectoryOrCreate",
-            ),
+            // The agent keeps its key under <root>/<namespace>/<mesh>, so one node can serve
+            // several meshes without their keys meeting.
+            host_path("keys", KEY_DIR_ROOT.to_owned(), "DirectoryOrCreate"),
         ]),
         ..Default::default()
     }

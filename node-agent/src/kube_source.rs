@@ -1,0 +1,295 @@
+//! The agent inside a cluster: its MeshNode record is where it publishes its key (and gets it
+//! endorsed by the operator), where it finds its peers, and where it reports its state.
+//!
+//! The API server lets an agent write only the record of the node its pod-bound token names
+//! (admission policy in the chart), so what the operator endorses really is that node's key.
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use x0tta6bl4_api::MeshNode;
+use x0tta6bl4_crypto::VerifyingKey;
+use x0tta6bl4_crypto::endorsement::Endorsement;
+
+use crate::identity::{self, IdentityError, IdentityRequest, IdentitySource, TrustMaterial};
+use crate::mesh::MeshHandle;
+use crate::peers::{PeerEndpoint, PeerSource};
+use crate::status::StatusReport;
+
+/// Field manager of everything the agent writes, distinct from the operator's.
+const FIELD_MANAGER: &str = "x0tta6bl4-agent";
+/// How often the endorsement is looked for while the operator has not written it yet.
+const ENDORSEMENT_POLL: Duration = Duration::from_secs(1);
+/// Status is written at most this often, and only when it changed (1000 agents → ≤ 200 writes/s
+/// in the worst case, far fewer in steady state).
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+pub fn record_name(mesh: &str, node: &str) -> String {
+    format!("{mesh}-{node}")
+}
+
+/// Endorsement from the operator, through the MeshNode record; trust anchor from the config.
+pub struct KubeIdentity {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub mesh: String,
+    /// The mesh authority's public key from the agent configuration (base64).
+    pub authority_public_key: String,
+    pub endpoint: String,
+}
+
+impl KubeIdentity {
+    fn records(&self) -> Api<MeshNode> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
+
+fn cluster_error(what: &str, error: impl std::fmt::Display) -> IdentityError {
+    IdentityError::Source(format!("{what}: {error}"))
+}
+
+impl IdentitySource for KubeIdentity {
+    fn describe(&self) -> String {
+        format!("MeshNode records of mesh {}/{}", self.namespace, self.mesh)
+    }
+
+    async fn obtain(&self, request: IdentityRequest<'_>) -> Result<TrustMaterial, IdentityError> {
+        let authority = STANDARD
+            .decode(&self.authority_public_key)
+            .map_err(|e| cluster_error("authorityPublicKey in the agent configuration", e))
+            .and_then(|bytes| {
+                VerifyingKey::from_bytes(&bytes)
+                    .map_err(|e| cluster_error("authorityPublicKey in the agent configuration", e))
+            })?;
+        let name = record_name(&self.mesh, request.node_name);
+        let record = serde_json::json!({
+            "apiVersion": "x0tta6bl4.io/v1alpha1",
+            "kind": "MeshNode",
+            "metadata": {"name": name, "labels": {"x0tta6bl4.io/mesh": self.mesh}},
+            "spec": {
+                "meshName": self.mesh,
+                "nodeName": request.node_name,
+                "publicKey": STANDARD.encode(request.public_key.as_bytes()),
+                "keyEpoch": request.key_epoch,
+            },
+        });
+        self.records()
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&record),
+            )
+            .await
+            .map_err(|e| {
+                cluster_error(
+                    &format!("publishing the key in MeshNode {}/{name}", self.namespace),
+                    e,
+                )
+            })?;
+        // The endpoint goes out at once so that peers can dial while we wait.
+        let status = serde_json::json!({
+            "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNode",
+            "status": {"endpoint": self.endpoint, "spiffeId": request.spiffe_id},
+        });
+        self.records()
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&status),
+            )
+            .await
+            .map_err(|e| {
+                cluster_error(
+                    &format!("publishing the endpoint in MeshNode {}/{name}", self.namespace),
+                    e,
+                )
+            })?;
+        tracing::info!(record = %name, "published the node key; waiting for the operator's endorsement");
+        loop {
+            let current = self
+                .records()
+                .get(&name)
+                .await
+                .map_err(|e| cluster_error(&format!("reading MeshNode {}/{name}", self.namespace), e))?;
+            let endorsement = current
+                .status
+                .as_ref()
+                .filter(|s| !s.endorsement.is_empty())
+                .and_then(|s| STANDARD.decode(&s.endorsement).ok())
+                .and_then(|bytes| Endorsement::decode(&bytes).ok());
+            if let Some(endorsement) = endorsement
+                && identity::check_endorsement(&endorsement, &request).is_ok()
+            {
+                tracing::info!(
+                    epoch = endorsement.key_epoch,
+                    until = endorsement.not_after,
+                    "endorsed by the mesh authority"
+                );
+                return Ok(TrustMaterial {
+                    endorsement,
+                    authorities: vec![authority],
+                });
+            }
+            tokio::time::sleep(ENDORSEMENT_POLL).await;
+        }
+    }
+}
+
+/// Peers from the MeshNode records of the same mesh that published an endpoint.
+pub struct KubePeers {
+    endpoints: watch::Sender<BTreeSet<PeerEndpoint>>,
+}
+
+impl KubePeers {
+    /// Starts watching; the watch ends with `shutdown`.
+    pub fn start(
+        client: kube::Client,
+        namespace: &str,
+        mesh: &str,
+        trust_domain: &str,
+        own_node: &str,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (sender, _) = watch::channel(BTreeSet::new());
+        let records: Api<MeshNode> = Api::namespaced(client, namespace);
+        let config = watcher::Config::default().fields(&format!("spec.meshName={mesh}"));
+        let publish = sender.clone();
+        let (namespace, mesh, trust_domain, own_node) = (
+            namespace.to_owned(),
+            mesh.to_owned(),
+            trust_domain.to_owned(),
+            own_node.to_owned(),
+        );
+        tokio::spawn(async move {
+            let (reader, writer) = kube::runtime::reflector::store::<MeshNode>();
+            let mut stream = std::pin::pin!(
+                watcher(records, config)
+                    .default_backoff()
+                    .reflect(writer)
+                    .touched_objects()
+            );
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    event = stream.next() => match event {
+                        None => return,
+                        Some(Err(error)) => tracing::warn!(%error, "MeshNode watch failed; retrying"),
+                        Some(Ok(_)) => {
+                            let endpoints = reader
+                                .state()
+                                .iter()
+                                .filter(|record| record.spec.node_name != own_node)
+                                .filter_map(|record| {
+                                    let endpoint = record.status.as_ref()?.endpoint.clone();
+                                    (!endpoint.is_empty()).then(|| PeerEndpoint {
+                                        address: endpoint,
+                                        node: Some(identity::node_id(&identity::spiffe_id(
+                                            &trust_domain,
+                                            &namespace,
+                                            &mesh,
+                                            &record.spec.node_name,
+                                        ))),
+                                    })
+                                })
+                                .collect();
+                            publish.send_if_modified(|current| {
+                                let changed = *current != endpoints;
+                                *current = endpoints;
+                                changed
+                            });
+                        }
+                    }
+                }
+            }
+        });
+        Self { endpoints: sender }
+    }
+}
+
+impl PeerSource for KubePeers {
+    fn subscribe(&self) -> watch::Receiver<BTreeSet<PeerEndpoint>> {
+        self.endpoints.subscribe()
+    }
+}
+
+/// The status fields the agent owns in its MeshNode record, from its /status report.
+pub fn record_status(report: &StatusReport) -> serde_json::Value {
+    let alive: Vec<_> = report.neighbours.iter().filter(|n| n.alive).collect();
+    let neighbours: Vec<_> = alive
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "node": n.node_name.clone().unwrap_or_else(|| n.node_id.clone()),
+                "cost": n.cost,
+                "rttMicros": n.rtt_ms.map(|ms| (ms * 1000.0) as i64).unwrap_or(0),
+                "lossPercent": n.loss_percent,
+                "keyExchange": n.key_exchange.clone().unwrap_or_default(),
+            })
+        })
+        .collect();
+    let mut status = serde_json::json!({
+        "endpoint": report.endpoint,
+        "spiffeId": report.spiffe_id,
+        "neighbourCount": alive.len(),
+        "routeCount": report.routes.len(),
+        "pqSessions": report.post_quantum_sessions,
+        "classicalSessions": report.sessions.saturating_sub(report.post_quantum_sessions),
+        "neighbours": neighbours,
+    });
+    if let Some(episode) = report.last_settled_convergence.as_ref() {
+        let at = episode
+            .last_change_at_unix_us
+            .unwrap_or(episode.started_at_unix_us);
+        if let Ok(time) = k8s_openapi::jiff::Timestamp::from_microsecond(at as i64) {
+            status["lastConvergenceTime"] = serde_json::json!(time.to_string());
+        }
+        if episode.trigger.kind == "neighbour_lost" {
+            let duration = Duration::from_micros((episode.duration_ms * 1000.0) as u64);
+            status["lastRerouteDuration"] = serde_json::json!(x0tta6bl4_api::duration::format(duration));
+        }
+    }
+    status
+}
+
+/// Writes the agent's status into its record, rate-limited and only on change.
+pub fn start_reporting(
+    client: kube::Client,
+    namespace: String,
+    name: String,
+    mesh: MeshHandle,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let records: Api<MeshNode> = Api::namespaced(client, &namespace);
+        let mut last_sent = None;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(REPORT_EVERY) => {}
+            }
+            let Some(report) = mesh.status().await else { return };
+            let status = record_status(&report);
+            if last_sent.as_ref() == Some(&status) {
+                continue;
+            }
+            let body = serde_json::json!({"apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNode", "status": status});
+            match records
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
+                .await
+            {
+                Ok(_) => last_sent = Some(status),
+                Err(error) => tracing::warn!(%error, record = %name, "could not report status"),
+            }
+        }
+    });
+}
