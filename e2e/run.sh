@@ -21,7 +21,7 @@ stage() {
 e2e/cluster/build-binaries.sh all
 stage "control-plane binaries"
 
-cargo build --locked -p x0tta6bl4-operator
+cargo build --locked -p x0tta6bl4-operator -p x0tta6bl4-node-agent
 cargo test --locked -p x0tta6bl4-e2e --features e2e --no-run
 stage "operator and test build"
 
@@ -38,6 +38,7 @@ eval "$("$CLUSTER" env)"
 export X0_KUBECTL="$ROOT/.cache/bin/kubernetes-$KUBERNETES_VERSION/kubectl"
 export X0_HELM="$ROOT/.cache/bin/helm-$HELM_VERSION/helm"
 export X0_OPERATOR_BIN="$ROOT/target/debug/x0tta6bl4-operator"
+export X0_NODE_AGENT_BIN="$ROOT/target/debug/x0tta6bl4-node-agent"
 "$X0_KUBECTL" apply --server-side -f crds/
 "$X0_KUBECTL" wait --for=condition=Established --timeout=60s -f crds/
 # The admission policy that binds MeshNode records to their node ships in the chart; the

@@ -282,3 +282,100 @@ pub fn node_count() -> i32 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(3)
 }
+
+/// A node agent process started by a test, authenticating as the agent pod of one node.
+pub struct Agent {
+    child: Child,
+    pub node: String,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `x0tta6bl4-node-agent` for `node` with a kubeconfig carrying a token bound to
+    /// `pod`, on loopback address `ip` (each agent its own), with the mesh's rendered config.
+    pub fn start(
+        node: &str,
+        pod: &str,
+        namespace: &str,
+        ip: &str,
+        config: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("x0-e2e-agent-{namespace}-{node}"));
+        std::fs::create_dir_all(&dir)?;
+        let token = kubectl_ok(&[
+            "create",
+            "token",
+            "demo-agent",
+            "-n",
+            namespace,
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            pod,
+            "--duration",
+            "1h",
+        ]);
+        let server = kubectl_ok(&[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ]);
+        let ca = kubectl_ok(&[
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+        ]);
+        let kubeconfig = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"{server}\", certificate-authority-data: \"{ca}\"}}}}]\n\
+             users: [{{name: u, user: {{token: \"{}\"}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u, namespace: {namespace}}}}}]\ncurrent-context: x\n",
+            token.trim()
+        );
+        std::fs::write(&kubeconfig, text)?;
+        let log = dir.join("agent.log");
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(env_path("X0_NODE_AGENT_BIN"))
+            .args([
+                "--config",
+                config.to_str().unwrap_or_default(),
+                "--node-name",
+                node,
+            ])
+            .args(["--state-dir", dir.join("state").to_str().unwrap_or_default()])
+            .args(["--listen-addr", &format!("{ip}:47101"), "--advertise-address", ip])
+            .args(["--metrics-addr", &format!("{ip}:47102")])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log_file.try_clone()?))
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .context("starting the node agent (X0_NODE_AGENT_BIN)")?;
+        Ok(Self {
+            child,
+            node: node.to_owned(),
+            log,
+        })
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
