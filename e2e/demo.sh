@@ -59,6 +59,9 @@ up() {
     if "$KUBECTL" wait --for=condition=Ready --timeout=2s meshnetwork/demo >/dev/null 2>&1; then
       printf '\n'
       "$KUBECTL" get meshnetworks,flrounds,chaos -o wide
+      # A real agent per fake node, each in its own network namespace, the namespaces in a ring.
+      log "starting a node agent per fake node (e2e/demo-agents.sh)"
+      e2e/demo-agents.sh up
       log "the demo is up. KUBECONFIG=$STATE/kubeconfig; try: kubectl describe mesh demo; stop it with: make demo-down"
       return 0
     fi
@@ -69,6 +72,7 @@ up() {
 }
 
 down() {
+  e2e/demo-agents.sh down || log "stopping the agents failed; stopping the cluster anyway"
   stop_operator
   "$CLUSTER" down
   rm -f "$OPERATOR_LOG"

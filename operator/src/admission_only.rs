@@ -103,12 +103,7 @@ impl Reconciled for ChaosExperiment {
 }
 
 pub async fn reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics.reconciles.with_label_values(&[K::KIND]).inc();
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[K::KIND])
-        .start_timer();
+    let _timer = ctx.metrics.reconcile_started(K::KIND);
     if object.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

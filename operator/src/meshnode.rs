@@ -97,12 +97,7 @@ pub fn decide(
 }
 
 pub async fn reconcile(node: Arc<MeshNode>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics.reconciles.with_label_values(&[KIND]).inc();
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[KIND])
-        .start_timer();
+    let _timer = ctx.metrics.reconcile_started(KIND);
     let namespace = node
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;

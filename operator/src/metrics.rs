@@ -79,6 +79,14 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Counts a reconcile of `kind` and times it until the returned guard drops.
+    pub fn reconcile_started(&self, kind: &str) -> prometheus::HistogramTimer {
+        self.reconciles.with_label_values(&[kind]).inc();
+        self.reconcile_duration.with_label_values(&[kind]).start_timer()
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()

@@ -22,12 +22,7 @@ const KIND: &str = "MeshNetwork";
 const RESYNC: Duration = Duration::from_secs(300);
 
 pub async fn reconcile(mesh: Arc<MeshNetwork>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics.reconciles.with_label_values(&[KIND]).inc();
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[KIND])
-        .start_timer();
+    let _timer = ctx.metrics.reconcile_started(KIND);
     if mesh.meta().deletion_timestamp.is_some() {
         // Children carry owner references; the garbage collector removes them.
         return Ok(Action::await_change());

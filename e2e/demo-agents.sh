@@ -1,0 +1,421 @@
+#!/usr/bin/env bash
+# Real node agents for the demo's fake (kwok) nodes: one x0tta6bl4-node-agent process per node,
+# each in its own network namespace, authenticating to the demo's API server as the DaemonSet pod
+# kwok "runs" on its node, so the agents publish their keys, get them endorsed by the operator,
+# find each other through their MeshNode records and form the mesh for real.
+#
+#   demo-agents.sh up     (re)start the agents, wait until the MeshNetwork reports Converged=True
+#                         (on a timeout the agents keep running for inspection; logs, pids,
+#                         kubeconfigs and node keys are in .cache/demo-agents/)
+#   demo-agents.sh down   stop the agents and forwarders, delete the namespaces and the state
+#                         (idempotent; works without the cluster)
+#
+# Environment: X0_CLUSTER (default demo), X0_MESH (default demo), X0_MESH_NAMESPACE (default
+# default), X0_AGENTS_TIMEOUT (seconds to wait for convergence, default 120).
+#
+# Topology, all in 198.18.0.0/15 and out of the way of node-agent/tests/netns_ring.rs (which uses
+# 198.18.<1..250>.x inside its namespaces and 198.19.<1..250>.x on the host):
+#
+#   namespace x0demo-<i>     the agent of the i-th node (nodes sorted by name)
+#   198.18.251.<i+1>/32      the agent's own address, on `lo`: its advertised endpoint
+#   198.18.252.0/22          the ring: link i joins namespace i ("right") to namespace i+1 ("left"),
+#                            the last back to the first, each link a /30 (4i+1 and 4i+2)
+#   198.19.252.0/22          a management veth per namespace to the host (/30: host 4i+1,
+#                            namespace 4i+2), where the agent reaches the API server (through a
+#                            socat forwarder on the host side) and serves /metrics and /status
+#
+# Each namespace has a host route to the /32 of each ring neighbour, one hop over their link, and
+# nothing else: there is no kernel route between non-adjacent namespaces and no default route, so
+# the agents can dial only their two neighbours and the mesh has to route everything further.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+# shellcheck source=cluster/versions.env
+source e2e/cluster/versions.env
+CLUSTER_NAME="${X0_CLUSTER:-demo}"
+MESH="${X0_MESH:-demo}"
+NS="${X0_MESH_NAMESPACE:-default}"
+TIMEOUT="${X0_AGENTS_TIMEOUT:-120}"
+CLUSTER_STATE="$ROOT/.cache/clusters/$CLUSTER_NAME"
+KUBECTL_BIN="$ROOT/.cache/bin/kubernetes-$KUBERNETES_VERSION/kubectl"
+AGENT_BIN="$ROOT/target/debug/x0tta6bl4-node-agent"
+STATE="$ROOT/.cache/demo-agents"
+NETNS_PREFIX="x0demo-"
+HOST_LINK_PREFIX="x0demo-m"
+MAX_NODES=250
+
+log() { printf '[demo-agents %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+
+kctl() {
+  "$KUBECTL_BIN" --kubeconfig="$CLUSTER_STATE/kubeconfig" --cache-dir="$CLUSTER_STATE/kube-cache" \
+    --namespace="$NS" "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Addresses (see the header)
+# ---------------------------------------------------------------------------------------------
+
+# quad <second octets base> <offset>: 198.1<x>.<base + offset/256>.<offset%256>
+addr() { printf '198.%d.%d.%d' "$1" $(($2 + $3 / 256)) $(($3 % 256)); }
+node_addr() { printf '198.18.251.%d' $(($1 + 1)); }
+# Link i: namespace i has .4i+1 ("right"), namespace i+1 has .4i+2 ("left").
+link_right() { addr 18 252 $((4 * $1 + 1)); }
+link_left() { addr 18 252 $((4 * $1 + 2)); }
+mgmt_host() { addr 19 252 $((4 * $1 + 1)); }
+mgmt_ns() { addr 19 252 $((4 * $1 + 2)); }
+netns() { printf '%s%d' "$NETNS_PREFIX" "$1"; }
+
+# ---------------------------------------------------------------------------------------------
+# Processes: each started in its own session (process group) with its pid in a file; a pid is
+# only trusted while its command line still names our state directory or forwarder address.
+# ---------------------------------------------------------------------------------------------
+
+# spawn <pidfile> <logfile> <command...>
+spawn() {
+  local pidfile=$1 logfile=$2 deadline=$((SECONDS + 10))
+  shift 2
+  rm -f "$pidfile"
+  # shellcheck disable=SC2016 # $$, $0 and $@ belong to the child shell
+  setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
+    </dev/null >>"$logfile" 2>&1 &
+  until [[ -s $pidfile ]]; do
+    ((SECONDS < deadline)) || die "no $pidfile 10s after starting $*"
+    sleep 0.05
+  done
+}
+
+# alive_pid <pidfile> <cmdline substring>: prints the pid if that process still runs and is ours.
+alive_pid() {
+  local pid cmdline st
+  pid="$(cat "$1" 2>/dev/null)" || return 1
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  cmdline="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 1
+  [[ $cmdline == *"$2"* ]] || return 1
+  st="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
+  st="${st##*) }"
+  [[ ${st%% *} != Z ]] || return 1
+  echo "$pid"
+}
+
+# stop_pids <pid>...: SIGTERM to each process group, SIGKILL whatever is left after 5s.
+stop_pids() {
+  local p left deadline=$((SECONDS + 5))
+  (($#)) || return 0
+  for p in "$@"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done
+  while :; do
+    left=()
+    for p in "$@"; do kill -0 "$p" 2>/dev/null && left+=("$p"); done
+    ((${#left[@]})) || return 0
+    ((SECONDS < deadline)) || break
+    sleep 0.1
+  done
+  for p in "${left[@]}"; do kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; done
+  deadline=$((SECONDS + 5))
+  for p in "${left[@]}"; do
+    while kill -0 "$p" 2>/dev/null; do
+      ((SECONDS < deadline)) || die "process $p survived SIGKILL"
+      sleep 0.1
+    done
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# down
+# ---------------------------------------------------------------------------------------------
+
+down() {
+  local f pid pids=() ns
+  # Agents and forwarders by their pid files.
+  for f in "$STATE"/agent-*.pid; do
+    [[ -f $f ]] || continue
+    pid="$(alive_pid "$f" "$STATE/")" && pids+=("$pid")
+  done
+  for f in "$STATE"/forwarder-*.pid; do
+    [[ -f $f ]] || continue
+    pid="$(alive_pid "$f" "bind=198.19.25")" && pids+=("$pid")
+  done
+  stop_pids "${pids[@]}"
+  # Anything else still inside one of our namespaces (a lost pid file): the namespaces are ours.
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^${NETNS_PREFIX}[0-9]*$" || true); do
+    # shellcheck disable=SC2046 # one pid per word
+    stop_pids $(ip netns pids "$ns" 2>/dev/null)
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  # Deleting a namespace deletes the veth ends inside it, and with them their host ends; remove
+  # any host end left over from a half-built namespace.
+  for f in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' |
+    grep "^${HOST_LINK_PREFIX}[0-9]*$" || true); do
+    ip link del "$f" 2>/dev/null || true
+  done
+  rm -rf "$STATE"
+  # The MeshNode records of the stopped agents would go on claiming their routes: remove them
+  # while the cluster is there (best effort: `make demo-down` removes the cluster next anyway).
+  if [[ -f $CLUSTER_STATE/kubeconfig && -x $KUBECTL_BIN ]]; then
+    kctl delete meshnodes -l "x0tta6bl4.io/mesh=$MESH" --ignore-not-found --wait=false \
+      --request-timeout=5s >/dev/null 2>&1 || true
+  fi
+  log "down"
+}
+
+# Converged=True in the mesh status must come from the agents started now: drop records left by
+# earlier agents and wait (bounded) until the operator no longer reports them as converged.
+forget_old_records() {
+  local deadline=$((SECONDS + 30))
+  kctl delete meshnodes -l "x0tta6bl4.io/mesh=$MESH" --ignore-not-found --wait=true --timeout=30s >/dev/null
+  while [[ "$(kctl get meshnetwork "$MESH" \
+    -o jsonpath='{.status.conditions[?(@.type=="Converged")].status}' 2>/dev/null)" == True ]]; do
+    ((SECONDS < deadline)) || die "MeshNetwork $MESH still reports Converged=True 30s after its MeshNode records were deleted"
+    sleep 0.2
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# up
+# ---------------------------------------------------------------------------------------------
+
+need() {
+  [[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
+  local t
+  for t in ip setsid curl base64; do command -v "$t" >/dev/null || die "'$t' is required"; done
+  if ! command -v socat >/dev/null; then
+    log "installing socat (the API server forwarders)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null ||
+      { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null; } ||
+      die "could not install socat"
+  fi
+  [[ -x $KUBECTL_BIN ]] || die "no $KUBECTL_BIN (run: make binaries)"
+  [[ -x $AGENT_BIN ]] || die "no $AGENT_BIN (run: cargo build -p x0tta6bl4-node-agent)"
+  [[ -f $CLUSTER_STATE/kubeconfig && -f $CLUSTER_STATE/ports.env ]] ||
+    die "cluster '$CLUSTER_NAME' is not up (no $CLUSTER_STATE/kubeconfig); run: make demo"
+}
+
+# Fills NODES (sorted) and POD[node] with the DaemonSet's pods, once there is one on every node
+# the DaemonSet wants.
+declare -a NODES=()
+declare -A POD=()
+wait_pods() {
+  local deadline=$((SECONDS + 120)) desired lines node pod
+  log "waiting for the agent pods of mesh $MESH on every node"
+  while :; do
+    desired="$(kctl get daemonset "$MESH-agent" -o jsonpath='{.status.desiredNumberScheduled}' 2>/dev/null || true)"
+    lines="$(kctl get pods -l "app.kubernetes.io/instance=$MESH" \
+      -o jsonpath='{range .items[?(@.spec.nodeName)]}{.spec.nodeName}{" "}{.metadata.name}{" "}{.metadata.deletionTimestamp}{"\n"}{end}' 2>/dev/null || true)"
+    NODES=()
+    POD=()
+    while read -r node pod deleting; do
+      [[ -n $node && -z ${deleting:-} ]] || continue
+      POD[$node]=$pod
+    done <<<"$lines"
+    if [[ $desired =~ ^[1-9][0-9]*$ ]] && ((${#POD[@]} == desired)); then
+      mapfile -t NODES < <(printf '%s\n' "${!POD[@]}" | sort -V)
+      break
+    fi
+    ((SECONDS < deadline)) || die "after 120s: ${#POD[@]} agent pod(s) for ${desired:-?} node(s) of DaemonSet $MESH-agent"
+    sleep 0.5
+  done
+  ((${#NODES[@]} <= MAX_NODES)) || die "${#NODES[@]} nodes: this address plan holds at most $MAX_NODES"
+  for node in "${NODES[@]}"; do log "  $node: pod ${POD[$node]}"; done
+}
+
+# The ring: link i joins namespace i and namespace (i+1) mod n. Two nodes share one link; one
+# node has none.
+build_namespaces() {
+  local n=${#NODES[@]} i next links
+  links=$n
+  ((n > 2)) || links=$((n - 1))
+  for ((i = 0; i < n; i++)); do
+    ip netns add "$(netns "$i")"
+    ip -n "$(netns "$i")" link set lo up
+    ip -n "$(netns "$i")" addr add "$(node_addr "$i")/32" dev lo
+    # Management link to the host.
+    ip link add "$HOST_LINK_PREFIX$i" type veth peer name mgmt netns "$(netns "$i")"
+    ip addr add "$(mgmt_host "$i")/30" dev "$HOST_LINK_PREFIX$i"
+    ip -n "$(netns "$i")" addr add "$(mgmt_ns "$i")/30" dev mgmt
+    ip link set "$HOST_LINK_PREFIX$i" up
+    ip -n "$(netns "$i")" link set mgmt up
+  done
+  for ((i = 0; i < links; i++)); do
+    next=$(((i + 1) % n))
+    ip -n "$(netns "$i")" link add right type veth peer name left netns "$(netns "$next")"
+    ip -n "$(netns "$i")" addr add "$(link_right "$i")/30" dev right
+    ip -n "$(netns "$next")" addr add "$(link_left "$i")/30" dev left
+    ip -n "$(netns "$i")" link set right up
+    ip -n "$(netns "$next")" link set left up
+    # One hop each way to the neighbour's own address, sourced from our own, so sessions run
+    # between the advertised endpoints.
+    ip -n "$(netns "$i")" route replace "$(node_addr "$next")/32" via "$(link_left "$i")" dev right \
+      src "$(node_addr "$i")"
+    ip -n "$(netns "$next")" route replace "$(node_addr "$i")/32" via "$(link_right "$i")" dev left \
+      src "$(node_addr "$next")"
+  done
+  log "$n namespace(s) ${NETNS_PREFIX}0..$((n - 1)) in a ring of $links link(s)"
+}
+
+# A forwarder per namespace: the host side of its management link to the API server, which
+# listens on 127.0.0.1 only.
+start_forwarders() {
+  local n=${#NODES[@]} i deadline
+  for ((i = 0; i < n; i++)); do
+    spawn "$STATE/forwarder-$i.pid" "$STATE/forwarder-$i.log" \
+      socat "TCP-LISTEN:$API_PORT,bind=$(mgmt_host "$i"),fork,reuseaddr" "TCP:127.0.0.1:$API_PORT"
+  done
+  # Ready once the API server answers through it, from inside the namespace.
+  for ((i = 0; i < n; i++)); do
+    deadline=$((SECONDS + 20))
+    until ip netns exec "$(netns "$i")" curl -sS --max-time 2 -o /dev/null \
+      --cacert "$CLUSTER_STATE/pki/ca.crt" --resolve "localhost:$API_PORT:$(mgmt_host "$i")" \
+      "https://localhost:$API_PORT/readyz" 2>/dev/null; do
+      alive_pid "$STATE/forwarder-$i.pid" "bind=198.19.25" >/dev/null ||
+        die "the forwarder of $(netns "$i") exited: $(tail -n 5 "$STATE/forwarder-$i.log")"
+      ((SECONDS < deadline)) || die "the API server is not reachable from $(netns "$i") after 20s"
+      sleep 0.2
+    done
+  done
+  log "API server forwarded into every namespace (https://<host side>:$API_PORT, TLS name localhost)"
+}
+
+# A kubeconfig (0600) with a token bound to the node's pod: the token carries the node claim the
+# MeshNode admission policy checks.
+write_kubeconfigs() {
+  local n=${#NODES[@]} i token file
+  for ((i = 0; i < n; i++)); do
+    token="$(kctl create token "$MESH-agent" --bound-object-kind Pod \
+      --bound-object-name "${POD[${NODES[$i]}]}" --duration 24h)" ||
+      die "could not create a token for pod ${POD[${NODES[$i]}]}"
+    file="$STATE/kubeconfig-$i"
+    (
+      umask 077
+      cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: $CLUSTER_NAME
+  cluster:
+    server: https://$(mgmt_host "$i"):$API_PORT
+    tls-server-name: localhost
+    certificate-authority-data: $(base64 <"$CLUSTER_STATE/pki/ca.crt" | tr -d '\n')
+users:
+- name: $MESH-agent-${NODES[$i]}
+  user:
+    token: $token
+contexts:
+- name: $CLUSTER_NAME
+  context:
+    cluster: $CLUSTER_NAME
+    user: $MESH-agent-${NODES[$i]}
+    namespace: $NS
+current-context: $CLUSTER_NAME
+EOF
+    )
+    chmod 600 "$file"
+  done
+  # The credentials work from inside a namespace, as that pod's service account.
+  ip netns exec "$(netns 0)" "$KUBECTL_BIN" --kubeconfig="$STATE/kubeconfig-0" --cache-dir="$STATE/kube-cache-0" \
+    auth whoami -o jsonpath='{.status.userInfo.username}{" node="}{.status.userInfo.extra.authentication\.kubernetes\.io/node-name[0]}{"\n"}' |
+    sed "s/^/[demo-agents] ${NETNS_PREFIX}0 authenticates as /" >&2 ||
+    die "the token of ${POD[${NODES[0]}]} does not authenticate from ${NETNS_PREFIX}0"
+}
+
+METRICS_PORT=47102
+config_port() { sed -n "s/^$1: *\"\{0,1\}\([0-9]\{1,5\}\)\"\{0,1\} *$/\1/p" "$STATE/agent.yaml" | head -n 1; }
+
+start_agents() {
+  local n=${#NODES[@]} i node
+  kctl get configmap "$MESH-agent-config" -o jsonpath='{.data.agent\.yaml}' >"$STATE/agent.yaml" ||
+    die "no ConfigMap $MESH-agent-config"
+  [[ -s $STATE/agent.yaml ]] || die "ConfigMap $MESH-agent-config has no agent.yaml"
+  METRICS_PORT="$(config_port metricsPort)"
+  METRICS_PORT="${METRICS_PORT:-47102}"
+  for ((i = 0; i < n; i++)); do
+    node="${NODES[$i]}"
+    mkdir -p "$STATE/state-$i"
+    chmod 700 "$STATE/state-$i"
+    spawn "$STATE/agent-$i.pid" "$STATE/agent-$i.log" \
+      ip netns exec "$(netns "$i")" env KUBECONFIG="$STATE/kubeconfig-$i" NODE_NAME="$node" \
+      RUST_LOG="${RUST_LOG:-info}" RUST_BACKTRACE=1 NO_COLOR=1 \
+      "$AGENT_BIN" --config "$STATE/agent.yaml" --node-name "$node" --state-dir "$STATE/state-$i" \
+      --advertise-address "$(node_addr "$i")" --metrics-addr "$(mgmt_ns "$i"):$METRICS_PORT" \
+      --log-format text
+    printf '%s\n' "$node" >"$STATE/node-$i"
+    log "  $node: agent in $(netns "$i") at $(node_addr "$i"), /status on http://$(mgmt_ns "$i"):$METRICS_PORT/status, log $STATE/agent-$i.log"
+  done
+}
+
+agent_tails() {
+  local i
+  for ((i = 0; i < ${#NODES[@]}; i++)); do
+    printf -- '----- last 25 lines of %s (%s) -----\n' "$STATE/agent-$i.log" "${NODES[$i]}" >&2
+    tail -n 25 "$STATE/agent-$i.log" >&2 || true
+  done
+  printf -- '-----\n' >&2
+}
+
+# Drops the AGE column, so a change of age alone is not a change.
+without_age() { sed -E 's/[[:space:]]+[^[:space:]]+[[:space:]]*$//'; }
+
+wait_converged() {
+  local deadline=$((SECONDS + TIMEOUT)) last="" current converged i
+  log "waiting (at most ${TIMEOUT}s) for MeshNetwork $MESH to report Converged=True"
+  while :; do
+    # The condition first, then the tables: what is printed last is never older than the verdict.
+    converged="$(kctl get meshnetwork "$MESH" \
+      -o jsonpath='{.status.conditions[?(@.type=="Converged")].status}' 2>/dev/null || true)"
+    current="$(kctl get meshnetwork "$MESH" -o wide 2>&1; echo; kctl get meshnodes -o wide 2>&1)"
+    if [[ "$(without_age <<<"$current")" != "$last" ]]; then
+      printf '\n%s\n' "$current"
+      last="$(without_age <<<"$current")"
+    fi
+    if [[ $converged == True ]]; then
+      printf '\n'
+      log "MeshNetwork $MESH converged: $(kctl get meshnetwork "$MESH" \
+        -o jsonpath='{.status.conditions[?(@.type=="Converged")].message}')"
+      return 0
+    fi
+    for ((i = 0; i < ${#NODES[@]}; i++)); do
+      if ! alive_pid "$STATE/agent-$i.pid" "$STATE/" >/dev/null; then
+        agent_tails
+        die "the agent of ${NODES[$i]} (${NETNS_PREFIX}$i) exited"
+      fi
+    done
+    if ((SECONDS >= deadline)); then
+      kctl get meshnetwork "$MESH" -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}' >&2 || true
+      agent_tails
+      die "MeshNetwork $MESH did not converge within ${TIMEOUT}s"
+    fi
+    sleep 1
+  done
+}
+
+up() {
+  need
+  # shellcheck source=/dev/null
+  source "$CLUSTER_STATE/ports.env"
+  [[ ${API_PORT:-} =~ ^[0-9]+$ ]] || die "no API_PORT in $CLUSTER_STATE/ports.env"
+  # A fresh start every time: stale agents, namespaces or forwarders from an earlier run go first.
+  down 2>/dev/null
+  mkdir -p "$STATE"
+  chmod 700 "$STATE"
+  printf '%s\n' "$CLUSTER_NAME" >"$STATE/cluster"
+  wait_pods
+  forget_old_records
+  build_namespaces
+  start_forwarders
+  write_kubeconfigs
+  start_agents
+  wait_converged
+  log "the agents run in namespaces ${NETNS_PREFIX}0..$((${#NODES[@]} - 1)); e.g. curl http://$(mgmt_ns 0):$METRICS_PORT/status"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *)
+    echo "usage: $0 up|down" >&2
+    exit 2
+    ;;
+esac
