@@ -29,6 +29,8 @@ const ENDORSEMENT_POLL: Duration = Duration::from_secs(1);
 /// Status is written at most this often, and only when it changed (1000 agents → ≤ 200 writes/s
 /// in the worst case, far fewer in steady state).
 const REPORT_EVERY: Duration = Duration::from_secs(5);
+/// An unchanged status is rewritten this often, as a heartbeat the operator checks.
+const HEARTBEAT: Duration = Duration::from_secs(30);
 
 pub fn record_name(mesh: &str, node: &str) -> String {
     format!("{mesh}-{node}")
@@ -267,7 +269,7 @@ pub fn start_reporting(
 ) {
     tokio::spawn(async move {
         let records: Api<MeshNode> = Api::namespaced(client, &namespace);
-        let mut last_sent = None;
+        let mut last_sent: Option<(serde_json::Value, tokio::time::Instant)> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -275,10 +277,15 @@ pub fn start_reporting(
             }
             let Some(report) = mesh.status().await else { return };
             let status = record_status(&report);
-            if last_sent.as_ref() == Some(&status) {
+            if last_sent
+                .as_ref()
+                .is_some_and(|(sent, at)| *sent == status && at.elapsed() < HEARTBEAT)
+            {
                 continue;
             }
-            let body = serde_json::json!({"apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNode", "status": status});
+            let mut written = status.clone();
+            written["lastReportTime"] = serde_json::json!(k8s_openapi::jiff::Timestamp::now().to_string());
+            let body = serde_json::json!({"apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNode", "status": written});
             match records
                 .patch_status(
                     &name,
@@ -287,7 +294,7 @@ pub fn start_reporting(
                 )
                 .await
             {
-                Ok(_) => last_sent = Some(status),
+                Ok(_) => last_sent = Some((status, tokio::time::Instant::now())),
                 Err(error) => tracing::warn!(%error, record = %name, "could not report status"),
             }
         }

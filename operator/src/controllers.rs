@@ -41,7 +41,10 @@ pub async fn run(
     .predicate_filter(predicates::generation, Default::default());
     let children =
         || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+    // Agents' heartbeats arrive as MeshNode events; debouncing folds a burst of them into one
+    // reconcile of their mesh.
     let mesh_controller = Controller::for_stream(meshes, mesh_reader.clone())
+        .with_config(kube::runtime::controller::Config::default().debounce(std::time::Duration::from_secs(1)))
         .owns(Api::<DaemonSet>::all(client.clone()), children())
         .owns(Api::<ConfigMap>::all(client.clone()), children())
         .owns(Api::<ServiceAccount>::all(client.clone()), children())

@@ -88,6 +88,10 @@ pub struct MeshNodeStatus {
     /// Age of the signing key in use.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub key_age: String,
+    /// When the agent last wrote this status. It writes at least every 30 s, so the operator
+    /// counts a record silent for longer than 90 s as a dead agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// When every other reporting agent last became reachable from this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_convergence_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,

@@ -64,7 +64,7 @@ pub async fn reconcile(mesh: Arc<MeshNetwork>, ctx: Arc<Context>) -> Result<Acti
     let observed = Observed {
         daemon_set_current: daemon_set_current(&daemon_set),
         daemon_set: daemon_set.status.clone(),
-        agents: mesh_node_reports(&ctx, &namespace, &name).await?,
+        agents: mesh_node_reports(&ctx, &namespace, &name, &now).await?,
         config_hash: children.config_hash.clone(),
         post_quantum: mesh.spec.post_quantum_summary(),
     };
@@ -82,6 +82,10 @@ pub async fn reconcile(mesh: Arc<MeshNetwork>, ctx: Arc<Context>) -> Result<Acti
         .with_label_values(&[&namespace, &name])
         .set(new_status.desired_nodes.into());
     ctx.reset_backoff(&ObjectRef::from_obj(mesh.as_ref()));
+    // While agents report, look again soon enough to notice one that goes silent.
+    if new_status.reporting_nodes > 0 {
+        return Ok(Action::requeue(status::STALE_AFTER / 3));
+    }
     Ok(Action::requeue(RESYNC))
 }
 
@@ -91,13 +95,22 @@ fn daemon_set_current(daemon_set: &DaemonSet) -> bool {
     matches!((observed, daemon_set.metadata.generation), (Some(o), Some(g)) if o >= g)
 }
 
-async fn mesh_node_reports(ctx: &Context, namespace: &str, mesh: &str) -> Result<Vec<status::AgentReport>> {
+async fn mesh_node_reports(
+    ctx: &Context,
+    namespace: &str,
+    mesh: &str,
+    now: &Time,
+) -> Result<Vec<status::AgentReport>> {
     let api: Api<MeshNode> = Api::namespaced(ctx.client.clone(), namespace);
     let list = api
         .list(&ListParams::default().fields(&format!("spec.meshName={mesh}")))
         .await
         .map_err(Error::kube(format!("listing MeshNodes of {namespace}/{mesh}")))?;
-    Ok(list.items.iter().map(status::AgentReport::from_record).collect())
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|record| status::AgentReport::from_record(record, now))
+        .collect())
 }
 
 #[cfg(test)]

@@ -28,15 +28,26 @@ pub struct AgentReport {
     pub last_reroute: Option<std::time::Duration>,
 }
 
+/// A record whose agent has not written for this long belongs to a dead agent (agents
+/// heartbeat every 30 s).
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(90);
+
 impl AgentReport {
-    pub fn from_record(record: &x0tta6bl4_api::MeshNode) -> Self {
+    /// The report of a live agent, or `None` when the record is a dead agent's (no report yet,
+    /// or silent for longer than [`STALE_AFTER`] at `now`).
+    pub fn from_record(record: &x0tta6bl4_api::MeshNode, now: &Time) -> Option<Self> {
         let status = record.status.clone().unwrap_or_default();
-        Self {
+        let reported = status.last_report_time.as_ref()?;
+        let silent = now.0.duration_since(reported.0);
+        if silent > k8s_openapi::jiff::SignedDuration::try_from(STALE_AFTER).ok()? {
+            return None;
+        }
+        Some(Self {
             route_count: status.route_count,
             pq_sessions: status.pq_sessions,
             classical_sessions: status.classical_sessions,
             last_reroute: x0tta6bl4_api::duration::parse(&status.last_reroute_duration).ok(),
-        }
+        })
     }
 }
 
@@ -309,6 +320,25 @@ mod tests {
         assert_eq!(status.reachable_pairs_percent, 100);
         assert_eq!(status.pq_sessions, 6);
         assert_eq!(status.last_reroute_duration, "420ms");
+    }
+
+    #[test]
+    fn a_record_silent_for_too_long_is_a_dead_agents() {
+        let mut record: x0tta6bl4_api::MeshNode = serde_yaml::from_str(
+            "apiVersion: x0tta6bl4.io/v1alpha1\nkind: MeshNode\nmetadata: {name: m-n}\nspec: {meshName: m, nodeName: n}",
+        )
+        .unwrap();
+        assert_eq!(AgentReport::from_record(&record, &at(100)), None, "no report yet");
+        record.status = Some(x0tta6bl4_api::MeshNodeStatus {
+            route_count: 2,
+            last_report_time: Some(at(100)),
+            ..Default::default()
+        });
+        assert_eq!(
+            AgentReport::from_record(&record, &at(150)).unwrap().route_count,
+            2
+        );
+        assert_eq!(AgentReport::from_record(&record, &at(191)), None);
     }
 
     #[test]
