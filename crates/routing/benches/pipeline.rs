@@ -18,10 +18,23 @@ const NOW: u64 = 1_800_000_000;
 struct TrustVerifier(TrustStore);
 
 impl OriginatorVerifier for TrustVerifier {
-    fn verify(&self, originator: &NodeId, key_epoch: u32, signed: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
+    fn verify(
+        &self,
+        originator: &NodeId,
+        key_epoch: u32,
+        signed: &[u8],
+        signature: &[u8],
+    ) -> Result<(), VerifyError> {
         let node = x0tta6bl4_crypto::NodeId(originator.0);
         self.0
-            .verify(SigningContext::Originator, &node, key_epoch, signed, signature, NOW)
+            .verify(
+                SigningContext::Originator,
+                &node,
+                key_epoch,
+                signed,
+                signature,
+                NOW,
+            )
             .map_err(|_| VerifyError::BadSignature)
     }
 }
@@ -35,7 +48,9 @@ fn main() {
         .map(|i| {
             let key = SigningKey::generate().unwrap();
             let spiffe = format!("spiffe://{DOMAIN}/ns/bench/mesh/bench/node/n{i}");
-            let endorsement = Endorsement::issue(&authority, &spiffe, 1, key.verifying_key(), NOW - 10, NOW + 3600).unwrap();
+            let endorsement =
+                Endorsement::issue(&authority, &spiffe, 1, key.verifying_key(), NOW - 10, NOW + 3600)
+                    .unwrap();
             let id = trust.admit(&endorsement, NOW).unwrap();
             (key, NodeId(id.0))
         })
@@ -53,7 +68,17 @@ fn main() {
             let signed = body.signed_bytes().unwrap();
             let signature = key.sign(SigningContext::Originator, &signed).unwrap().0;
             raw.push((key.verifying_key().clone(), signed.clone(), signature.clone()));
-            messages.push(Originator::new(body, signature, Envelope { hop_count: 1, path_cost: 0 }).unwrap());
+            messages.push(
+                Originator::new(
+                    body,
+                    signature,
+                    Envelope {
+                        hop_count: 1,
+                        path_cost: 0,
+                    },
+                )
+                .unwrap(),
+            );
         }
     }
     let total = messages.len();
@@ -61,7 +86,8 @@ fn main() {
     // Baseline: raw ML-DSA-65 verification of exactly these messages.
     let started = Instant::now();
     for (key, signed, signature) in &raw {
-        key.verify(SigningContext::Originator, black_box(signed), signature).unwrap();
+        key.verify(SigningContext::Originator, black_box(signed), signature)
+            .unwrap();
     }
     let raw_rate = total as f64 / started.elapsed().as_secs_f64();
 
@@ -70,7 +96,12 @@ fn main() {
     // neighbour (a duplicate: no second verification).
     let neighbour_a = NodeId([1; 32]);
     let neighbour_b = NodeId([2; 32]);
-    let mut router = Router::new(RouterConfig::default(), NodeId([9; 32]), TrustVerifier(trust), Duration::ZERO);
+    let mut router = Router::new(
+        RouterConfig::default(),
+        NodeId([9; 32]),
+        TrustVerifier(trust),
+        Duration::ZERO,
+    );
     let now = Duration::from_millis(1);
     router.on_session_up(neighbour_a, now);
     router.on_session_up(neighbour_b, now);
@@ -86,14 +117,25 @@ fn main() {
     let duplicates = started_dupes.elapsed();
     let pipeline_rate = total as f64 / first_copies.as_secs_f64();
     let verified = router.verifications_performed();
-    assert_eq!(verified as usize, total, "each (originator, seq) verified exactly once");
-    println!("messages: {total} distinct (originator, seq) pairs from {ORIGINATORS} originators, each received twice");
+    assert_eq!(
+        verified as usize, total,
+        "each (originator, seq) verified exactly once"
+    );
+    println!(
+        "messages: {total} distinct (originator, seq) pairs from {ORIGINATORS} originators, each received twice"
+    );
     println!("raw ML-DSA-65 verify:            {raw_rate:>9.0} /s");
-    println!("pipeline, first copies:          {pipeline_rate:>9.0} /s  (ratio {:.3} of raw verify)", pipeline_rate / raw_rate);
+    println!(
+        "pipeline, first copies:          {pipeline_rate:>9.0} /s  (ratio {:.3} of raw verify)",
+        pipeline_rate / raw_rate
+    );
     println!(
         "pipeline, both copies:           {:>9.0} /s  (duplicates cost {:.1} µs each, no verification)",
         (2 * total) as f64 / (first_copies + duplicates).as_secs_f64(),
         duplicates.as_secs_f64() * 1e6 / total as f64
     );
-    println!("verifications performed: {verified} for {} messages received", 2 * total);
+    println!(
+        "verifications performed: {verified} for {} messages received",
+        2 * total
+    );
 }
