@@ -1,10 +1,11 @@
 //! `x0tta6bl4-sim`: runs the simulated-mesh benchmarks and prints (or writes) their tables.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use sha2::{Digest as _, Sha256};
 use x0tta6bl4_sim::report;
 use x0tta6bl4_sim::scenario::{self, Scenario};
 use x0tta6bl4_sim::topology::TopologyKind;
@@ -74,6 +75,13 @@ struct Args {
     /// Also print, per run, the advertisement traffic per 100 ms of simulated time.
     #[arg(long)]
     timeline: bool,
+    /// Where finished runs are kept; a run with exactly the same parameters is taken from here
+    /// instead of being run again.
+    #[arg(long, default_value = "target/sim-results")]
+    results_dir: PathBuf,
+    /// Run everything again, ignoring the kept runs.
+    #[arg(long)]
+    fresh: bool,
     /// Write the tables into this Markdown file, in the block named by --label under
     /// "## Simulated meshes" (created, or replaced in place).
     #[arg(long)]
@@ -81,6 +89,22 @@ struct Args {
     /// Name of the generated block in the Markdown file.
     #[arg(long, default_value = "default")]
     label: String,
+}
+
+/// Where a finished run's rows are kept: named by what was run, and a digest of every
+/// parameter, so a changed parameter never reuses an old run.
+fn cache_file(dir: &Path, scenario: &Scenario) -> PathBuf {
+    let mut key = scenario.clone();
+    key.progress = None;
+    let digest = Sha256::digest(format!("{key:?}").as_bytes());
+    let short: String = digest.iter().take(6).map(|byte| format!("{byte:02x}")).collect();
+    dir.join(format!(
+        "{}-n{}-i{}-s{}-{short}.rows",
+        scenario.topology,
+        scenario.nodes,
+        scenario.originator_interval.as_millis(),
+        scenario.seed
+    ))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,7 +116,13 @@ fn main() -> anyhow::Result<()> {
         Duration::from_secs_f64(low / 1e3),
         Duration::from_secs_f64(high / 1e3),
     );
-    let mut outcomes = Vec::new();
+    let command = std::iter::once("cargo run --release -p x0tta6bl4-sim --".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    std::fs::create_dir_all(&args.results_dir)
+        .with_context(|| format!("creating {}", args.results_dir.display()))?;
+    let mut runs = Vec::new();
     for &interval in &args.originator_interval_ms {
         for &topology in &args.topology {
             for &nodes in &args.nodes {
@@ -116,50 +146,73 @@ fn main() -> anyhow::Result<()> {
                     decode_every: args.decode_every,
                     progress: Some(Duration::from_secs(15)),
                 };
-                eprintln!("running {topology} N={nodes} originator interval {interval} ms …");
-                let outcome = scenario::run(&scenario)?;
-                eprintln!(
-                    "  done in {:.0} s wall ({:.1} s simulated, {:.1} wall s per simulated s){}",
-                    outcome.wall.as_secs_f64(),
-                    outcome.simulated.as_secs_f64(),
-                    outcome.wall_per_simulated_second(),
-                    outcome
-                        .incomplete
-                        .as_ref()
-                        .map_or(String::new(), |why| format!(": {why}"))
-                );
-                eprint!("{}", report::routing_table(std::slice::from_ref(&outcome)));
-                if args.timeline {
-                    eprintln!("{}", report::timeline_table(&outcome));
+                let cached = cache_file(&args.results_dir, &scenario);
+                let kept = if args.fresh {
+                    None
+                } else {
+                    std::fs::read_to_string(&cached)
+                        .ok()
+                        .and_then(|text| report::RunRows::from_text(&text))
+                };
+                let rows = match kept {
+                    Some(rows) => {
+                        eprintln!(
+                            "{topology} N={nodes} interval {interval} ms: kept from {}",
+                            cached.display()
+                        );
+                        rows
+                    }
+                    None => {
+                        eprintln!("running {topology} N={nodes} originator interval {interval} ms …");
+                        let outcome = scenario::run(&scenario)?;
+                        eprintln!(
+                            "  done in {:.0} s wall ({:.1} s simulated, {:.1} wall s per simulated s){}",
+                            outcome.wall.as_secs_f64(),
+                            outcome.simulated.as_secs_f64(),
+                            outcome.wall_per_simulated_second(),
+                            outcome
+                                .incomplete
+                                .as_ref()
+                                .map_or(String::new(), |why| format!(": {why}"))
+                        );
+                        if args.timeline {
+                            eprintln!("{}", report::timeline_table(&outcome));
+                        }
+                        let rows = report::RunRows::of(&outcome);
+                        std::fs::write(&cached, rows.to_text())
+                            .with_context(|| format!("writing {}", cached.display()))?;
+                        rows
+                    }
+                };
+                eprint!("{}", report::tables(std::slice::from_ref(&rows)));
+                runs.push(rows);
+                if let Some(path) = &args.markdown {
+                    write_markdown(path, &args.label, &command, &runs)?;
                 }
-                outcomes.push(outcome);
             }
         }
     }
-    let tables = report::tables(&outcomes);
-    println!("{tables}");
-    if let Some(path) = &args.markdown {
-        let command = std::iter::once("cargo run --release -p x0tta6bl4-sim --".to_owned())
-            .chain(std::env::args().skip(1))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|info| {
-                info.lines()
-                    .find(|line| line.starts_with("model name"))
-                    .and_then(|line| line.split(':').nth(1))
-                    .map(|name| name.trim().to_owned())
-            })
-            .unwrap_or_else(|| "unknown CPU".to_owned());
-        let body = format!(
-            "Command: `{command}`, run on {} ({cpu}, {} cores, single-threaded simulation).\n\n{tables}",
-            chrono::Utc::now().format("%Y-%m-%d"),
-            std::thread::available_parallelism().map_or(0, usize::from),
-        );
-        report::update_markdown(path, &args.label, &body)
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote block {:?} of {}", args.label, path.display());
-    }
+    println!("{}", report::tables(&runs));
     Ok(())
+}
+
+/// Writes the tables so far into the Markdown file (after every run, so an interrupted
+/// invocation leaves what it finished).
+fn write_markdown(path: &Path, label: &str, command: &str, runs: &[report::RunRows]) -> anyhow::Result<()> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|name| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let body = format!(
+        "Command: `{command}`, run on {} ({cpu}, {} cores, single-threaded simulation).\n\n{}",
+        chrono::Utc::now().format("%Y-%m-%d"),
+        std::thread::available_parallelism().map_or(0, usize::from),
+        report::tables(runs)
+    );
+    report::update_markdown(path, label, &body).with_context(|| format!("writing {}", path.display()))
 }

@@ -214,14 +214,20 @@ pub struct PairState {
     pub flaps: u32,
 }
 
-/// Follows the forwarding paths of the affected pairs after a kill. Paths are re-checked only
-/// for destinations whose routes changed somewhere, at most once per millisecond of simulated
-/// time (the resolution of the reroute times).
+/// Follows the forwarding paths of the affected pairs after a kill, at most once per
+/// millisecond of simulated time (the resolution of the reroute times). A pair's path is walked
+/// again only when an agent on its last walked path changed its next hop towards the pair's
+/// destination: nothing else can change where that path goes.
 struct RerouteTracker {
     dead: Vec<bool>,
+    /// Per destination, its affected pairs, and the path each took at its last walk.
     pairs: Vec<Vec<PairState>>,
-    dirty: Vec<bool>,
+    paths: Vec<Vec<Vec<u32>>>,
+    /// Per destination, the agents whose next hop to it changed since the last check.
+    changed: Vec<Vec<u32>>,
     dirty_list: Vec<u32>,
+    /// Scratch: agents in `changed` of the destination being checked.
+    mark: Vec<bool>,
     last_check: Duration,
     invalid: usize,
     loops: u64,
@@ -749,10 +755,12 @@ impl Mesh {
         }
         if let Some(tracker) = &mut self.tracker
             && let Some(&destination) = self.index.get(&destination)
-            && !tracker.dirty[destination as usize]
         {
-            tracker.dirty[destination as usize] = true;
-            tracker.dirty_list.push(destination);
+            let changed = &mut tracker.changed[destination as usize];
+            if changed.is_empty() {
+                tracker.dirty_list.push(destination);
+            }
+            changed.push(agent as u32);
         }
     }
 
@@ -876,6 +884,33 @@ impl Mesh {
         }
     }
 
+    /// The whole path from `source` towards `destination` (no memo), and where it ends.
+    fn walk(&mut self, source: usize, destination: usize, dead: &[bool], path: &mut Vec<u32>) -> PathEnd {
+        let target = self.agents[destination].id;
+        path.clear();
+        let mut at = source;
+        loop {
+            if path.len() > self.agents.len() || path.contains(&(at as u32)) {
+                return PathEnd::Loop;
+            }
+            path.push(at as u32);
+            if at == destination {
+                return PathEnd::Reached;
+            }
+            if dead[at] {
+                return PathEnd::Dead;
+            }
+            match self.agents[at]
+                .router
+                .next_hop(&target)
+                .and_then(|next| self.index.get(&next))
+            {
+                Some(&next) => at = next as usize,
+                None => return PathEnd::NoRoute,
+            }
+        }
+    }
+
     /// Kills `victims` silently (a crash: no session ends, their neighbours only notice that
     /// the hellos stop). Messages already on the wire still arrive. Before that, every
     /// `(source, destination)` pair of surviving agents whose forwarding path goes through a
@@ -887,7 +922,9 @@ impl Mesh {
             dead[victim] = true;
         }
         let mut pairs: Vec<Vec<PairState>> = vec![Vec::new(); n];
+        let mut paths: Vec<Vec<Vec<u32>>> = vec![Vec::new(); n];
         let mut affected = 0;
+        let mut path = Vec::new();
         for destination in 0..n {
             if dead[destination] || !self.agents[destination].alive {
                 continue;
@@ -908,6 +945,10 @@ impl Mesh {
                 }
             }
             self.clear_memo();
+            for pair in &pairs[destination] {
+                self.walk(pair.source as usize, destination, &dead, &mut path);
+                paths[destination].push(path.clone());
+            }
         }
         for &victim in victims {
             self.agents[victim].alive = false;
@@ -915,8 +956,10 @@ impl Mesh {
         self.tracker = Some(RerouteTracker {
             dead,
             pairs,
-            dirty: vec![false; n],
+            paths,
+            changed: vec![Vec::new(); n],
             dirty_list: Vec::new(),
+            mark: vec![false; n],
             last_check: self.now,
             invalid: affected,
             loops: 0,
@@ -930,11 +973,21 @@ impl Mesh {
         };
         tracker.last_check = self.now;
         let dirty = std::mem::take(&mut tracker.dirty_list);
+        let mut path = Vec::new();
         for &destination in &dirty {
-            tracker.dirty[destination as usize] = false;
-            let mut pairs = std::mem::take(&mut tracker.pairs[destination as usize]);
-            for pair in &mut pairs {
-                let end = self.follow(pair.source as usize, destination as usize, &tracker.dead);
+            let d = destination as usize;
+            let changed = std::mem::take(&mut tracker.changed[d]);
+            for &agent in &changed {
+                tracker.mark[agent as usize] = true;
+            }
+            let mut pairs = std::mem::take(&mut tracker.pairs[d]);
+            let mut paths = std::mem::take(&mut tracker.paths[d]);
+            for (pair, last_path) in pairs.iter_mut().zip(paths.iter_mut()) {
+                if !last_path.iter().any(|&agent| tracker.mark[agent as usize]) {
+                    continue;
+                }
+                let end = self.walk(pair.source as usize, d, &tracker.dead, &mut path);
+                std::mem::swap(last_path, &mut path);
                 if end == PathEnd::Loop {
                     tracker.loops += 1;
                 }
@@ -951,8 +1004,14 @@ impl Mesh {
                     tracker.invalid += 1;
                 }
             }
-            self.clear_memo();
-            tracker.pairs[destination as usize] = pairs;
+            for &agent in &changed {
+                tracker.mark[agent as usize] = false;
+            }
+            tracker.pairs[d] = pairs;
+            tracker.paths[d] = paths;
+            // Keep the allocation for the next changes.
+            tracker.changed[d] = changed;
+            tracker.changed[d].clear();
         }
         tracker.dirty_list = dirty;
         tracker.dirty_list.clear();

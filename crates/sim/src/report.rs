@@ -154,7 +154,7 @@ pub fn latency_table(outcomes: &[Outcome]) -> String {
 /// Traffic, verifications, CPU and memory per agent, and what the simulation cost.
 pub fn load_table(outcomes: &[Outcome]) -> String {
     let mut out = String::from(
-        "| topology | N | originator interval | messages / agent / s | KB / agent / s (busiest) | advert frame (B) | verifications / agent / s asked (performed) | CPU / agent, measured mean (max) | CPU / agent, every verification real, mean (max) | router memory / agent, estimate (MiB) | process RSS / N (MiB) | events | wall (s) | wall s / simulated s |\n\
+        "| topology | N | originator interval | messages / agent / s | KB / agent / s (busiest) | advert frame (B) | verifications / agent / s asked (performed) | CPU / agent, measured mean (max) | CPU / agent, every verification real, mean (max) | router memory / agent, estimate (MiB) | simulator RSS / N (MiB) | events | wall (s) | wall s / simulated s |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for outcome in outcomes {
@@ -291,18 +291,77 @@ pub fn notes(outcomes: &[Outcome]) -> String {
     out
 }
 
-/// Everything printed for a set of runs.
-pub fn tables(outcomes: &[Outcome]) -> String {
+/// One run's rows of every table, so that finished runs can be kept on disk and the tables
+/// assembled again from runs of several invocations (a run of the 1000-agent mesh takes a
+/// quarter of an hour; an interrupted invocation should not lose the runs it finished).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRows {
+    pub cold_start: String,
+    pub routing: String,
+    pub latency: String,
+    pub load: String,
+    pub notes: String,
+}
+
+const SECTION_BREAK: &str = "\n@@@\n";
+
+/// A table without its two header lines.
+fn body(table: String) -> String {
+    table.lines().skip(2).map(|line| format!("{line}\n")).collect()
+}
+
+impl RunRows {
+    pub fn of(outcome: &Outcome) -> Self {
+        let one = std::slice::from_ref(outcome);
+        RunRows {
+            cold_start: body(cold_start_table(one)),
+            routing: body(routing_table(one)),
+            latency: body(latency_table(one)),
+            load: body(load_table(one)),
+            notes: notes(one),
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        [
+            &self.cold_start,
+            &self.routing,
+            &self.latency,
+            &self.load,
+            &self.notes,
+        ]
+        .map(String::as_str)
+        .join(SECTION_BREAK)
+    }
+
+    pub fn from_text(text: &str) -> Option<Self> {
+        let mut sections = text.split(SECTION_BREAK).map(str::to_owned);
+        let rows = RunRows {
+            cold_start: sections.next()?,
+            routing: sections.next()?,
+            latency: sections.next()?,
+            load: sections.next()?,
+            notes: sections.next()?,
+        };
+        sections.next().is_none().then_some(rows)
+    }
+}
+
+/// Every table, for a set of runs.
+pub fn tables(runs: &[RunRows]) -> String {
+    let join = |header: String, rows: &dyn Fn(&RunRows) -> &String| {
+        header + &runs.iter().map(|run| rows(run).as_str()).collect::<String>()
+    };
     format!(
         "Cold start:\n\n{}\n\
          Failure detection and reroute (the victims killed at once, silently):\n\n{}\n\
          Router wall time per call in the steady-state window, µs p50 / p99:\n\n{}\n\
          Load per agent in the steady-state window, and the cost of the simulation:\n\n{}\n{}",
-        cold_start_table(outcomes),
-        routing_table(outcomes),
-        latency_table(outcomes),
-        load_table(outcomes),
-        notes(outcomes)
+        join(cold_start_table(&[]), &|run| &run.cold_start),
+        join(routing_table(&[]), &|run| &run.routing),
+        join(latency_table(&[]), &|run| &run.latency),
+        join(load_table(&[]), &|run| &run.load),
+        runs.iter().map(|run| run.notes.as_str()).collect::<String>(),
     )
 }
 
@@ -368,6 +427,22 @@ mod tests {
             "text outside the block is kept"
         );
         assert_eq!(second.matches(SECTION).count(), 1);
+    }
+
+    #[test]
+    fn run_rows_survive_a_round_trip_through_text() {
+        let rows = RunRows {
+            cold_start: "| a |\n".to_owned(),
+            routing: "| b |\n".to_owned(),
+            latency: String::new(),
+            load: "| d |\n".to_owned(),
+            notes: "- e\n".to_owned(),
+        };
+        assert_eq!(RunRows::from_text(&rows.to_text()), Some(rows.clone()));
+        assert_eq!(RunRows::from_text("| a |\n"), None);
+        let tables = tables(&[rows.clone(), rows]);
+        assert_eq!(tables.matches("| b |").count(), 2);
+        assert!(tables.contains("| topology | N |"));
     }
 
     #[test]
