@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::MetricWeights;
+use crate::{LinkQuality, MetricWeights};
 
 /// Routing configuration of one node; [`Default`] gives the documented defaults. Intervals
 /// shorter than 1 ms are raised to 1 ms.
@@ -31,6 +31,18 @@ pub struct RouterConfig {
     /// Where this node accepts neighbour sessions (`host:port`, at most 255 bytes), carried in
     /// its advertisements.
     pub endpoint: String,
+    /// Misbehaviour, for security tests and chaos experiments only: use and advertise this
+    /// cost for every live link instead of the measured one (a peer that lies about its link
+    /// metric to attract traffic). `None` in production.
+    pub misreport_link_cost: Option<u32>,
+}
+
+impl RouterConfig {
+    /// The cost this node uses and advertises for a link of `quality`.
+    pub(crate) fn link_cost(&self, quality: &LinkQuality) -> u32 {
+        self.misreport_link_cost
+            .unwrap_or_else(|| quality.cost(&self.weights))
+    }
 }
 
 impl Default for RouterConfig {
@@ -44,6 +56,7 @@ impl Default for RouterConfig {
             weights: MetricWeights::default(),
             dedup_cache_size: 8192,
             endpoint: String::new(),
+            misreport_link_cost: None,
         }
     }
 }

@@ -50,6 +50,7 @@
 
 mod config;
 mod dedup;
+pub mod healing;
 mod metric;
 mod router;
 mod window;

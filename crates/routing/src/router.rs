@@ -222,6 +222,8 @@ pub struct NeighbourStatus {
     pub alive: bool,
     /// Link cost ([`INFINITY`] unless alive).
     pub cost: u32,
+    /// Excluded from routing by the self-healing loop.
+    pub quarantined: bool,
     /// The measurements behind the cost.
     pub quality: LinkQuality,
     /// When its last hello arrived.
@@ -264,9 +266,22 @@ struct Neighbour {
     cost_at_selection: u32,
     /// What the peer says its links cost (its last hello).
     claimed: Vec<(NodeId, u32)>,
+    /// Excluded from routing by the self-healing loop: still greeted and measured (so the
+    /// quarantine can be lifted on evidence), never selected as a next hop or advertised.
+    quarantined: bool,
 }
 
 impl Neighbour {
+    /// What routing through this neighbour costs: its link cost while it is alive and not
+    /// quarantined, [`INFINITY`] otherwise.
+    fn route_cost(&self) -> u32 {
+        if self.alive && !self.quarantined {
+            self.cost
+        } else {
+            INFINITY
+        }
+    }
+
     fn new(now: Duration) -> Self {
         Neighbour {
             alive: false,
@@ -278,6 +293,7 @@ impl Neighbour {
             cost: INFINITY,
             cost_at_selection: INFINITY,
             claimed: Vec::new(),
+            quarantined: false,
         }
     }
 }
@@ -432,7 +448,6 @@ impl<V: OriginatorVerifier> Router<V> {
     /// A hello from a neighbour: liveness, link measurements, and its claimed link costs.
     pub fn on_hello(&mut self, peer: NodeId, hello: Hello, now: Duration) -> Vec<Output> {
         let mut out = Vec::new();
-        let weights = self.config.weights;
         let Some(neighbour) = self.neighbours.get_mut(&peer) else {
             self.reject(peer, RejectReason::NotNeighbour, &mut out);
             return out;
@@ -443,7 +458,7 @@ impl<V: OriginatorVerifier> Router<V> {
         neighbour.last_rx_hello = Some((hello.seq, now));
         neighbour.last_heard = Some(now);
         neighbour.claimed = hello.advertised_costs;
-        neighbour.cost = neighbour.metric.quality().cost(&weights);
+        neighbour.cost = self.config.link_cost(&neighbour.metric.quality());
         if neighbour.alive {
             self.reselect_if_cost_moved(peer, &mut out);
         } else {
@@ -567,13 +582,44 @@ impl<V: OriginatorVerifier> Router<V> {
     /// A new reading of a link's cumulative eBPF counters.
     pub fn on_link_counters(&mut self, peer: NodeId, counters: LinkCounters, _now: Duration) -> Vec<Output> {
         let mut out = Vec::new();
-        let weights = self.config.weights;
         if let Some(neighbour) = self.neighbours.get_mut(&peer) {
             neighbour.metric.on_counters(counters);
             if neighbour.alive {
-                neighbour.cost = neighbour.metric.quality().cost(&weights);
+                neighbour.cost = self.config.link_cost(&neighbour.metric.quality());
                 self.reselect_if_cost_moved(peer, &mut out);
             }
+        }
+        out
+    }
+
+    /// Excludes `peer` from routing (`true`) or admits it again (`false`): every route through
+    /// it is re-selected at once, and the next advertisement leaves the link out. The session
+    /// and its hellos go on, so the link is still measured while quarantined.
+    pub fn set_quarantined(&mut self, peer: NodeId, quarantined: bool, now: Duration) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(neighbour) = self.neighbours.get_mut(&peer) else {
+            return out;
+        };
+        if neighbour.quarantined == quarantined {
+            return out;
+        }
+        neighbour.quarantined = quarantined;
+        neighbour.cost_at_selection = neighbour.route_cost();
+        self.trigger_originate(now);
+        self.reselect_routes_via(peer, &mut out);
+        if !quarantined && neighbour_alive(&self.neighbours, &peer) {
+            self.send_table(peer, &mut out);
+        }
+        out
+    }
+
+    /// Re-selects every route through `peer` with its current cost, even if the cost moved
+    /// less than the re-selection hysteresis (the self-healing loop found the link degraded).
+    pub fn reroute_around(&mut self, peer: NodeId) -> Vec<Output> {
+        let mut out = Vec::new();
+        if let Some(neighbour) = self.neighbours.get_mut(&peer) {
+            neighbour.cost_at_selection = neighbour.route_cost();
+            self.reselect_routes_via(peer, &mut out);
         }
         out
     }
@@ -724,6 +770,7 @@ impl<V: OriginatorVerifier> Router<V> {
                 peer: *peer,
                 alive: n.alive,
                 cost: n.cost,
+                quarantined: n.quarantined,
                 quality: n.metric.quality(),
                 last_heard: n.last_heard,
             })
@@ -732,10 +779,7 @@ impl<V: OriginatorVerifier> Router<V> {
 
     /// The cost of the link to `peer` ([`INFINITY`] unless it is a live neighbour).
     pub fn link_cost(&self, peer: &NodeId) -> u32 {
-        self.neighbours
-            .get(peer)
-            .filter(|n| n.alive)
-            .map_or(INFINITY, |n| n.cost)
+        self.neighbours.get(peer).map_or(INFINITY, Neighbour::route_cost)
     }
 
     /// What `peer` claims its link to us costs (from its hellos) and what we measure on the
@@ -790,7 +834,7 @@ impl<V: OriginatorVerifier> Router<V> {
     fn live_costs(&self, limit: usize) -> Vec<(NodeId, u32)> {
         self.neighbours
             .iter()
-            .filter(|(_, n)| n.alive)
+            .filter(|(_, n)| n.route_cost() != INFINITY)
             .map(|(peer, n)| (*peer, n.cost))
             .take(limit)
             .collect()
@@ -926,12 +970,7 @@ impl<V: OriginatorVerifier> Router<V> {
             return;
         };
         let neighbours = &self.neighbours;
-        let cost_via = |via: &NodeId| {
-            neighbours
-                .get(via)
-                .filter(|n| n.alive)
-                .map_or(INFINITY, |n| n.cost)
-        };
+        let cost_via = |via: &NodeId| neighbours.get(via).map_or(INFINITY, Neighbour::route_cost);
         let mut best: Option<(u32, NodeId)> = None;
         for (via, route) in &dest.routes {
             let metric = route.path_cost.saturating_add(cost_via(via));
@@ -999,6 +1038,10 @@ impl<V: OriginatorVerifier> Router<V> {
             });
         }
     }
+}
+
+fn neighbour_alive(neighbours: &BTreeMap<NodeId, Neighbour>, peer: &NodeId) -> bool {
+    neighbours.get(peer).is_some_and(|n| n.alive)
 }
 
 /// Tells the neighbours when the selected route changed in a way they must know: a newer

@@ -130,12 +130,17 @@ fn link(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
 impl Net {
     /// Nodes `1..=n` wired along `edges`, sessions up at time 0.
     pub(crate) fn new(n: u8, edges: &[(u8, u8)], config: &RouterConfig) -> Net {
+        Net::new_with(n, edges, |_| config.clone())
+    }
+
+    /// Like [`Net::new`], with node `i` configured by `config_of(i)`.
+    pub(crate) fn new_with(n: u8, edges: &[(u8, u8)], config_of: impl Fn(u8) -> RouterConfig) -> Net {
         let verifier = Rc::new(FakeVerifier::default());
         let routers = (1..=n)
             .map(|i| {
                 (
                     mk_id(i),
-                    Router::new(config.clone(), mk_id(i), Rc::clone(&verifier), Duration::ZERO),
+                    Router::new(config_of(i), mk_id(i), Rc::clone(&verifier), Duration::ZERO),
                 )
             })
             .collect();
@@ -206,7 +211,7 @@ impl Net {
         self.links.remove(&link(mk_id(a), mk_id(b)));
     }
 
-    fn handle(&mut self, node: NodeId, outputs: Vec<Output>) {
+    pub(crate) fn handle(&mut self, node: NodeId, outputs: Vec<Output>) {
         for output in outputs {
             match output {
                 Output::SendHello { peer, hello } => self.send(node, peer, Message::Hello(hello)),
