@@ -126,6 +126,10 @@ pub struct RunArgs {
     /// Test only: restrict the key exchange regardless of the config.
     #[arg(long, hide = true)]
     pub test_key_exchange: Option<TestKeyExchange>,
+    /// Test only: lie about every link's cost (use and advertise this one), to test that
+    /// neighbours detect and quarantine a lying peer.
+    #[arg(long, hide = true)]
+    pub test_misreport_link_cost: Option<u32>,
 }
 
 #[cfg(test)]

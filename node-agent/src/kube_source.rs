@@ -243,6 +243,11 @@ pub fn record_status(report: &StatusReport) -> serde_json::Value {
         "pqSessions": report.post_quantum_sessions,
         "classicalSessions": report.sessions.saturating_sub(report.post_quantum_sessions),
         "neighbours": neighbours,
+        "quarantined": report
+            .quarantined
+            .iter()
+            .map(|q| format!("{}: {}", q.node_name.clone().unwrap_or_else(|| q.node_id.clone()), q.reason))
+            .collect::<Vec<_>>(),
     });
     if let Some(episode) = report.last_settled_convergence.as_ref() {
         let at = episode

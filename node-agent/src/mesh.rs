@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use x0tta6bl4_crypto::SigningContext;
 use x0tta6bl4_crypto::endorsement::{Refusal as TrustRefusal, TrustStore};
+use x0tta6bl4_routing::healing::{HealingConfig, SelfHealing};
 use x0tta6bl4_routing::{
     DataDecision, OriginatorSigner, OriginatorVerifier, Output, Router, SignError, VerifyError,
 };
@@ -27,6 +28,8 @@ use crate::metrics::{Metrics, message_label};
 use crate::ping::{self, PingError, PingResult, PingTable};
 use crate::session::Direction;
 use crate::status::{NeighbourReport, RouteReport, StatusReport};
+
+mod healing;
 
 /// Inputs of the mesh actor.
 pub enum Input {
@@ -265,6 +268,7 @@ pub struct Mesh {
     next_housekeeping: Instant,
     next_prune: Instant,
     link_labels: BTreeSet<String>,
+    healing: SelfHealing,
 }
 
 /// Everything the actor starts from.
@@ -276,6 +280,7 @@ pub struct MeshParts {
     pub trust: Arc<RwLock<TrustStore>>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    pub healing: HealingConfig,
 }
 
 /// One session per peer: the one dialled by the lower NodeId, so two agents that dial each
@@ -352,6 +357,7 @@ impl Mesh {
             next_housekeeping: now,
             next_prune: now + PRUNE_INTERVAL,
             link_labels: BTreeSet::new(),
+            healing: SelfHealing::new(parts.healing, parts.clock.now()),
         };
         (mesh, inbox, inputs, delivered, connected_rx)
     }
@@ -361,7 +367,7 @@ impl Mesh {
         loop {
             let deadline = self
                 .clock
-                .instant(self.router.next_deadline())
+                .instant(self.router.next_deadline().min(self.healing.next_due()))
                 .min(self.next_housekeeping);
             tokio::select! {
                 biased;
@@ -378,6 +384,7 @@ impl Mesh {
                 let outputs = self.router.on_tick(now);
                 self.dispatch(outputs);
             }
+            self.heal_if_due();
             if Instant::now() >= self.next_housekeeping {
                 self.housekeeping();
             }
@@ -916,6 +923,7 @@ impl Mesh {
                     node_name: self.name_of(&neighbour.peer),
                     spiffe_id: session.map(|s| s.spiffe_id.clone()),
                     alive: neighbour.alive,
+                    quarantined: neighbour.quarantined,
                     cost: neighbour.cost,
                     loss_percent: neighbour.quality.loss_percent,
                     rtt_ms: neighbour.quality.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
@@ -943,6 +951,7 @@ impl Mesh {
             })
             .collect();
         let sessions_pq = self.sessions.values().filter(|s| s.post_quantum).count();
+        let (quarantined, incidents) = self.healing_report();
         StatusReport {
             node_id: self.self_id.to_string(),
             spiffe_id: self.facts.spiffe_id.clone(),
@@ -964,6 +973,8 @@ impl Mesh {
             last_convergence: self.convergence.latest().cloned(),
             last_settled_convergence: self.convergence.last_settled().cloned(),
             events: self.convergence.events().cloned().collect(),
+            quarantined,
+            incidents,
         }
     }
 }

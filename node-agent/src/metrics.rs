@@ -34,6 +34,9 @@ pub struct Metrics {
     pub pings: IntCounterVec,
     pub ping_rtt_seconds: Histogram,
     pub last_convergence_seconds: Gauge,
+    pub healing_findings: IntCounterVec,
+    pub healing_actions: IntCounterVec,
+    pub quarantined_peers: IntGauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: T) -> T {
@@ -204,6 +207,26 @@ impl Metrics {
                 Gauge::new(
                     "x0_agent_last_convergence_seconds",
                     "Duration of the last settled convergence episode (trigger to last route change)",
+                )
+                .expect("valid metric definition"),
+            ),
+            healing_findings: counter_vec(
+                r,
+                "x0_agent_healing_findings_total",
+                "Findings of the self-healing loop, by kind (degraded, contradiction, quarantine_over)",
+                &["kind"],
+            ),
+            healing_actions: counter_vec(
+                r,
+                "x0_agent_healing_actions_total",
+                "Actions the self-healing loop planned, by action and whether it carried them out",
+                &["action", "executed"],
+            ),
+            quarantined_peers: register(
+                r,
+                IntGauge::new(
+                    "x0_agent_quarantined_peers",
+                    "Neighbours excluded from routing by the self-healing loop",
                 )
                 .expect("valid metric definition"),
             ),

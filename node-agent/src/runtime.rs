@@ -130,7 +130,12 @@ pub async fn run_mesh(
         .advertise_address
         .map(|ip| SocketAddr::new(ip, listen.port()).to_string())
         .unwrap_or_default();
-    let router_config = settings::router_config(&config, endpoint.clone())?;
+    let mut router_config = settings::router_config(&config, endpoint.clone())?;
+    if let Some(cost) = args.test_misreport_link_cost {
+        tracing::warn!(cost, "test mode: this agent lies about its link costs");
+        router_config.misreport_link_cost = Some(cost);
+    }
+    let healing = settings::healing_config(&config)?;
     let state_dir: PathBuf = args
         .state_dir
         .clone()
@@ -242,8 +247,8 @@ pub async fn run_mesh(
         trust: Arc::clone(&trust),
         metrics: Arc::clone(&metrics),
         clock,
+        healing,
     });
-    let _ = mesh_cell.set(crate::mesh::MeshHandle::new(inbox.clone()));
     on_running(crate::mesh::MeshHandle::new(inbox.clone()), shutdown.clone());
     tasks.spawn(mesh.run(inputs, shutdown.clone()));
     // No consumer of payloads for this agent yet (federated learning will be one).
@@ -262,11 +267,13 @@ pub async fn run_mesh(
         policy,
         &tls_key,
         Arc::clone(&metrics),
-        inbox,
+        inbox.clone(),
     )?);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen for neighbour sessions on {listen}"))?;
+    // /status answers once sessions can be accepted, so "status up" means "reachable".
+    let _ = mesh_cell.set(crate::mesh::MeshHandle::new(inbox));
     tasks.spawn(dialer::accept(Arc::clone(&ctx), listener, shutdown.clone()));
     tasks.spawn(dialer::dial_peers(
         ctx,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use x0tta6bl4_api::agent_config::AgentConfig;
 use x0tta6bl4_api::duration;
+use x0tta6bl4_routing::healing::HealingConfig;
 use x0tta6bl4_routing::{MetricWeights, RouterConfig};
 use x0tta6bl4_session::tls::KeyExchangePolicy;
 
@@ -76,6 +77,20 @@ pub fn router_config(config: &AgentConfig, endpoint: String) -> Result<RouterCon
     })
 }
 
+/// The self-healing loop's knobs from `selfHealing` (anomalyDeciSigma is k × 10).
+pub fn healing_config(config: &AgentConfig) -> Result<HealingConfig, SettingsError> {
+    let healing = &config.self_healing;
+    Ok(HealingConfig {
+        enabled: healing.enabled,
+        loss_threshold_percent: healing.loss_threshold_percent,
+        rtt_threshold: positive(&healing.rtt_threshold, "selfHealing.rttThreshold")?,
+        anomaly_sigma: f64::from(healing.anomaly_deci_sigma) / 10.0,
+        quarantine_after: healing.quarantine_after.max(1),
+        quarantine_duration: positive(&healing.quarantine_duration, "selfHealing.quarantineDuration")?,
+        ..HealingConfig::default()
+    })
+}
+
 /// `requirePostQuantum` → only X25519MLKEM768; otherwise it is preferred and X25519 accepted.
 pub fn key_exchange_policy(
     config: &AgentConfig,
@@ -139,6 +154,24 @@ selfHealing: {enabled: false, lossThresholdPercent: 20, rttThreshold: 50ms, anom
         assert_eq!(router.max_hops, 255, "clamped to what the wire carries");
         assert_eq!(router.weights.drops, 8);
         assert_eq!(router.endpoint, "198.18.0.1:7946");
+    }
+
+    #[test]
+    fn self_healing_takes_its_thresholds_from_the_config() {
+        let mut config = mk_config();
+        let healing = healing_config(&config).unwrap();
+        assert!(!healing.enabled);
+        assert_eq!(healing.anomaly_sigma, 3.0);
+        assert_eq!(healing.rtt_threshold, Duration::from_millis(50));
+        assert_eq!(healing.quarantine_after, 3);
+        assert_eq!(healing.quarantine_duration, Duration::from_secs(300));
+        config.self_healing.rtt_threshold = "fast".to_owned();
+        assert!(
+            healing_config(&config)
+                .unwrap_err()
+                .to_string()
+                .contains("selfHealing.rttThreshold")
+        );
     }
 
     #[test]

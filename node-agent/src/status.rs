@@ -42,6 +42,31 @@ pub struct StatusReport {
     pub last_convergence: Option<Episode>,
     pub last_settled_convergence: Option<Episode>,
     pub events: Vec<Event>,
+    /// Peers the self-healing loop excluded from routing.
+    pub quarantined: Vec<QuarantineReport>,
+    /// The newest findings of the self-healing loop and what was done, newest first.
+    pub incidents: Vec<IncidentReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantineReport {
+    pub node_id: String,
+    pub node_name: Option<String>,
+    pub reason: String,
+    /// `false` when self-healing only reports.
+    pub enforced: bool,
+    pub remaining_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentReport {
+    pub at_unix_us: u64,
+    pub node_id: String,
+    pub node_name: Option<String>,
+    pub finding: &'static str,
+    pub detail: String,
+    pub action: Option<&'static str>,
+    pub executed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +75,7 @@ pub struct NeighbourReport {
     pub node_name: Option<String>,
     pub spiffe_id: Option<String>,
     pub alive: bool,
+    pub quarantined: bool,
     pub cost: u32,
     pub loss_percent: u32,
     pub rtt_ms: Option<f64>,

@@ -87,7 +87,14 @@ impl Scratch {
 
     /// A rendered agent configuration for `mesh`.
     pub fn config(&self, mesh: &str, require_post_quantum: bool) -> PathBuf {
-        let path = self.dir.join(format!("{mesh}-{require_post_quantum}.yaml"));
+        self.config_with(mesh, require_post_quantum, false)
+    }
+
+    /// A rendered configuration, with the self-healing loop acting (`true`) or only reporting.
+    pub fn config_with(&self, mesh: &str, require_post_quantum: bool, self_healing: bool) -> PathBuf {
+        let path = self
+            .dir
+            .join(format!("{mesh}-{require_post_quantum}-{self_healing}.yaml"));
         let text = format!(
             r#"version: 1
 mesh: {mesh}
@@ -108,7 +115,7 @@ keyOverlap: 1h
 requirePostQuantum: {require_post_quantum}
 trustDomain: {TRUST_DOMAIN}
 ebpfMode: "off"
-selfHealing: {{enabled: false, lossThresholdPercent: 20, rttThreshold: 50ms, anomalyDeciSigma: 30, quarantineAfter: 3, quarantineDuration: 5m}}
+selfHealing: {{enabled: {self_healing}, lossThresholdPercent: 20, rttThreshold: 50ms, anomalyDeciSigma: 30, quarantineAfter: 3, quarantineDuration: 5m}}
 "#
         );
         std::fs::write(&path, text).expect("write the agent configuration");

@@ -1,0 +1,153 @@
+//! The self-healing loop with real agents on loopback: in a diamond a–b–d / a–c–d, agent c
+//! lies about its link costs (claims 1, below what any link can cost) so that a and d send
+//! their traffic through it. Both detect the contradiction with what they measure themselves,
+//! quarantine c, and route through b; c stays a measured neighbour. Security test of the
+//! node-agent issue: "a peer that lies about its link metric is detected and quarantined".
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Agent, AgentSpec, Scratch, counter, ping, routes, wait_for};
+use serde_json::Value;
+
+fn address(agent: u8) -> String {
+    let run = u8::try_from(std::process::id() % 200).unwrap_or(0) + 20;
+    format!("127.{run}.7.{}", agent + 10)
+}
+
+fn metrics(agent: u8) -> SocketAddr {
+    format!("{}:9090", address(agent)).parse().unwrap()
+}
+
+const DEADLINE: Duration = Duration::from_secs(40);
+const POLL: Duration = Duration::from_millis(100);
+
+fn next_hop_to(status: &Value, destination: &str) -> Option<String> {
+    routes(status)
+        .into_iter()
+        .find(|(to, _, _)| to == destination)
+        .map(|(_, via, _)| via)
+}
+
+fn quarantined(status: &Value) -> Vec<(String, bool, String)> {
+    status["quarantined"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|q| {
+                    (
+                        q["node_name"].as_str().unwrap_or("?").to_owned(),
+                        q["enforced"].as_bool().unwrap_or(false),
+                        q["reason"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_peer_lying_about_its_link_cost_is_detected_quarantined_and_routed_around() {
+    let scratch = Scratch::new("healing");
+    let authority = scratch.authority("authority");
+    let config = scratch.config_with("healing", true, true);
+    let names = ["a", "b", "c", "d"];
+    let nodes: Vec<_> = names
+        .iter()
+        .map(|name| scratch.node(&authority, "healing", name))
+        .collect();
+    let peer = |i: u8| format!("{}:7946", address(i));
+    // a(0) – b(1) – d(3) and a(0) – c(2) – d(3).
+    let peers = [vec![peer(1), peer(2)], vec![peer(3)], vec![peer(3)], Vec::new()];
+    let listen: Vec<String> = (0..4).map(address).collect();
+    let agents: Vec<Agent> = (0..4u8)
+        .map(|i| {
+            let index = usize::from(i);
+            Agent::start(&AgentSpec {
+                node: &nodes[index],
+                config: &config,
+                listen: &listen[index],
+                metrics: metrics(i),
+                advertise: Some(&listen[index]),
+                peers: peers[index].clone(),
+                extra: if i == 2 {
+                    vec!["--test-misreport-link-cost", "1"]
+                } else {
+                    Vec::new()
+                },
+                netns: None,
+                log_dir: &scratch.dir,
+            })
+        })
+        .collect();
+    let (a, d) = (&agents[0], &agents[3]);
+
+    wait_for(
+        "a and d to quarantine c and route through b",
+        DEADLINE,
+        POLL,
+        || {
+            let a_status = a.status().ok_or("a has no status yet")?;
+            let d_status = d.status().ok_or("d has no status yet")?;
+            let settled = quarantined(&a_status)
+                .iter()
+                .any(|(name, enforced, _)| name == "c" && *enforced)
+                && quarantined(&d_status)
+                    .iter()
+                    .any(|(name, enforced, _)| name == "c" && *enforced)
+                && next_hop_to(&a_status, "d").as_deref() == Some("b")
+                && next_hop_to(&d_status, "a").as_deref() == Some("b");
+            settled.then_some(()).ok_or_else(|| {
+                format!(
+                    "a: quarantined {:?} routes {:?}; d: quarantined {:?} routes {:?}",
+                    quarantined(&a_status),
+                    routes(&a_status),
+                    quarantined(&d_status),
+                    routes(&d_status)
+                )
+            })
+        },
+    );
+
+    let a_status = a.status().unwrap();
+    let (_, _, reason) = quarantined(&a_status)
+        .into_iter()
+        .find(|(name, _, _)| name == "c")
+        .unwrap();
+    assert!(
+        reason.contains("claims link cost 1"),
+        "the reason names the lie: {reason}"
+    );
+    assert!(counter(&a_status, "x0_agent_healing_findings_total", "kind=contradiction") >= 3.0);
+    assert_eq!(
+        counter(
+            &a_status,
+            "x0_agent_healing_actions_total",
+            "action=quarantine,executed=true"
+        ),
+        1.0
+    );
+    let incidents = a_status["incidents"].as_array().unwrap();
+    assert!(
+        incidents
+            .iter()
+            .all(|i| i["finding"] != "contradiction" || i["node_name"] == "c"),
+        "only the liar is accused: {incidents:?}"
+    );
+    // c is still a live, measured neighbour of a, just not used.
+    let c_as_neighbour = a_status["neighbours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_name"] == "c")
+        .expect("c is still a neighbour");
+    assert_eq!(c_as_neighbour["alive"], true);
+    assert_eq!(c_as_neighbour["quarantined"], true);
+    // Traffic flows around the liar.
+    let answered = ping(a.metrics, "d", 3);
+    assert_eq!(answered.len(), 3, "pings across b answered: {answered:?}");
+    // b never contradicts what a or d measure.
+    let b_status = agents[1].status().unwrap();
+    assert!(quarantined(&b_status).is_empty(), "{:?}", quarantined(&b_status));
+}
