@@ -56,8 +56,16 @@ e2e: binaries ## End-to-end tests against a real local control plane
 netns: ## Five agents in a ring of network namespaces: convergence, kill, reroute, rejoin (root)
 	X0_NETNS_TESTS=1 $(CARGO) test --locked -p x0tta6bl4-node-agent --test netns_ring -- --nocapture
 
+.PHONY: ebpf-test
+ebpf-test: ## eBPF datapath in the real kernel: programs, veth pairs in network namespaces (root)
+	X0_NETNS_TESTS=1 $(CARGO) test --locked -p x0tta6bl4-datapath --test kernel -- --test-threads=1
+
+.PHONY: ebpf-bench
+ebpf-bench: ## Per-packet cost of the eBPF classifiers vs an empty one (root; figures in docs/BENCHMARKS.md)
+	$(CARGO) run --release --locked -p x0tta6bl4-datapath --bin x0-datapath -- bench
+
 .PHONY: test
-test: lint unit check-generated helm-lint netns e2e ## Everything CI runs
+test: lint unit check-generated helm-lint netns ebpf-test e2e ## Everything CI runs
 
 .PHONY: demo
 demo: binaries ## Local cluster, CRDs, operator and examples; shows them progressing

@@ -1,0 +1,673 @@
+//! The datapath in the real kernel: programs run with BPF_PROG_TEST_RUN, and attached to veth
+//! pairs between network namespaces this test creates (addresses from 198.18.0.0/15 only).
+//!
+//! Needs root and `X0_NETNS_TESTS=1` (`make ebpf-test`); otherwise each test passes without
+//! running. Every wait polls a condition with a deadline; loops are bounded; namespaces (and
+//! with them the veths and any filter left on them) are removed on exit, even on failure.
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd as _;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use x0tta6bl4_datapath::bench::{TC_ACT_OK, TC_ACT_SHOT, TestBed, packets};
+use x0tta6bl4_datapath::{
+    Datapath, DatapathConfig, DatapathError, DatapathMaps, Direction, Directions, Fault, PeerTraffic,
+    monotonic_now_ns,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_x0-datapath");
+const MESH_TCP: u16 = 7000;
+const MESH_UDP: u16 = 7001;
+const OTHER_PORT: u16 = 9999;
+const LOCAL: &str = "198.18.0.1";
+
+fn enabled() -> bool {
+    let root = nix::unistd::Uid::effective().is_root();
+    root && std::env::var("X0_NETNS_TESTS").as_deref() == Ok("1")
+}
+
+macro_rules! require_kernel {
+    () => {
+        if !enabled() {
+            eprintln!("skipped: needs root and X0_NETNS_TESTS=1 (run `make ebpf-test`)");
+            return;
+        }
+    };
+}
+
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn addr(text: &str) -> IpAddr {
+    text.parse().expect("a valid address")
+}
+
+fn hour_from_now() -> u64 {
+    monotonic_now_ns() + 3_600_000_000_000
+}
+
+/// Polls `condition` every 10 ms until it holds or `timeout` passes.
+fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Two namespaces joined by a veth: `here` (198.18.0.1/24 on `x0a`) and `peers` (the given
+/// addresses on `x0b`). Both namespaces are deleted on drop.
+struct Pair {
+    here: String,
+    peers: String,
+}
+
+impl Pair {
+    fn create(test: &str, peer_addresses: &[&str]) -> Pair {
+        let id = std::process::id();
+        let pair = Pair {
+            here: format!("x0dp-{test}-a-{id}"),
+            peers: format!("x0dp-{test}-b-{id}"),
+        };
+        ip(&["netns", "add", &pair.here]);
+        ip(&["netns", "add", &pair.peers]);
+        ip(&[
+            "-n",
+            &pair.here,
+            "link",
+            "add",
+            "x0a",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "x0b",
+            "netns",
+            &pair.peers,
+        ]);
+        ip(&[
+            "-n",
+            &pair.here,
+            "addr",
+            "add",
+            &format!("{LOCAL}/24"),
+            "dev",
+            "x0a",
+        ]);
+        for address in peer_addresses {
+            ip(&[
+                "-n",
+                &pair.peers,
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                "x0b",
+            ]);
+        }
+        for (ns, dev) in [(&pair.here, "x0a"), (&pair.peers, "x0b")] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+
+    /// Our filters on `x0a` (one line per filter named like ours), by direction.
+    fn our_filters(&self) -> (usize, usize) {
+        let count = |direction: &str| {
+            let output = Command::new("ip")
+                .args([
+                    "netns", "exec", &self.here, "tc", "filter", "show", "dev", "x0a", direction,
+                ])
+                .output()
+                .expect("run tc");
+            assert!(
+                output.status.success(),
+                "tc: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter(|line| line.contains("x0_mesh_"))
+                .count()
+        };
+        (count("ingress"), count("egress"))
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for ns in [&self.here, &self.peers] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Runs `f` on a thread that entered network namespace `ns` (setns affects only the calling
+/// thread). Sockets made there stay in `ns` wherever they are used later.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open the namespace");
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+fn udp(ns: &str, address: &str, port: u16) -> UdpSocket {
+    let bind = SocketAddr::new(addr(address), port);
+    let socket = in_netns(ns, move || UdpSocket::bind(bind).expect("bind"));
+    socket.set_nonblocking(true).expect("non-blocking");
+    socket
+}
+
+/// Datagrams waiting on `socket`, by sender.
+fn drain(socket: &UdpSocket, into: &mut BTreeMap<IpAddr, usize>) {
+    let mut buffer = [0u8; 2048];
+    while let Ok((_, from)) = socket.recv_from(&mut buffer) {
+        *into.entry(from.ip()).or_default() += 1;
+    }
+}
+
+fn send(socket: &UdpSocket, to: &str, port: u16, count: usize) {
+    let target = SocketAddr::new(addr(to), port);
+    for _ in 0..count {
+        socket.send_to(&[0x5a; 100], target).expect("send");
+    }
+}
+
+fn reading(traffic: &[PeerTraffic], peer: &str, direction: Direction) -> Option<PeerTraffic> {
+    traffic
+        .iter()
+        .copied()
+        .find(|t| t.peer == addr(peer) && t.direction == direction)
+}
+
+fn attach_here() -> Datapath {
+    Datapath::attach(&DatapathConfig {
+        interface: "x0a".to_owned(),
+        ports: vec![MESH_TCP, MESH_UDP],
+        edt: false,
+    })
+    .expect("attach the datapath")
+}
+
+// ----- programs alone (BPF_PROG_TEST_RUN) -------------------------------------------------------
+
+#[test]
+fn the_programs_count_mesh_packets_per_peer_both_families_and_ignore_other_ports() {
+    require_kernel!();
+    let mut bed = TestBed::load(&[MESH_UDP]).expect("load");
+    let v4 = packets::frame(
+        packets::UDP,
+        addr("198.18.0.2"),
+        MESH_UDP,
+        addr(LOCAL),
+        40_000,
+        100,
+    );
+    let v6 = packets::frame(
+        packets::UDP,
+        addr("2001:db8::1"),
+        40_000,
+        addr("2001:db8::2"),
+        MESH_UDP,
+        10,
+    );
+    let other = packets::frame(packets::TCP, addr("198.18.0.2"), 443, addr(LOCAL), 40_000, 100);
+    assert_eq!(bed.run("x0_mesh_ingress", &v4, 3).unwrap().0, TC_ACT_OK);
+    assert_eq!(bed.run("x0_mesh_egress", &v6, 2).unwrap().0, TC_ACT_OK);
+    assert_eq!(bed.run("x0_mesh_ingress", &other, 5).unwrap().0, TC_ACT_OK);
+    let traffic = bed.maps().traffic().unwrap();
+    assert_eq!(traffic.len(), 2, "{traffic:?}");
+    let from_v4 = reading(&traffic, "198.18.0.2", Direction::FromPeer).expect("IPv4 peer counted");
+    assert_eq!(
+        (from_v4.packets, from_v4.bytes, from_v4.drops),
+        (3, 3 * v4.len() as u64, 0)
+    );
+    let to_v6 = reading(&traffic, "2001:db8::2", Direction::ToPeer).expect("IPv6 peer counted");
+    assert_eq!((to_v6.packets, to_v6.bytes), (2, 2 * v6.len() as u64));
+}
+
+#[test]
+fn a_partition_verdict_is_shot_and_an_expired_fault_is_ignored_by_the_program() {
+    require_kernel!();
+    let mut bed = TestBed::load(&[MESH_UDP]).expect("load");
+    let peer = addr("198.18.0.2");
+    let to_peer = packets::frame(packets::UDP, addr(LOCAL), 40_000, peer, MESH_UDP, 10);
+    let from_peer = packets::frame(packets::UDP, peer, MESH_UDP, addr(LOCAL), 40_000, 10);
+    let expires = monotonic_now_ns() + 200_000_000;
+    bed.maps()
+        .set_fault(
+            peer,
+            Fault {
+                partition: Directions::TO_PEER,
+                ..Fault::until(expires)
+            },
+        )
+        .unwrap();
+    assert_eq!(bed.run("x0_mesh_egress", &to_peer, 1).unwrap().0, TC_ACT_SHOT);
+    assert_eq!(bed.run("x0_mesh_ingress", &from_peer, 1).unwrap().0, TC_ACT_OK);
+    wait_for("the fault's expiry", Duration::from_secs(2), || {
+        monotonic_now_ns() > expires
+    });
+    // Still in the map (nobody swept it), yet the program no longer applies it.
+    assert_eq!(bed.maps().faults().unwrap().len(), 1);
+    assert_eq!(bed.run("x0_mesh_egress", &to_peer, 1).unwrap().0, TC_ACT_OK);
+    let traffic = bed.maps().traffic().unwrap();
+    let egress = reading(&traffic, "198.18.0.2", Direction::ToPeer).unwrap();
+    assert_eq!((egress.packets, egress.drops), (1, 1));
+    assert_eq!(bed.maps().sweep_expired(monotonic_now_ns()).unwrap(), 1);
+    assert!(bed.maps().faults().unwrap().is_empty());
+}
+
+// ----- attached, with real traffic ---------------------------------------------------------------
+
+#[test]
+fn counters_equal_the_packets_sent_per_peer_and_direction() {
+    require_kernel!();
+    let pair = Pair::create("count", &["198.18.0.2", "198.18.0.3"]);
+    let peer2 = udp(&pair.peers, "198.18.0.2", MESH_UDP);
+    let peer3 = udp(&pair.peers, "198.18.0.3", MESH_UDP);
+    let peer2_other = udp(&pair.peers, "198.18.0.2", OTHER_PORT);
+    let here = udp(&pair.here, LOCAL, MESH_UDP);
+    let here_other = udp(&pair.here, LOCAL, OTHER_PORT);
+    let traffic = in_netns(&pair.here, move || {
+        let datapath = attach_here();
+        send(&here, "198.18.0.2", MESH_UDP, 50);
+        send(&here, "198.18.0.3", MESH_UDP, 30);
+        send(&here_other, "198.18.0.2", OTHER_PORT, 40);
+        send(&peer2, LOCAL, MESH_UDP, 20);
+        send(&peer3, LOCAL, MESH_UDP, 10);
+        let mut at_peers = BTreeMap::new();
+        let mut at_here = BTreeMap::new();
+        let mut other = BTreeMap::new();
+        wait_for("every datagram to arrive", Duration::from_secs(10), || {
+            drain(&peer2, &mut at_peers);
+            drain(&peer3, &mut at_peers);
+            drain(&here, &mut at_here);
+            drain(&peer2_other, &mut other);
+            at_peers.values().sum::<usize>() == 80
+                && at_here.values().sum::<usize>() == 30
+                && other.values().sum::<usize>() == 40
+        });
+        let traffic = datapath.traffic().expect("read the counters");
+        datapath.detach().expect("detach");
+        traffic
+    });
+    // Each datagram: 14 (Ethernet) + 20 (IPv4) + 8 (UDP) + 100 bytes at the tc hook.
+    let frame = 142;
+    for (peer, direction, packets) in [
+        ("198.18.0.2", Direction::ToPeer, 50),
+        ("198.18.0.3", Direction::ToPeer, 30),
+        ("198.18.0.2", Direction::FromPeer, 20),
+        ("198.18.0.3", Direction::FromPeer, 10),
+    ] {
+        let counted =
+            reading(&traffic, peer, direction).unwrap_or_else(|| panic!("{peer} {direction:?} counted"));
+        assert_eq!(
+            (counted.packets, counted.bytes, counted.drops),
+            (packets, packets * frame, 0),
+            "{peer} {direction:?}"
+        );
+    }
+    assert_eq!(traffic.len(), 4, "only mesh traffic is counted: {traffic:?}");
+    assert_eq!(pair.our_filters(), (0, 0), "detached");
+}
+
+#[test]
+fn loss_of_thirty_percent_drops_thirty_percent_of_mesh_packets_and_no_other_packet() {
+    require_kernel!();
+    const PACKETS: usize = 10_000;
+    const BATCH: usize = 250;
+    let pair = Pair::create("loss", &["198.18.0.2"]);
+    let mesh_rx = udp(&pair.peers, "198.18.0.2", MESH_UDP);
+    let other_rx = udp(&pair.peers, "198.18.0.2", OTHER_PORT);
+    let here = udp(&pair.here, LOCAL, MESH_UDP);
+    let here_other = udp(&pair.here, LOCAL, OTHER_PORT);
+    let (mesh_received, other_received, egress) = in_netns(&pair.here, move || {
+        let mut datapath = attach_here();
+        datapath
+            .set_fault(
+                addr("198.18.0.2"),
+                Fault {
+                    drop_probability: 0.3,
+                    directions: Directions::TO_PEER,
+                    ..Fault::until(hour_from_now())
+                },
+            )
+            .expect("set the fault");
+        let (mut mesh, mut other) = (BTreeMap::new(), BTreeMap::new());
+        // In batches, each received in full before the next, so no socket or backlog queue
+        // overflows and every missing packet is one the datapath dropped.
+        for batch in 0..PACKETS / BATCH {
+            send(&here, "198.18.0.2", MESH_UDP, BATCH);
+            send(&here_other, "198.18.0.2", OTHER_PORT, BATCH);
+            let sent = (batch + 1) * BATCH;
+            wait_for("the batch to arrive", Duration::from_secs(10), || {
+                drain(&mesh_rx, &mut mesh);
+                drain(&other_rx, &mut other);
+                let counted = reading(&datapath.traffic().unwrap(), "198.18.0.2", Direction::ToPeer);
+                let passed = counted.map_or(0, |c| c.packets) as usize;
+                let decided = counted.map_or(0, |c| c.packets + c.drops) as usize;
+                decided == sent
+                    && mesh.values().sum::<usize>() == passed
+                    && other.values().sum::<usize>() == sent
+            });
+        }
+        let egress = reading(&datapath.traffic().unwrap(), "198.18.0.2", Direction::ToPeer).unwrap();
+        datapath.detach().expect("detach");
+        (
+            mesh.values().sum::<usize>(),
+            other.values().sum::<usize>(),
+            egress,
+        )
+    });
+    eprintln!("loss 0.3: {} of {PACKETS} mesh packets dropped", egress.drops);
+    assert_eq!(egress.packets + egress.drops, PACKETS as u64);
+    assert!(
+        (2_700..=3_300).contains(&egress.drops),
+        "{} dropped",
+        egress.drops
+    );
+    assert_eq!(mesh_received as u64, egress.packets);
+    assert_eq!(other_received, PACKETS, "packets on other ports are untouched");
+}
+
+#[test]
+fn a_partition_blocks_only_the_chosen_peers_and_directions() {
+    require_kernel!();
+    const EACH: usize = 20;
+    let peers = ["198.18.0.2", "198.18.0.3", "198.18.0.4"];
+    let pair = Pair::create("part", &peers);
+    let peer_sockets: Vec<UdpSocket> = peers.iter().map(|p| udp(&pair.peers, p, MESH_UDP)).collect();
+    let here = udp(&pair.here, LOCAL, MESH_UDP);
+    let (at_peers, at_here, traffic) = in_netns(&pair.here, move || {
+        let mut datapath = attach_here();
+        let until = hour_from_now();
+        // .2 cannot reach us, we cannot reach .3, .4 is left alone.
+        for (peer, partition) in [
+            ("198.18.0.2", Directions::FROM_PEER),
+            ("198.18.0.3", Directions::TO_PEER),
+        ] {
+            datapath
+                .set_fault(
+                    addr(peer),
+                    Fault {
+                        partition,
+                        ..Fault::until(until)
+                    },
+                )
+                .expect("set the partition");
+        }
+        for (socket, peer) in peer_sockets.iter().zip(peers) {
+            send(&here, peer, MESH_UDP, EACH);
+            send(socket, LOCAL, MESH_UDP, EACH);
+        }
+        let (mut at_peers, mut at_here) = (BTreeMap::new(), BTreeMap::new());
+        // Wait until the datapath decided on all 120 packets, then for what passed to arrive.
+        wait_for(
+            "every packet to be passed or dropped",
+            Duration::from_secs(10),
+            || {
+                let traffic = datapath.traffic().unwrap();
+                traffic.iter().map(|t| t.packets + t.drops).sum::<u64>() == (6 * EACH) as u64
+            },
+        );
+        wait_for("the passed packets to arrive", Duration::from_secs(10), || {
+            for socket in &peer_sockets {
+                drain(socket, &mut at_peers);
+            }
+            drain(&here, &mut at_here);
+            at_peers.values().sum::<usize>() == 2 * EACH && at_here.values().sum::<usize>() == 2 * EACH
+        });
+        let traffic = datapath.traffic().unwrap();
+        datapath.detach().expect("detach");
+        (at_peers, at_here, traffic)
+    });
+    let received_from =
+        |map: &BTreeMap<IpAddr, usize>, peer: &str| map.get(&addr(peer)).copied().unwrap_or(0);
+    // Sent to the peers: only .3 is cut.
+    assert_eq!(received_from(&at_peers, LOCAL), 2 * EACH);
+    assert_eq!(
+        reading(&traffic, "198.18.0.3", Direction::ToPeer).unwrap().drops,
+        EACH as u64
+    );
+    assert_eq!(
+        reading(&traffic, "198.18.0.2", Direction::ToPeer).unwrap().drops,
+        0
+    );
+    // Received from the peers: only .2 is cut.
+    assert_eq!(received_from(&at_here, "198.18.0.2"), 0);
+    assert_eq!(received_from(&at_here, "198.18.0.3"), EACH);
+    assert_eq!(received_from(&at_here, "198.18.0.4"), EACH);
+    for (peer, direction, drops) in [
+        ("198.18.0.2", Direction::FromPeer, EACH),
+        ("198.18.0.3", Direction::FromPeer, 0),
+        ("198.18.0.4", Direction::FromPeer, 0),
+        ("198.18.0.4", Direction::ToPeer, 0),
+    ] {
+        assert_eq!(
+            reading(&traffic, peer, direction).unwrap().drops,
+            drops as u64,
+            "{peer} {direction:?}"
+        );
+    }
+}
+
+// ----- lifecycle ---------------------------------------------------------------------------------
+
+/// `x0-datapath hold` in the namespace, once it printed `ready`: the expiry of its fault, if any.
+struct Holder {
+    child: Child,
+    fault_expires_at_ns: Option<u64>,
+}
+
+impl Holder {
+    fn start(ns: &str, extra: &[&str]) -> Holder {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, BIN, "hold", "--interface", "x0a", "--port"])
+            .arg(MESH_UDP.to_string())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start x0-datapath hold");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut fault_expires_at_ns = None;
+        loop {
+            match received.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) if line == "ready" => break,
+                Ok(line) => {
+                    if let Some(value) = line.strip_prefix("fault expires_at_ns=") {
+                        fault_expires_at_ns = value.parse().ok();
+                    }
+                }
+                Err(error) => {
+                    let _ = child.kill();
+                    panic!("x0-datapath hold never became ready: {error}");
+                }
+            }
+        }
+        Holder {
+            child,
+            fault_expires_at_ns,
+        }
+    }
+
+    fn kill_hard(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "hold did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_fault_stops_applying_at_its_expiry_with_its_loader_killed() {
+    require_kernel!();
+    let pair = Pair::create("expiry", &["198.18.0.2"]);
+    let peer = udp(&pair.peers, "198.18.0.2", MESH_UDP);
+    let here = udp(&pair.here, LOCAL, MESH_UDP);
+    let holder = Holder::start(
+        &pair.here,
+        &[
+            "--fault-peer",
+            "198.18.0.2",
+            "--partition",
+            "both",
+            "--fault-ms",
+            "1500",
+        ],
+    );
+    let expires_at = holder.fault_expires_at_ns.expect("the fault's expiry");
+    holder.kill_hard();
+    assert_eq!(
+        pair.our_filters(),
+        (1, 1),
+        "the killed loader's filters stay, and with them the fault"
+    );
+
+    // One datagram every 20 ms until one gets through: the first to arrive must have been
+    // sent after the expiry (nothing passed before it), and soon after it.
+    let mut buffer = [0u8; 256];
+    let mut first_arrival = None;
+    for _ in 0..500 {
+        let sent_at = monotonic_now_ns();
+        here.send_to(&[1; 32], SocketAddr::new(addr("198.18.0.2"), MESH_UDP))
+            .expect("send");
+        std::thread::sleep(Duration::from_millis(20));
+        if peer.recv_from(&mut buffer).is_ok() {
+            first_arrival = Some(sent_at);
+            break;
+        }
+        assert!(
+            sent_at < expires_at + 3_000_000_000,
+            "the fault still applies 3 s after its expiry"
+        );
+    }
+    let first = first_arrival.expect("a packet got through after the expiry");
+    // A packet sent before the expiry may be the one that gets through when it was still in
+    // flight at the expiry: allow the 20 ms between sends.
+    assert!(
+        first + 20_000_000 >= expires_at,
+        "a packet passed {} ms before the expiry",
+        (expires_at - first) / 1_000_000
+    );
+}
+
+#[test]
+fn killing_the_loader_and_starting_another_leaves_exactly_one_set_of_filters() {
+    require_kernel!();
+    let pair = Pair::create("restart", &["198.18.0.2"]);
+    assert_eq!(pair.our_filters(), (0, 0));
+    let first = Holder::start(&pair.here, &[]);
+    assert_eq!(pair.our_filters(), (1, 1));
+    first.kill_hard();
+    assert_eq!(pair.our_filters(), (1, 1), "a killed loader leaves its filters");
+    let second = Holder::start(&pair.here, &[]);
+    assert_eq!(pair.our_filters(), (1, 1), "the new loader replaced them");
+    let third = Holder::start(&pair.here, &[]);
+    assert_eq!(
+        pair.our_filters(),
+        (1, 1),
+        "and so does the next one, while the last one runs"
+    );
+    drop(second);
+    let status = third.stop();
+    assert!(status.success(), "hold exits cleanly on SIGTERM: {status}");
+    assert_eq!(pair.our_filters(), (0, 0), "a clean shutdown detaches");
+}
+
+#[test]
+fn loading_a_broken_object_fails_with_a_clear_error_and_attaches_nothing() {
+    require_kernel!();
+    let pair = Pair::create("broken", &["198.18.0.2"]);
+    let config = DatapathConfig {
+        interface: "x0a".to_owned(),
+        ports: vec![MESH_UDP],
+        edt: false,
+    };
+    let (truncated, rejected) = in_netns(&pair.here, move || {
+        let object = x0tta6bl4_datapath::object();
+        let truncated = Datapath::attach_object(&object[..object.len() / 2], &config).err();
+        let rejected = Datapath::attach_object(x0tta6bl4_datapath::rejected_object(), &config).err();
+        (truncated, rejected)
+    });
+    let truncated = truncated.expect("a truncated object must not load");
+    assert!(matches!(truncated, DatapathError::BrokenObject(_)), "{truncated}");
+    assert!(
+        truncated.to_string().contains("eBPF object is broken"),
+        "{truncated}"
+    );
+    let rejected = rejected.expect("a program the verifier rejects must not load");
+    let message = rejected.to_string();
+    assert!(matches!(rejected, DatapathError::BrokenObject(_)), "{message}");
+    assert!(
+        message.contains("verifier rejected program x0_mesh_"),
+        "{message}"
+    );
+    assert!(
+        message.contains("invalid access to packet"),
+        "the verifier's reason: {message}"
+    );
+    assert_eq!(pair.our_filters(), (0, 0));
+}
+
+#[test]
+fn a_missing_interface_is_named_in_the_error() {
+    require_kernel!();
+    let error = Datapath::attach(&DatapathConfig {
+        interface: "x0-nonexistent".to_owned(),
+        ports: vec![MESH_UDP],
+        edt: false,
+    })
+    .err()
+    .expect("no such interface");
+    assert_eq!(error.reason(), "NoSuchInterface");
+    assert!(error.to_string().contains("x0-nonexistent"));
+}
