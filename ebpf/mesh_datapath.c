@@ -156,8 +156,11 @@ static __always_inline int classify(struct __sk_buff *skb, __u32 direction)
 		 * The expiry is checked here, not by the agent, so a fault ends on time even when
 		 * the agent and the operator are both gone. Expired entries are left for the agent
 		 * to remove: deleting here could race with the agent replacing the same key.
+		 * The coarse clock (CLOCK_MONOTONIC_COARSE: the same timeline, a tick's
+		 * resolution) costs a fraction of the precise one, and a fault ending a few
+		 * milliseconds late does not matter.
 		 */
-		if (fault && bpf_ktime_get_ns() < fault->expires_ns) {
+		if (fault && bpf_ktime_get_coarse_ns() < fault->expires_ns) {
 			__u8 bit = 1u << direction;
 			if (fault->partition & bit) {
 				drop = 1;

@@ -48,7 +48,7 @@ struct x0_fault_key {
  * bpf_get_prandom_u32(): p * 2^32, with 0xffffffff meaning "every packet".
  */
 struct x0_fault {
-	__u64 expires_ns;        /* CLOCK_MONOTONIC (bpf_ktime_get_ns); ignored from then on */
+	__u64 expires_ns;        /* CLOCK_MONOTONIC ns; ignored from then on (coarse clock) */
 	__u32 drop_threshold;    /* random loss */
 	__u32 corrupt_threshold; /* flip one payload bit */
 	__u32 delay_us;          /* egress only, and only with X0_FLAG_EDT */

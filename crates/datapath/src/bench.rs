@@ -37,6 +37,14 @@ impl TestBed {
         test_run(self.loaded.program_fd(program)?, packet, repeat)
     }
 
+    /// Runs `program` once on `packet`: its verdict and the packet as the program left it.
+    pub fn run_once(&self, program: &str, packet: &[u8]) -> Result<(u32, Vec<u8>), DatapathError> {
+        let mut out = vec![0u8; packet.len() + 256];
+        let (verdict, _, size) = test_run_into(self.loaded.program_fd(program)?, packet, 1, &mut out)?;
+        out.truncate(size);
+        Ok((verdict, out))
+    }
+
     pub(crate) fn kernel_maps(&mut self) -> &mut KernelMaps {
         &mut self.loaded.maps
     }
@@ -67,6 +75,18 @@ struct TestRunAttr {
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
 fn test_run(fd: std::os::fd::RawFd, packet: &[u8], repeat: u32) -> Result<(u32, u32), DatapathError> {
+    let (verdict, ns, _) = test_run_into(fd, packet, repeat, &mut [])?;
+    Ok((verdict, ns))
+}
+
+/// BPF_PROG_TEST_RUN: verdict, mean ns per run, and the output packet's size (copied into
+/// `out` when it is not empty).
+fn test_run_into(
+    fd: std::os::fd::RawFd,
+    packet: &[u8],
+    repeat: u32,
+    out: &mut [u8],
+) -> Result<(u32, u32, usize), DatapathError> {
     let mut attr = TestRunAttr {
         prog_fd: u32::try_from(fd).map_err(|_| DatapathError::Kernel {
             op: "BPF_PROG_TEST_RUN",
@@ -74,12 +94,19 @@ fn test_run(fd: std::os::fd::RawFd, packet: &[u8], repeat: u32) -> Result<(u32, 
         })?,
         data_size_in: u32::try_from(packet.len()).unwrap_or(u32::MAX),
         data_in: packet.as_ptr() as u64,
+        data_size_out: u32::try_from(out.len()).unwrap_or(u32::MAX),
+        data_out: if out.is_empty() {
+            0
+        } else {
+            out.as_mut_ptr() as u64
+        },
         repeat,
         ..TestRunAttr::default()
     };
     // SAFETY: `attr` is a valid, fully initialised BPF_PROG_TEST_RUN attribute of the size we
     // pass; `data_in` points at `packet`, which outlives the call and which the kernel only
-    // reads; `data_out` is null with size 0, so the kernel writes into nothing but `attr`.
+    // reads; the kernel writes at most `data_size_out` bytes to `data_out`, which is `out`
+    // (or null with size 0), borrowed mutably for the call.
     #[allow(unsafe_code)]
     let result = unsafe {
         libc::syscall(
@@ -93,7 +120,11 @@ fn test_run(fd: std::os::fd::RawFd, packet: &[u8], repeat: u32) -> Result<(u32, 
         let error = std::io::Error::last_os_error();
         return Err(DatapathError::from_kernel("BPF_PROG_TEST_RUN", &error));
     }
-    Ok((attr.retval, attr.duration))
+    Ok((
+        attr.retval,
+        attr.duration,
+        (attr.data_size_out as usize).min(out.len()),
+    ))
 }
 
 /// Crafted frames (Ethernet + IP + TCP/UDP), for the test runs.

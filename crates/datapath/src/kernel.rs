@@ -36,7 +36,8 @@ pub struct DatapathConfig {
     pub edt: bool,
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns, which fault expiries use.
+/// CLOCK_MONOTONIC in nanoseconds: the timeline of bpf_ktime_get_(coarse_)ns, which fault
+/// expiries use.
 pub fn monotonic_now_ns() -> u64 {
     match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
         Ok(now) => u64::try_from(now.tv_sec())

@@ -138,8 +138,9 @@ pub fn totals_by_peer(traffic: &[PeerTraffic]) -> BTreeMap<IpAddr, PeerTotals> {
     totals
 }
 
-/// A fault on one peer's mesh traffic, until `expires_at_ns` (CLOCK_MONOTONIC, the clock the
-/// programs read with bpf_ktime_get_ns).
+/// A fault on one peer's mesh traffic, until `expires_at_ns` (CLOCK_MONOTONIC; the programs
+/// compare it with the coarse reading of the same clock, so a fault may outlive its expiry by
+/// up to one scheduler tick).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fault {
     /// Probability of dropping each packet, in [0, 1].

@@ -263,8 +263,9 @@ fn a_partition_verdict_is_shot_and_an_expired_fault_is_ignored_by_the_program() 
         .unwrap();
     assert_eq!(bed.run("x0_mesh_egress", &to_peer, 1).unwrap().0, TC_ACT_SHOT);
     assert_eq!(bed.run("x0_mesh_ingress", &from_peer, 1).unwrap().0, TC_ACT_OK);
+    // The program reads the coarse clock, up to a tick (at most 10 ms) behind this one.
     wait_for("the fault's expiry", Duration::from_secs(2), || {
-        monotonic_now_ns() > expires
+        monotonic_now_ns() > expires + 20_000_000
     });
     // Still in the map (nobody swept it), yet the program no longer applies it.
     assert_eq!(bed.maps().faults().unwrap().len(), 1);
@@ -274,6 +275,40 @@ fn a_partition_verdict_is_shot_and_an_expired_fault_is_ignored_by_the_program() 
     assert_eq!((egress.packets, egress.drops), (1, 1));
     assert_eq!(bed.maps().sweep_expired(monotonic_now_ns()).unwrap(), 1);
     assert!(bed.maps().faults().unwrap().is_empty());
+}
+
+#[test]
+fn corruption_flips_a_payload_bit_and_never_a_header() {
+    require_kernel!();
+    let mut bed = TestBed::load(&[MESH_TCP]).expect("load");
+    let peer = addr("198.18.0.2");
+    bed.maps()
+        .set_fault(
+            peer,
+            Fault {
+                corrupt_probability: 1.0,
+                directions: Directions::TO_PEER,
+                ..Fault::until(hour_from_now())
+            },
+        )
+        .unwrap();
+    let with_payload = packets::frame(packets::TCP, addr(LOCAL), 40_000, peer, MESH_TCP, 50);
+    let (verdict, out) = bed.run_once("x0_mesh_egress", &with_payload).unwrap();
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out.len(), with_payload.len());
+    let last = with_payload.len() - 1;
+    assert_eq!(
+        out[..last],
+        with_payload[..last],
+        "headers and the rest of the payload untouched"
+    );
+    assert_eq!(out[last], with_payload[last] ^ 1);
+    // A pure ACK has no payload to corrupt.
+    let ack = packets::frame(packets::TCP, addr(LOCAL), 40_000, peer, MESH_TCP, 0);
+    assert_eq!(bed.run_once("x0_mesh_egress", &ack).unwrap().1, ack);
+    // The other direction is not under the fault.
+    let inbound = packets::frame(packets::TCP, peer, MESH_TCP, addr(LOCAL), 40_000, 50);
+    assert_eq!(bed.run_once("x0_mesh_ingress", &inbound).unwrap().1, inbound);
 }
 
 // ----- attached, with real traffic ---------------------------------------------------------------
