@@ -10,6 +10,7 @@ use std::future::Future;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use x0tta6bl4_crypto::endorsement::Endorsement;
 use x0tta6bl4_crypto::keyfile::{self, StoredKey};
@@ -151,7 +152,17 @@ pub trait IdentitySource: Send + Sync {
         &self,
         request: IdentityRequest<'_>,
     ) -> impl Future<Output = Result<TrustMaterial, IdentityError>> + Send;
+    /// The endorsement of a rotated key: waits until one exists (the caller bounds the wait).
+    fn renew(
+        &self,
+        request: IdentityRequest<'_>,
+    ) -> impl Future<Output = Result<TrustMaterial, IdentityError>> + Send {
+        self.obtain(request)
+    }
 }
+
+/// How often a standalone agent looks for the endorsement of its rotated key.
+const ENDORSEMENT_FILE_POLL: Duration = Duration::from_millis(200);
 
 /// Standalone mode: both from files.
 #[derive(Debug, Clone)]
@@ -167,6 +178,19 @@ impl IdentitySource for FileIdentity {
             self.endorsement_file.display(),
             self.authority_public_key_file.display()
         )
+    }
+
+    /// Standalone, whoever holds the authority key (`endorse`) rewrites the endorsement file
+    /// for the new key; a file that does not cover it yet, or is being rewritten, is read again.
+    async fn renew(&self, request: IdentityRequest<'_>) -> Result<TrustMaterial, IdentityError> {
+        loop {
+            if let Ok(endorsement) = read_endorsement(&self.endorsement_file)
+                && check_endorsement(&endorsement, &request).is_ok()
+            {
+                return self.obtain(request).await;
+            }
+            tokio::time::sleep(ENDORSEMENT_FILE_POLL).await;
+        }
     }
 
     async fn obtain(&self, request: IdentityRequest<'_>) -> Result<TrustMaterial, IdentityError> {
@@ -211,6 +235,12 @@ pub fn check_endorsement(
         return Err(IdentityError::Mismatch(
             "it endorses another public key than the one in the state directory".to_owned(),
         ));
+    }
+    if endorsement.key_epoch != request.key_epoch {
+        return Err(IdentityError::Mismatch(format!(
+            "it endorses key epoch {}, the key in the state directory is epoch {}",
+            endorsement.key_epoch, request.key_epoch
+        )));
     }
     Ok(())
 }

@@ -37,6 +37,7 @@ pub fn record_name(mesh: &str, node: &str) -> String {
 }
 
 /// Endorsement from the operator, through the MeshNode record; trust anchor from the config.
+#[derive(Clone)]
 pub struct KubeIdentity {
     pub client: kube::Client,
     pub namespace: String,
@@ -220,6 +221,13 @@ impl PeerSource for KubePeers {
     }
 }
 
+/// A key age in whole minutes for the first hour, whole hours after: the record is written
+/// only when its status changes, and an age in seconds would change it every time.
+fn coarse_age(age: Duration) -> Duration {
+    let unit = if age < Duration::from_secs(3600) { 60 } else { 3600 };
+    Duration::from_secs(age.as_secs() / unit * unit)
+}
+
 /// The status fields the agent owns in its MeshNode record, from its /status report.
 pub fn record_status(report: &StatusReport) -> serde_json::Value {
     let alive: Vec<_> = report.neighbours.iter().filter(|n| n.alive).collect();
@@ -249,6 +257,8 @@ pub fn record_status(report: &StatusReport) -> serde_json::Value {
             .map(|q| format!("{}: {}", q.node_name.clone().unwrap_or_else(|| q.node_id.clone()), q.reason))
             .collect::<Vec<_>>(),
     });
+    let key_age = Duration::from_micros(report.now_unix_us.saturating_sub(report.key_since_unix_us));
+    status["keyAge"] = serde_json::json!(x0tta6bl4_api::duration::format(coarse_age(key_age)));
     if let Some(episode) = report.last_settled_convergence.as_ref() {
         let at = episode
             .last_change_at_unix_us

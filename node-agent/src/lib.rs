@@ -5,7 +5,7 @@
 //! meshes and tests.
 //!
 //! Layout: `runtime` wires the parts; `mesh` is the actor that owns the sans-IO router;
-//! `session` and `dialer` are the network edge; `identity` and `peers` are the traits a
+//! `session` and `dialer` are the network edge; `rotation` replaces the node key on schedule; `identity` and `peers` are the traits a
 //! cluster plugs its sources into; `endorsements`, `ping`, `convergence` and `settings` are
 //! sans IO and tested on their own.
 #![forbid(unsafe_code)]
@@ -22,6 +22,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod peers;
 pub mod ping;
+pub mod rotation;
 pub mod runtime;
 pub mod session;
 pub mod settings;

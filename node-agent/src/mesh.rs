@@ -26,6 +26,7 @@ use crate::endorsements::{EndorsementBook, Verdict};
 use crate::identity::node_name_of;
 use crate::metrics::{Metrics, message_label};
 use crate::ping::{self, PingError, PingResult, PingTable};
+use crate::rotation::CurrentIdentity;
 use crate::session::Direction;
 use crate::status::{NeighbourReport, RouteReport, StatusReport};
 
@@ -105,6 +106,11 @@ pub enum Command {
     Status {
         reply: oneshot::Sender<StatusReport>,
     },
+    /// The node key was rotated and its endorsement admitted: announce it, then sign with it.
+    Rotate {
+        identity: Identity,
+        reply: oneshot::Sender<()>,
+    },
     /// A node id in hex, a SPIFFE ID or a node name, to a NodeId this agent knows.
     Resolve {
         name: String,
@@ -155,6 +161,13 @@ impl MeshHandle {
         self.ask(|reply| Command::Status { reply }).await
     }
 
+    /// Switches to a rotated key; false if the mesh is gone.
+    pub async fn rotate(&self, identity: Identity) -> bool {
+        self.ask(|reply| Command::Rotate { identity, reply })
+            .await
+            .is_some()
+    }
+
     pub async fn resolve(&self, name: String) -> Option<NodeId> {
         self.ask(|reply| Command::Resolve { name, reply }).await.flatten()
     }
@@ -194,16 +207,17 @@ impl OriginatorVerifier for TrustVerifier {
 
 /// Signs this node's advertisements with its key, under the originator context.
 pub struct NodeSigner {
-    pub identity: Arc<Identity>,
+    pub identity: CurrentIdentity,
 }
 
 impl OriginatorSigner for NodeSigner {
     fn key_epoch(&self) -> u32 {
-        self.identity.endorsement.key_epoch
+        self.identity.get().endorsement.key_epoch
     }
 
     fn sign(&self, signed_bytes: &[u8]) -> Result<Vec<u8>, SignError> {
         self.identity
+            .get()
             .key
             .sign(SigningContext::Originator, signed_bytes)
             .map(|signature| signature.0)
@@ -269,6 +283,8 @@ pub struct Mesh {
     next_prune: Instant,
     link_labels: BTreeSet<String>,
     healing: SelfHealing,
+    /// When the current node key came into use (for the key age in the status).
+    key_since_unix_us: u64,
 }
 
 /// Everything the actor starts from.
@@ -276,11 +292,13 @@ pub struct MeshParts {
     pub self_id: NodeId,
     pub facts: AgentFacts,
     pub router: Router<TrustVerifier>,
-    pub identity: Arc<Identity>,
+    pub identity: CurrentIdentity,
     pub trust: Arc<RwLock<TrustStore>>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     pub healing: HealingConfig,
+    /// When the node key the agent starts with was made.
+    pub key_created_unix: u64,
 }
 
 /// One session per peer: the one dialled by the lower NodeId, so two agents that dial each
@@ -327,7 +345,7 @@ impl Mesh {
         let mut book = EndorsementBook::new();
         {
             let mut trust = parts.trust.write().unwrap_or_else(PoisonError::into_inner);
-            if let Ok(own) = parts.identity.endorsement.encode() {
+            if let Ok(own) = parts.identity.get().endorsement.encode() {
                 // Admitted at start already (the runtime checked it): recorded to be announced.
                 let _ = book.offer(&own, &mut trust, unix_seconds());
             }
@@ -358,6 +376,7 @@ impl Mesh {
             next_prune: now + PRUNE_INTERVAL,
             link_labels: BTreeSet::new(),
             healing: SelfHealing::new(parts.healing, parts.clock.now()),
+            key_since_unix_us: parts.key_created_unix.saturating_mul(1_000_000),
         };
         (mesh, inbox, inputs, delivered, connected_rx)
     }
@@ -721,7 +740,36 @@ impl Mesh {
             Command::Resolve { name, reply } => {
                 let _ = reply.send(self.resolve(&name));
             }
+            Command::Rotate { identity, reply } => {
+                self.rotate(identity);
+                let _ = reply.send(());
+            }
         }
+    }
+
+    /// Announces the rotated key's endorsement on every session, then signs with the new key
+    /// at once: frames leave each session in order, so a neighbour admits the key before the
+    /// first advertisement signed with it arrives.
+    fn rotate(&mut self, identity: Identity) {
+        match identity.endorsement.encode() {
+            Ok(bytes) => {
+                {
+                    let mut trust = self.trust.write().unwrap_or_else(PoisonError::into_inner);
+                    let _ = self.book.offer(&bytes, &mut trust, unix_seconds());
+                }
+                let message = Message::EndorsementAnnounce(EndorsementAnnounce { endorsement: bytes });
+                let peers: Vec<NodeId> = self.sessions.keys().copied().collect();
+                for peer in peers {
+                    let _ = self.send(peer, &message);
+                }
+            }
+            Err(error) => tracing::error!(%error, "the rotated key's endorsement does not encode"),
+        }
+        let epoch = identity.endorsement.key_epoch;
+        self.signer.identity.replace(identity);
+        self.key_since_unix_us = unix_micros();
+        self.dispatch(vec![Output::OriginateDue]);
+        tracing::info!(epoch, "signing with the rotated key");
     }
 
     fn start_ping(&mut self, destination: NodeId, reply: oneshot::Sender<Result<PingResult, PingError>>) {
@@ -961,6 +1009,7 @@ impl Mesh {
             endpoint: self.facts.endpoint.clone(),
             require_post_quantum: self.facts.require_post_quantum,
             key_epoch: self.signer.key_epoch(),
+            key_since_unix_us: self.key_since_unix_us,
             now_unix_us: unix_micros(),
             started_unix_us: self.started_unix_us,
             sessions: self.sessions.len(),

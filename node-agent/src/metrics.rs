@@ -37,6 +37,7 @@ pub struct Metrics {
     pub healing_findings: IntCounterVec,
     pub healing_actions: IntCounterVec,
     pub quarantined_peers: IntGauge,
+    pub key_rotations: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: T) -> T {
@@ -229,6 +230,12 @@ impl Metrics {
                     "Neighbours excluded from routing by the self-healing loop",
                 )
                 .expect("valid metric definition"),
+            ),
+            key_rotations: counter_vec(
+                r,
+                "x0_agent_key_rotations_total",
+                "Node key rotations, by result (done, failed)",
+                &["result"],
             ),
             registry,
         }

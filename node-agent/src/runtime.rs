@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use x0tta6bl4_api::agent_config::AgentConfig;
+use x0tta6bl4_api::duration;
 use x0tta6bl4_crypto::endorsement::TrustStore;
 use x0tta6bl4_routing::Router;
 use x0tta6bl4_session::binding::Identity;
@@ -23,6 +24,7 @@ use crate::kube_source::{KubeIdentity, KubePeers};
 use crate::mesh::{AgentFacts, Mesh, MeshParts, TrustVerifier};
 use crate::metrics::Metrics;
 use crate::peers::{PeerSource, StaticPeers};
+use crate::rotation::{CurrentIdentity, KeyVersion, Rotation};
 use crate::session::SessionContext;
 use crate::status::MeshCell;
 use crate::{dialer, settings, status};
@@ -118,7 +120,7 @@ pub async fn run_mesh(
     args: RunArgs,
     config: AgentConfig,
     node_name: String,
-    identity_source: &impl IdentitySource,
+    identity_source: &(impl IdentitySource + Clone + 'static),
     peers: &impl PeerSource,
     on_running: impl FnOnce(crate::mesh::MeshHandle, CancellationToken),
 ) -> anyhow::Result<()> {
@@ -215,11 +217,24 @@ pub async fn run_mesh(
     trust
         .admit(&material.endorsement, unix_seconds())
         .context("this node's own endorsement is not accepted by the mesh authority")?;
-    let identity = Arc::new(Identity {
+    let key_version = KeyVersion {
+        epoch: stored.epoch,
+        created_unix: stored.created_unix,
+    };
+    let identity = CurrentIdentity::new(Identity {
         key: stored.key,
         endorsement: material.endorsement,
     });
     let trust = Arc::new(RwLock::new(trust));
+    let rotation_interval = duration::parse(&config.key_rotation_interval)
+        .ok()
+        .filter(|interval| !interval.is_zero())
+        .with_context(|| {
+            format!(
+                "keyRotationInterval '{}' is not a positive duration",
+                config.key_rotation_interval
+            )
+        })?;
 
     let clock = Clock::start();
     let mut router = Router::new(
@@ -243,14 +258,26 @@ pub async fn run_mesh(
             require_post_quantum: config.require_post_quantum,
         },
         router,
-        identity: Arc::clone(&identity),
+        identity: identity.clone(),
         trust: Arc::clone(&trust),
         metrics: Arc::clone(&metrics),
         clock,
         healing,
+        key_created_unix: stored.created_unix,
     });
     on_running(crate::mesh::MeshHandle::new(inbox.clone()), shutdown.clone());
     tasks.spawn(mesh.run(inputs, shutdown.clone()));
+    let rotation = Rotation {
+        interval: rotation_interval,
+        state_dir: state_dir.clone(),
+        source: Arc::new(identity_source.clone()),
+        spiffe_id: spiffe_id.clone(),
+        node_name: node_name.clone(),
+        trust: Arc::clone(&trust),
+        mesh: crate::mesh::MeshHandle::new(inbox.clone()),
+        metrics: Arc::clone(&metrics),
+    };
+    tasks.spawn(rotation.run(key_version, shutdown.clone()));
     // No consumer of payloads for this agent yet (federated learning will be one).
     tasks.spawn(async move {
         while let Some(delivery) = deliveries.recv().await {

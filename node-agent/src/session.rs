@@ -17,12 +17,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use x0tta6bl4_crypto::endorsement::TrustStore;
-use x0tta6bl4_session::binding::{self, Identity, MAX_BINDING_LEN, Role};
+use x0tta6bl4_session::binding::{self, MAX_BINDING_LEN, Role};
 use x0tta6bl4_session::tls::{self, KeyExchangePolicy};
 use x0tta6bl4_wire::{FrameReader, NodeId};
 
 use crate::mesh::{Admission, Input, SessionUp};
 use crate::metrics::{Metrics, message_label};
+use crate::rotation::CurrentIdentity;
 
 /// Frames a session's writer queue holds; beyond it frames are dropped and counted, so a slow
 /// peer never blocks the router. A new session is sent every known endorsement and every
@@ -55,7 +56,7 @@ pub struct SessionContext {
     pub self_id: NodeId,
     /// Every peer's SPIFFE ID must start with it (same mesh).
     pub mesh_prefix: String,
-    pub identity: Arc<Identity>,
+    pub identity: CurrentIdentity,
     pub trust: Arc<RwLock<TrustStore>>,
     pub policy: KeyExchangePolicy,
     pub connector: TlsConnector,
@@ -71,7 +72,7 @@ impl SessionContext {
     pub fn new(
         self_id: NodeId,
         mesh_prefix: String,
-        identity: Arc<Identity>,
+        identity: CurrentIdentity,
         trust: Arc<RwLock<TrustStore>>,
         policy: KeyExchangePolicy,
         tls_key: &tls::TlsKey,
@@ -259,10 +260,11 @@ async fn handshake_steps(
         Direction::Outbound => Role::Client,
         Direction::Inbound => Role::Server,
     };
-    let ours = binding::binding_message(&ctx.identity, role, &exporter).map_err(|e| Refusal::Binding {
-        reason: "binding",
-        detail: e.to_string(),
-    })?;
+    let ours =
+        binding::binding_message(&ctx.identity.get(), role, &exporter).map_err(|e| Refusal::Binding {
+            reason: "binding",
+            detail: e.to_string(),
+        })?;
     let theirs = exchange_binding(&mut stream, &ours)
         .await
         .map_err(|e| Refusal::Binding {

@@ -27,6 +27,8 @@ pub struct StatusReport {
     pub endpoint: String,
     pub require_post_quantum: bool,
     pub key_epoch: u32,
+    /// When the current node key was made (its age is reported in the MeshNode).
+    pub key_since_unix_us: u64,
     pub now_unix_us: u64,
     pub started_unix_us: u64,
     pub sessions: usize,
