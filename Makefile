@@ -71,6 +71,10 @@ test: lint unit check-generated helm-lint netns ebpf-test e2e ## Everything CI r
 demo: binaries ## Local cluster, CRDs, operator and examples; shows them progressing
 	e2e/demo.sh up
 
+.PHONY: demo-failover
+demo-failover: ## On the running demo: kill an agent, show the measured reroute, restart it (root)
+	e2e/demo-agents.sh failover 0
+
 .PHONY: demo-down
 demo-down: ## Stop the demo and remove everything it created
 	e2e/demo.sh down

@@ -7,6 +7,10 @@
 #   demo-agents.sh up     (re)start the agents, wait until the MeshNetwork reports Converged=True
 #                         (on a timeout the agents keep running for inspection; logs, pids,
 #                         kubeconfigs and node keys are in .cache/demo-agents/)
+#   demo-agents.sh failover [i]
+#                         kill the i-th agent (default 0), show the reroute time its ring neighbours
+#                         measured (MeshNode and MeshNetwork status), check that traffic goes the
+#                         long way round, restart it and wait for Converged=True again
 #   demo-agents.sh down   stop the agents and forwarders, delete the namespaces and the state
 #                         (idempotent; works without the cluster)
 #
@@ -332,18 +336,23 @@ start_agents() {
   METRICS_PORT="$(config_port metricsPort)"
   METRICS_PORT="${METRICS_PORT:-47102}"
   for ((i = 0; i < n; i++)); do
-    node="${NODES[$i]}"
-    mkdir -p "$STATE/state-$i"
-    chmod 700 "$STATE/state-$i"
-    spawn "$STATE/agent-$i.pid" "$STATE/agent-$i.log" \
-      ip netns exec "$(netns "$i")" env KUBECONFIG="$STATE/kubeconfig-$i" NODE_NAME="$node" \
-      RUST_LOG="${RUST_LOG:-info}" RUST_BACKTRACE=1 NO_COLOR=1 \
-      "$AGENT_BIN" --config "$STATE/agent.yaml" --node-name "$node" --state-dir "$STATE/state-$i" \
-      --advertise-address "$(node_addr "$i")" --metrics-addr "$(mgmt_ns "$i"):$METRICS_PORT" \
-      --log-format text
-    printf '%s\n' "$node" >"$STATE/node-$i"
-    log "  $node: agent in $(netns "$i") at $(node_addr "$i"), /status on http://$(mgmt_ns "$i"):$METRICS_PORT/status, log $STATE/agent-$i.log"
+    start_agent "$i"
   done
+}
+
+# start_agent <i>: the agent of the i-th node in its namespace (config and ports from start_agents).
+start_agent() {
+  local i=$1 node="${NODES[$1]}"
+  mkdir -p "$STATE/state-$i"
+  chmod 700 "$STATE/state-$i"
+  spawn "$STATE/agent-$i.pid" "$STATE/agent-$i.log" \
+    ip netns exec "$(netns "$i")" env KUBECONFIG="$STATE/kubeconfig-$i" NODE_NAME="$node" \
+    RUST_LOG="${RUST_LOG:-info}" RUST_BACKTRACE=1 NO_COLOR=1 \
+    "$AGENT_BIN" --config "$STATE/agent.yaml" --node-name "$node" --state-dir "$STATE/state-$i" \
+    --advertise-address "$(node_addr "$i")" --metrics-addr "$(mgmt_ns "$i"):$METRICS_PORT" \
+    --log-format text
+  printf '%s\n' "$node" >"$STATE/node-$i"
+  log "  $node: agent in $(netns "$i") at $(node_addr "$i"), /status on http://$(mgmt_ns "$i"):$METRICS_PORT/status, log $STATE/agent-$i.log"
 }
 
 agent_tails() {
@@ -411,11 +420,65 @@ up() {
   log "the agents run in namespaces ${NETNS_PREFIX}0..$((${#NODES[@]} - 1)); e.g. curl http://$(mgmt_ns 0):$METRICS_PORT/status"
 }
 
+# The reroute times the agents last reported in their MeshNode records, one "node=duration" a line.
+reroute_records() {
+  kctl get meshnodes -o jsonpath='{range .items[*]}{.spec.nodeName}={.status.lastRerouteDuration}{"\n"}{end}'
+}
+
+# failover [i]: the "done when" of the node-agent issue on the running demo. Kills the agent of
+# the i-th node (SIGKILL: a crash, no goodbye), waits until its ring neighbours report a reroute
+# measured after the kill and the MeshNetwork shows it (status.lastRerouteDuration), checks that
+# traffic between its two neighbours now takes the long way round the ring, then starts the agent
+# again and waits until the mesh reports Converged=True with it.
+failover() {
+  need
+  local i=${1:-0} n pid before after deadline left right answer hops
+  [[ -f $STATE/agent.yaml ]] || die "the demo agents are not up (run: make demo)"
+  NODES=()
+  for ((n = 0; n < MAX_NODES; n++)); do
+    [[ -f $STATE/node-$n ]] || break
+    NODES+=("$(cat "$STATE/node-$n")")
+  done
+  n=${#NODES[@]}
+  ((n >= 4)) || die "failover needs a ring of at least 4 agents (have $n)"
+  ((i >= 0 && i < n)) || die "no agent $i (0..$((n - 1)))"
+  METRICS_PORT="$(config_port metricsPort)"
+  METRICS_PORT="${METRICS_PORT:-47102}"
+  left=$(((i + n - 1) % n))
+  right=$(((i + 1) % n))
+  pid="$(alive_pid "$STATE/agent-$i.pid" "$STATE/")" || die "the agent of ${NODES[$i]} is not running"
+  before="$(reroute_records)"
+  log "killing the agent of ${NODES[$i]} (pid $pid) with SIGKILL"
+  kill -KILL "$pid"
+  deadline=$((SECONDS + TIMEOUT))
+  until after="$(reroute_records)" && [[ -n $(comm -13 <(sort <<<"$before") <(sort <<<"$after") | grep -E "^(${NODES[$left]}|${NODES[$right]})=.+") ]]; do
+    ((SECONDS < deadline)) || die "no reroute reported by ${NODES[$left]} or ${NODES[$right]} within ${TIMEOUT}s"
+    sleep 1
+  done
+  log "reroute times the agents measured (MeshNode status.lastRerouteDuration):"
+  kctl get meshnodes -o custom-columns='NODE:.spec.nodeName,NEIGHBOURS:.status.neighbourCount,ROUTES:.status.routeCount,LAST REROUTE:.status.lastRerouteDuration' >&2
+  deadline=$((SECONDS + 30))
+  until [[ -n $(kctl get meshnetwork "$MESH" -o jsonpath='{.status.lastRerouteDuration}') ]]; do
+    ((SECONDS < deadline)) || die "MeshNetwork $MESH shows no lastRerouteDuration 30s after the agents reported one"
+    sleep 1
+  done
+  log "MeshNetwork $MESH: lastRerouteDuration=$(kctl get meshnetwork "$MESH" -o jsonpath='{.status.lastRerouteDuration}')"
+  answer="$(curl -fsS --max-time 10 "http://$(mgmt_ns "$left"):$METRICS_PORT/ping?to=${NODES[$right]}&count=3")" ||
+    die "the ping from ${NODES[$left]} to ${NODES[$right]} failed"
+  hops="$(grep -o '"hops_there":[0-9]*' <<<"$answer" | head -n 1 | cut -d: -f2)"
+  [[ $hops == $((n - 2)) ]] || die "${NODES[$left]} reaches ${NODES[$right]} in '${hops}' hops, expected $((n - 2)) (around the ring): $answer"
+  log "${NODES[$left]} -> ${NODES[$right]} now takes $hops hops, the long way round the ring"
+  log "restarting the agent of ${NODES[$i]}"
+  start_agent "$i"
+  wait_converged
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
+  failover) failover "${2:-0}" ;;
   *)
-    echo "usage: $0 up|down" >&2
+    echo "usage: $0 up|down|failover [i]" >&2
     exit 2
     ;;
 esac

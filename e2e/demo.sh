@@ -8,6 +8,8 @@ cd "$ROOT"
 # shellcheck source=cluster/versions.env
 source e2e/cluster/versions.env
 export X0_CLUSTER="${X0_CLUSTER:-demo}"
+# Five fake nodes: five agents in a ring, so routes are multi-hop and a failure has a way round.
+export X0_NODES="${X0_NODES:-5}"
 CLUSTER=e2e/cluster/cluster.sh
 STATE="$ROOT/.cache/clusters/$X0_CLUSTER"
 KUBECTL="$ROOT/.cache/bin/kubernetes-$KUBERNETES_VERSION/kubectl"
