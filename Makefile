@@ -65,7 +65,7 @@ ebpf-bench: ## Per-packet cost of the eBPF classifiers vs an empty one (root; fi
 	$(CARGO) run --release --locked -p x0tta6bl4-datapath --bin x0-datapath -- bench
 
 .PHONY: test
-test: lint unit check-generated helm-lint netns ebpf-test e2e ## Everything CI runs
+test: lint unit check-generated helm-lint netns ebpf-test e2e demo-check ## Everything CI runs
 
 .PHONY: demo
 demo: binaries ## Local cluster, CRDs, operator and examples; shows them progressing
@@ -74,6 +74,10 @@ demo: binaries ## Local cluster, CRDs, operator and examples; shows them progres
 .PHONY: demo-failover
 demo-failover: ## On the running demo: kill an agent, show the measured reroute, restart it (root)
 	e2e/demo-agents.sh failover 0
+
+.PHONY: demo-check
+demo-check: ## The demo end to end, then gone: up, failover, down (root)
+	$(MAKE) demo && $(MAKE) demo-failover; rc=$$?; $(MAKE) demo-down; exit $$rc
 
 .PHONY: demo-down
 demo-down: ## Stop the demo and remove everything it created
