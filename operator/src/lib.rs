@@ -6,6 +6,7 @@ pub mod context;
 pub mod controllers;
 pub mod crds;
 pub mod error;
+pub mod flround;
 pub mod leader;
 pub mod mesh;
 pub mod meshnode;

@@ -1,0 +1,254 @@
+//! Who takes part in a federated job (pure): the live agents of the mesh whose nodes match the
+//! selector, sampled by `participants.fractionPercent` but never fewer than `minimum`, and one
+//! of them as the aggregator. A job whose rule cannot hold with the participants available is
+//! refused with the arithmetic, never silently run with a weaker rule.
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use sha2::{Digest as _, Sha256};
+use x0tta6bl4_api::fl_round::{AggregationRule, FLTrainingRoundSpec};
+
+/// An agent that could take part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Node name.
+    pub node: String,
+    /// Labels of its Node.
+    pub labels: BTreeMap<String, String>,
+    /// Its agent reported within the staleness bound.
+    pub live: bool,
+}
+
+/// The participants of a job and its aggregator (one of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub participants: Vec<String>,
+    pub aggregator: String,
+}
+
+/// Why no selection can be made now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectError {
+    #[error("{eligible} live agents match spec.participants, spec.participants.minimum is {minimum}")]
+    TooFew { eligible: usize, minimum: usize },
+    #[error(
+        "spec.aggregation.rule {rule} with spec.aggregation.byzantine {byzantine} needs {needed} participants, {available} available"
+    )]
+    RuleCannotHold {
+        rule: &'static str,
+        byzantine: usize,
+        needed: usize,
+        available: usize,
+    },
+    #[error("spec.participants.selector: {0}")]
+    BadSelector(String),
+}
+
+/// Participants needed by `rule` to tolerate `f` Byzantine ones (the papers' bounds).
+pub fn needed_for(rule: AggregationRule, f: usize) -> (&'static str, usize) {
+    match rule {
+        AggregationRule::Fedavg => ("fedavg", 1),
+        AggregationRule::CenteredClipping => ("centeredClipping", 1),
+        AggregationRule::Median => ("median", 2 * f + 1),
+        AggregationRule::TrimmedMean => ("trimmedMean", 2 * f + 1),
+        AggregationRule::Krum => ("krum", 2 * f + 3),
+        AggregationRule::MultiKrum => ("multiKrum", 2 * f + 3),
+        AggregationRule::Bulyan => ("bulyan", 4 * f + 3),
+    }
+}
+
+/// Whether `labels` match `selector` (matchLabels and the four matchExpressions operators).
+pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> Result<bool, String> {
+    let by_label = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(key, value)| labels.get(key) == Some(value));
+    let mut by_expression = true;
+    for expression in selector.match_expressions.iter().flatten() {
+        let value = labels.get(&expression.key);
+        let values = expression.values.as_deref().unwrap_or_default();
+        let holds = match expression.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            other => {
+                return Err(format!(
+                    "operator '{other}' is not In, NotIn, Exists or DoesNotExist"
+                ));
+            }
+        };
+        by_expression &= holds;
+    }
+    Ok(by_label && by_expression)
+}
+
+/// Chooses the participants of a job: `seed` (the job's UID) fixes the sample, so every
+/// reconcile of the same job chooses the same agents.
+pub fn select(
+    spec: &FLTrainingRoundSpec,
+    candidates: &[Candidate],
+    seed: &str,
+) -> Result<Selection, SelectError> {
+    let mut eligible = Vec::new();
+    for candidate in candidates.iter().filter(|c| c.live) {
+        let selected = match &spec.participants.selector {
+            Some(selector) => matches(selector, &candidate.labels).map_err(SelectError::BadSelector)?,
+            None => true,
+        };
+        if selected {
+            eligible.push(candidate.node.clone());
+        }
+    }
+    let minimum = usize::try_from(spec.participants.minimum).unwrap_or(1).max(1);
+    if eligible.len() < minimum {
+        return Err(SelectError::TooFew {
+            eligible: eligible.len(),
+            minimum,
+        });
+    }
+    let fraction = usize::try_from(spec.participants.fraction_percent)
+        .unwrap_or(100)
+        .clamp(1, 100);
+    let count = (eligible.len() * fraction)
+        .div_ceil(100)
+        .max(minimum)
+        .min(eligible.len());
+    let byzantine = usize::try_from(spec.aggregation.byzantine).unwrap_or(0);
+    let (rule, needed) = needed_for(spec.aggregation.rule, byzantine);
+    if count < needed {
+        return Err(SelectError::RuleCannotHold {
+            rule,
+            byzantine,
+            needed,
+            available: count,
+        });
+    }
+    // A seeded shuffle: order by SHA-256(seed, node), take the first `count`.
+    let rank = |node: &String| -> [u8; 32] {
+        Sha256::new()
+            .chain_update(seed)
+            .chain_update([0])
+            .chain_update(node)
+            .finalize()
+            .into()
+    };
+    eligible.sort_by_cached_key(rank);
+    eligible.truncate(count);
+    let aggregator = eligible[0].clone();
+    eligible.sort();
+    Ok(Selection {
+        participants: eligible,
+        aggregator,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    use super::*;
+
+    fn spec(yaml: &str) -> FLTrainingRoundSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn candidates(n: usize) -> Vec<Candidate> {
+        (0..n)
+            .map(|i| Candidate {
+                node: format!("node-{i}"),
+                labels: BTreeMap::from([("zone".to_owned(), if i % 2 == 0 { "a" } else { "b" }.to_owned())]),
+                live: true,
+            })
+            .collect()
+    }
+
+    const BASE: &str = "meshRef: {name: demo}\nmodel: {kind: logisticRegression, inputDim: 4, classes: 3}\n";
+
+    #[test]
+    fn every_live_agent_takes_part_by_default_and_the_choice_is_stable() {
+        let mut all = candidates(5);
+        all[4].live = false;
+        let first = select(&spec(BASE), &all, "uid-1").unwrap();
+        assert_eq!(first.participants, vec!["node-0", "node-1", "node-2", "node-3"]);
+        assert!(first.participants.contains(&first.aggregator));
+        assert_eq!(select(&spec(BASE), &all, "uid-1").unwrap(), first);
+    }
+
+    #[test]
+    fn a_fraction_samples_but_never_below_the_minimum() {
+        let yaml = format!("{BASE}participants: {{minimum: 3, fractionPercent: 50}}\n");
+        let ten = select(&spec(&yaml), &candidates(10), "uid").unwrap();
+        assert_eq!(ten.participants.len(), 5, "half of ten");
+        let four = select(&spec(&yaml), &candidates(4), "uid").unwrap();
+        assert_eq!(
+            four.participants.len(),
+            3,
+            "half of four is below the minimum of three"
+        );
+        let other = select(&spec(&yaml), &candidates(10), "another-uid").unwrap();
+        assert_ne!(
+            ten.participants, other.participants,
+            "the sample depends on the job"
+        );
+    }
+
+    #[test]
+    fn too_few_agents_or_a_rule_that_cannot_hold_is_refused_with_the_numbers() {
+        let yaml = format!("{BASE}participants: {{minimum: 4}}\n");
+        assert_eq!(
+            select(&spec(&yaml), &candidates(3), "uid")
+                .unwrap_err()
+                .to_string(),
+            "3 live agents match spec.participants, spec.participants.minimum is 4"
+        );
+        let krum = format!("{BASE}participants: {{minimum: 3}}\naggregation: {{rule: krum, byzantine: 1}}\n");
+        let error = select(&spec(&krum), &candidates(4), "uid").unwrap_err();
+        assert_eq!(
+            error,
+            SelectError::RuleCannotHold {
+                rule: "krum",
+                byzantine: 1,
+                needed: 5,
+                available: 4
+            }
+        );
+        assert!(select(&spec(&krum), &candidates(5), "uid").is_ok());
+        let bulyan =
+            format!("{BASE}participants: {{minimum: 3}}\naggregation: {{rule: bulyan, byzantine: 2}}\n");
+        assert!(matches!(
+            select(&spec(&bulyan), &candidates(10), "uid"),
+            Err(SelectError::RuleCannotHold { needed: 11, .. })
+        ));
+    }
+
+    #[test]
+    fn the_selector_matches_labels_and_expressions() {
+        let yaml = format!("{BASE}participants: {{minimum: 1, selector: {{matchLabels: {{zone: a}}}}}}\n");
+        let zone_a = select(&spec(&yaml), &candidates(6), "uid").unwrap();
+        assert_eq!(zone_a.participants, vec!["node-0", "node-2", "node-4"]);
+        let selector = LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "zone".into(),
+                operator: "NotIn".into(),
+                values: Some(vec!["a".into()]),
+            }]),
+            ..LabelSelector::default()
+        };
+        assert!(!matches(&selector, &candidates(1)[0].labels).unwrap());
+        assert!(
+            matches(&selector, &BTreeMap::new()).unwrap(),
+            "NotIn holds without the label"
+        );
+        let bad = LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "zone".into(),
+                operator: "Near".into(),
+                values: None,
+            }]),
+            ..LabelSelector::default()
+        };
+        assert!(matches(&bad, &BTreeMap::new()).unwrap_err().contains("Near"));
+    }
+}
