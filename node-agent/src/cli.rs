@@ -120,6 +120,13 @@ pub struct RunArgs {
     /// A peer to dial, HOST:PORT (repeatable). Standalone mode.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub peers: Vec<String>,
+    /// Interface the eBPF datapath attaches to (ebpfMode tc); defaults to the one holding the
+    /// advertised address.
+    #[arg(long, env = "X0_INTERFACE")]
+    pub interface: Option<String>,
+    /// Serve fault injection by hand (/datapath, /datapath/faults) on this loopback address.
+    #[arg(long, env = "X0_FAULT_API")]
+    pub fault_api: Option<SocketAddr>,
     /// Log format: text or json.
     #[arg(long, default_value = "json", env = "X0_LOG_FORMAT")]
     pub log_format: LogFormat,

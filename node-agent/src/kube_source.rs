@@ -259,6 +259,9 @@ pub fn record_status(report: &StatusReport) -> serde_json::Value {
     });
     let key_age = Duration::from_micros(report.now_unix_us.saturating_sub(report.key_since_unix_us));
     status["keyAge"] = serde_json::json!(x0tta6bl4_api::duration::format(coarse_age(key_age)));
+    if let Some(condition) = crate::datapath::condition_json() {
+        status["conditions"] = serde_json::json!([condition]);
+    }
     if let Some(episode) = report.last_settled_convergence.as_ref() {
         let at = episode
             .last_change_at_unix_us

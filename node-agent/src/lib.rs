@@ -14,6 +14,7 @@ pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod convergence;
+pub mod datapath;
 pub mod dialer;
 pub mod endorsements;
 pub mod identity;

@@ -42,6 +42,8 @@ pub enum Input {
     Frame { id: u64, peer: NodeId, message: Message },
     /// From the agent itself (API, /status, /ping).
     Command(Command),
+    /// Cumulative eBPF counters by peer address, from the datapath poller.
+    LinkCounters(Vec<(std::net::IpAddr, x0tta6bl4_routing::LinkCounters)>),
 }
 
 /// An authenticated session, offered to the actor.
@@ -155,6 +157,12 @@ impl MeshHandle {
             Ok(None) => Err(PingError::ShuttingDown),
             Err(_) => Err(PingError::Timeout),
         }
+    }
+
+    /// Feeds the eBPF datapath's per-peer counters to the routing's link metric.
+    pub async fn link_counters(&self, readings: Vec<(std::net::IpAddr, x0tta6bl4_routing::LinkCounters)>) {
+        // Nothing to do once the actor is gone: the agent is stopping.
+        let _ = self.inbox.send(Input::LinkCounters(readings)).await;
     }
 
     pub async fn status(&self) -> Option<StatusReport> {
@@ -419,6 +427,7 @@ impl Mesh {
             Input::SessionDown { id, peer } => self.on_session_down(id, peer),
             Input::Frame { id, peer, message } => self.on_frame(id, peer, message),
             Input::Command(command) => self.on_command(command),
+            Input::LinkCounters(readings) => self.on_link_counters(readings),
         }
     }
 
@@ -703,6 +712,29 @@ impl Mesh {
                     Err(_) => "dropped_consumer_full",
                 };
                 self.metrics.data_messages.with_label_values(&[label]).inc();
+            }
+        }
+    }
+
+    // ----- eBPF counters -----------------------------------------------------------------------
+
+    /// The datapath counts by address; the router knows peers by node: a session's remote
+    /// address joins the two (IPv4-mapped addresses compared as IPv4).
+    fn on_link_counters(&mut self, readings: Vec<(std::net::IpAddr, x0tta6bl4_routing::LinkCounters)>) {
+        let now = self.clock.now();
+        for (address, counters) in readings {
+            let peer = self
+                .sessions
+                .iter()
+                .find(|(_, session)| {
+                    session
+                        .remote
+                        .is_some_and(|r| r.ip().to_canonical() == address.to_canonical())
+                })
+                .map(|(peer, _)| *peer);
+            if let Some(peer) = peer {
+                let outputs = self.router.on_link_counters(peer, counters, now);
+                self.dispatch(outputs);
             }
         }
     }

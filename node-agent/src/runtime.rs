@@ -267,6 +267,19 @@ pub async fn run_mesh(
     });
     on_running(crate::mesh::MeshHandle::new(inbox.clone()), shutdown.clone());
     tasks.spawn(mesh.run(inputs, shutdown.clone()));
+    // The eBPF datapath: optional and never fatal; why it is not running goes on the record.
+    tasks.spawn(crate::datapath::run(
+        crate::datapath::DatapathSetup {
+            enabled: config.ebpf() == x0tta6bl4_api::mesh_network::EbpfMode::Tc,
+            interface: args.interface.clone(),
+            advertise_address: args.advertise_address,
+            ports: vec![config.tcp_port, config.udp_port],
+            fault_api: args.fault_api,
+        },
+        crate::datapath::DatapathMetrics::register(&metrics.registry),
+        crate::mesh::MeshHandle::new(inbox.clone()),
+        shutdown.clone(),
+    ));
     let rotation = Rotation {
         interval: rotation_interval,
         state_dir: state_dir.clone(),

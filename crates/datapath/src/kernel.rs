@@ -50,6 +50,23 @@ pub fn monotonic_now_ns() -> u64 {
     }
 }
 
+/// The interface that holds `address` (the agent's default: the one its advertised address is
+/// on, which is the one the mesh traffic crosses).
+pub fn interface_with_address(address: IpAddr) -> Option<String> {
+    let addresses = nix::ifaddrs::getifaddrs().ok()?;
+    for entry in addresses {
+        let Some(storage) = entry.address else { continue };
+        let found = match address {
+            IpAddr::V4(v4) => storage.as_sockaddr_in().is_some_and(|a| a.ip() == v4),
+            IpAddr::V6(v6) => storage.as_sockaddr_in6().is_some_and(|a| a.ip() == v6),
+        };
+        if found {
+            return Some(entry.interface_name);
+        }
+    }
+    None
+}
+
 /// The object loaded, its maps taken, its programs verified; nothing attached yet.
 pub(crate) struct Loaded {
     pub(crate) ebpf: Ebpf,

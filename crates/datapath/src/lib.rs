@@ -19,7 +19,9 @@ mod model;
 
 pub use error::DatapathError;
 pub use fake::FakeMaps;
-pub use kernel::{Datapath, DatapathConfig, FILTER_HANDLE, FILTER_PRIORITY, monotonic_now_ns};
+pub use kernel::{
+    Datapath, DatapathConfig, FILTER_HANDLE, FILTER_PRIORITY, interface_with_address, monotonic_now_ns,
+};
 pub use model::{DatapathMaps, Direction, Directions, Fault, PeerTotals, PeerTraffic, totals_by_peer};
 
 /// The compiled datapath object (BTF included), embedded so the agent ships as one binary.

@@ -694,6 +694,19 @@ fn loading_a_broken_object_fails_with_a_clear_error_and_attaches_nothing() {
 }
 
 #[test]
+fn the_interface_of_an_address_is_found() {
+    require_kernel!();
+    let pair = Pair::create("ifaddr", &["198.18.0.2"]);
+    let found = in_netns(&pair.here, || {
+        (
+            x0tta6bl4_datapath::interface_with_address(addr(LOCAL)),
+            x0tta6bl4_datapath::interface_with_address(addr("198.18.0.2")),
+        )
+    });
+    assert_eq!(found, (Some("x0a".to_owned()), None));
+}
+
+#[test]
 fn a_missing_interface_is_named_in_the_error() {
     require_kernel!();
     let error = Datapath::attach(&DatapathConfig {
