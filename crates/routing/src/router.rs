@@ -1089,9 +1089,16 @@ fn advertise(
         return;
     };
     let (seq, hop_count) = (route.seq, route.hop_count.saturating_add(1));
-    let news = dest.advertised.is_none_or(|a| {
-        seq > a.seq || (seq == a.seq && (metric < a.metric || via != a.next_hop || a.metric == INFINITY))
-    });
+    // Only a newer seqno, or a route where we had retracted one, is news worth a message now.
+    // A better metric or another next hop under the same seqno waits for the originator's next
+    // seqno (one originator interval): forwarding every improvement at once made each copy of
+    // a flood that arrived over a cheaper path a new flood (the cold-start storm of a large
+    // mesh). Loop freedom does not depend on it: a neighbour only selects us while our
+    // advertised metric is below its feasibility distance, whatever we select meanwhile
+    // (RFC 8966 §3.5.3), and the data still follows our current selection.
+    let news = dest
+        .advertised
+        .is_none_or(|a| seq > a.seq || (seq == a.seq && a.metric == INFINITY));
     if !news {
         return;
     }

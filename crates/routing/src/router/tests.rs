@@ -244,18 +244,37 @@ fn an_accepted_advertisement_is_forwarded_with_the_envelope_advanced_and_poisone
 }
 
 #[test]
-fn a_duplicate_is_not_forwarded_again_unless_it_improves_the_route() {
+fn a_duplicate_is_not_forwarded_again_and_a_better_one_is_used_now_and_advertised_with_the_next_seqno() {
     let verifier = FakeVerifier::default();
     let mut router = mk_router_with(mk_config(), &verifier);
     with_live_neighbours(&mut router, &[2, 3, 4], Duration::ZERO);
-    router.on_originator(mk_id(2), mk_originator(mk_id(ORIGIN), 5, mk_envelope(3, 600)), MS);
+    let first = router.on_originator(mk_id(2), mk_originator(mk_id(ORIGIN), 5, mk_envelope(3, 600)), MS);
+    assert_eq!(forwards(&first).len(), 3, "a new seqno is flooded at once");
 
     let worse = router.on_originator(mk_id(3), mk_originator(mk_id(ORIGIN), 5, mk_envelope(3, 900)), MS);
     assert!(forwards(&worse).is_empty());
 
+    // A cheaper copy of the same seqno: data takes it at once, but it is no new flood.
     let better = router.on_originator(mk_id(4), mk_originator(mk_id(ORIGIN), 5, mk_envelope(2, 100)), MS);
     assert_eq!(router.next_hop(&mk_id(ORIGIN)), Some(mk_id(4)));
-    assert_eq!(forwards(&better).len(), 3);
+    assert!(forwards(&better).is_empty(), "{better:?}");
+
+    // The next seqno carries the better metric to the neighbours (poisoned towards 4).
+    let next = router.on_originator(
+        mk_id(4),
+        mk_originator(mk_id(ORIGIN), 6, mk_envelope(2, 100)),
+        2 * MS,
+    );
+    let metric = router.route(&mk_id(ORIGIN)).unwrap().metric;
+    assert!(metric < 600);
+    assert_eq!(
+        forwards(&next),
+        [
+            (2, mk_envelope(3, metric)),
+            (3, mk_envelope(3, metric)),
+            (4, mk_envelope(3, INFINITY))
+        ]
+    );
 }
 
 #[test]
