@@ -15,7 +15,7 @@ pub enum DatapathError {
     /// The object does not parse, or the verifier rejects a program.
     #[error("the eBPF object is broken: {0}")]
     BrokenObject(String),
-    #[error("no network interface named {0:?} (the one that carries the mesh traffic)")]
+    #[error("no network interface named {0:?} (to carry the mesh traffic)")]
     NoSuchInterface(String),
     #[error("{op} failed: {detail}")]
     Kernel { op: &'static str, detail: String },

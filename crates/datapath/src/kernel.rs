@@ -1,12 +1,19 @@
 //! The kernel implementation: loads the object with aya, attaches the classifiers as netlink tc
 //! filters at a fixed priority and handle, and reads and writes the maps.
 //!
+//! One loaded object serves every interface the mesh traffic crosses: the same two programs
+//! are attached to each, so they share one set of maps. A peer's counters are its traffic
+//! whichever interface it took, and a fault on a peer applies on all of them (a node whose
+//! neighbours sit behind different links, like the demo's ring, has no single "mesh
+//! interface").
+//!
 //! Lifecycle. Netlink tc filters outlive the process that attached them, on purpose: a fault
 //! set by an agent that is then killed keeps applying until its expiry, which the program
-//! checks itself. The price is that a killed agent leaves its filters behind, so a starting
-//! agent first removes every filter named like ours on the interface, then attaches its own:
-//! exactly one set remains. A clean shutdown detaches them ([`Datapath::detach`], or drop).
-//! Nothing is pinned in bpffs, so nothing else outlives the filters.
+//! checks itself. The price is that a killed agent leaves its filters behind, so before
+//! attaching to an interface the loader removes every filter named like ours there, then
+//! attaches its own: exactly one set remains per interface. A clean shutdown detaches them
+//! ([`Datapath::detach`], or drop). Nothing is pinned in bpffs, so nothing else outlives the
+//! filters.
 use std::net::IpAddr;
 use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
 
@@ -28,8 +35,11 @@ pub const FILTER_HANDLE: u32 = 0x7830;
 /// Where and how to attach.
 #[derive(Debug, Clone)]
 pub struct DatapathConfig {
-    /// The interface that carries the mesh traffic.
-    pub interface: String,
+    /// The interfaces that carry the mesh traffic (more can be added later with
+    /// [`Datapath::attach_interface`]). None is allowed: the object is loaded and verified, and
+    /// nothing is attached yet. Traffic that crosses two of them (a bridge and its port, a bond
+    /// and its slave) is counted, and faulted, twice.
+    pub interfaces: Vec<String>,
     /// The mesh's TCP and UDP ports (at most four): packets to or from them are mesh traffic.
     pub ports: Vec<u16>,
     /// The interface's root qdisc is fq, so delay faults may set an earliest departure time.
@@ -313,11 +323,11 @@ impl DatapathMaps for KernelMaps {
     }
 }
 
-/// The datapath, attached to one interface.
+/// The datapath: one loaded object, its programs attached to every interface in `interfaces`.
 pub struct Datapath {
     loaded: Loaded,
-    interface: String,
-    links: Vec<(&'static str, SchedClassifierLinkId)>,
+    /// Interfaces in the order they were attached, each with its (ingress, egress) links.
+    interfaces: Vec<(String, Vec<(&'static str, SchedClassifierLinkId)>)>,
 }
 
 const PROGRAMS: [(&str, TcAttachType); 2] = [
@@ -325,51 +335,81 @@ const PROGRAMS: [(&str, TcAttachType); 2] = [
     (abi::EGRESS_PROGRAM, TcAttachType::Egress),
 ];
 
+fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier, DatapathError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| DatapathError::BrokenObject(format!("the object has no program {name}")))?
+        .try_into()
+        .map_err(|error: ProgramError| DatapathError::BrokenObject(error.to_string()))
+}
+
 impl Datapath {
-    /// Loads the embedded object and attaches it to `config.interface`.
+    /// Loads the embedded object and attaches it to each of `config.interfaces`.
     pub fn attach(config: &DatapathConfig) -> Result<Self, DatapathError> {
         Self::attach_object(crate::object(), config)
     }
 
-    /// Loads `object` (which must define the datapath's programs and maps) and attaches it,
-    /// replacing any filters of ours a killed agent left on the interface.
+    /// Loads `object` (which must define the datapath's programs and maps) and attaches it to
+    /// each interface, replacing any filters of ours a killed agent left there. All or
+    /// nothing: on an error, whatever was attached already is detached again.
     pub fn attach_object(object: &[u8], config: &DatapathConfig) -> Result<Self, DatapathError> {
-        if nix::net::if_::if_nametoindex(config.interface.as_str()).is_err() {
-            return Err(DatapathError::NoSuchInterface(config.interface.clone()));
+        // Every name is checked before anything is loaded, so a typo costs no attach/detach.
+        for interface in &config.interfaces {
+            if nix::net::if_::if_nametoindex(interface.as_str()).is_err() {
+                return Err(DatapathError::NoSuchInterface(interface.clone()));
+            }
         }
         let programs: Vec<&str> = PROGRAMS.iter().map(|(name, _)| *name).collect();
         let loaded = Loaded::load(object, &config.ports, config.edt, &programs)?;
-        add_clsact(&config.interface)?;
-        remove_stale_filters(&config.interface)?;
         let mut datapath = Datapath {
             loaded,
-            interface: config.interface.clone(),
-            links: Vec::new(),
+            interfaces: Vec::new(),
         };
+        for interface in &config.interfaces {
+            // On failure, dropping `datapath` detaches whatever was attached already.
+            datapath.attach_interface(interface)?;
+        }
+        Ok(datapath)
+    }
+
+    /// Attaches the programs to one more interface (after removing filters of ours a killed
+    /// agent left there). Returns false, doing nothing, if they are attached there already.
+    pub fn attach_interface(&mut self, interface: &str) -> Result<bool, DatapathError> {
+        if self.interfaces.iter().any(|(name, _)| name == interface) {
+            return Ok(false);
+        }
+        if nix::net::if_::if_nametoindex(interface).is_err() {
+            return Err(DatapathError::NoSuchInterface(interface.to_owned()));
+        }
+        add_clsact(interface)?;
+        remove_stale_filters(interface)?;
+        let mut links = Vec::new();
         for (name, attach_type) in PROGRAMS {
-            let program: &mut SchedClassifier = datapath
-                .loaded
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| DatapathError::BrokenObject(format!("the object has no program {name}")))?
-                .try_into()
-                .map_err(|error: ProgramError| DatapathError::BrokenObject(error.to_string()))?;
             let options = TcAttachOptions::Netlink(NlOptions {
                 priority: FILTER_PRIORITY,
                 handle: TcHandle::from(FILTER_HANDLE),
                 classid: None,
             });
-            // On failure, dropping `datapath` detaches whatever was attached already.
-            let link = program
-                .attach_with_options(&config.interface, attach_type, options)
-                .map_err(|error| DatapathError::from_kernel("attach a tc filter", &error))?;
-            datapath.links.push((name, link));
+            let attached = classifier(&mut self.loaded.ebpf, name).and_then(|program| {
+                program
+                    .attach_with_options(interface, attach_type, options)
+                    .map_err(|error| DatapathError::from_kernel("attach a tc filter", &error))
+            });
+            match attached {
+                Ok(link) => links.push((name, link)),
+                Err(error) => {
+                    // Half an interface (ingress without egress) would count one way only.
+                    let _ = self.detach_links(links);
+                    return Err(error);
+                }
+            }
         }
-        Ok(datapath)
+        self.interfaces.push((interface.to_owned(), links));
+        Ok(true)
     }
 
-    pub fn interface(&self) -> &str {
-        &self.interface
+    /// The interfaces the programs are attached to, in the order they were attached.
+    pub fn interfaces(&self) -> Vec<String> {
+        self.interfaces.iter().map(|(name, _)| name.clone()).collect()
     }
 
     /// Mesh packets not counted because the per-peer map was full.
@@ -377,10 +417,12 @@ impl Datapath {
         self.loaded.maps.untracked()
     }
 
-    /// Detaches the filters, reporting failures (dropping the datapath detaches too, silently).
-    pub fn detach(mut self) -> Result<(), DatapathError> {
+    fn detach_links(
+        &mut self,
+        links: Vec<(&'static str, SchedClassifierLinkId)>,
+    ) -> Result<(), DatapathError> {
         let mut first_error = None;
-        for (name, link) in std::mem::take(&mut self.links) {
+        for (name, link) in links {
             let detached = match self.loaded.ebpf.program_mut(name) {
                 Some(program) => match <&mut SchedClassifier>::try_from(program) {
                     Ok(program) => program.detach(link),
@@ -390,6 +432,18 @@ impl Datapath {
             };
             if let Err(error) = detached {
                 first_error.get_or_insert(DatapathError::from_kernel("detach a tc filter", &error));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Detaches the filters from every interface, reporting the first failure (dropping the
+    /// datapath detaches too, silently).
+    pub fn detach(mut self) -> Result<(), DatapathError> {
+        let mut first_error = None;
+        for (_, links) in std::mem::take(&mut self.interfaces) {
+            if let Err(error) = self.detach_links(links) {
+                first_error.get_or_insert(error);
             }
         }
         first_error.map_or(Ok(()), Err)

@@ -16,6 +16,7 @@ mod error;
 mod fake;
 mod kernel;
 mod model;
+mod route;
 
 pub use error::DatapathError;
 pub use fake::FakeMaps;
@@ -23,6 +24,7 @@ pub use kernel::{
     Datapath, DatapathConfig, FILTER_HANDLE, FILTER_PRIORITY, interface_with_address, monotonic_now_ns,
 };
 pub use model::{DatapathMaps, Direction, Directions, Fault, PeerTotals, PeerTraffic, totals_by_peer};
+pub use route::route_interface;
 
 /// The compiled datapath object (BTF included), embedded so the agent ships as one binary.
 pub fn object() -> &'static [u8] {

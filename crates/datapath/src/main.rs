@@ -1,6 +1,6 @@
 //! `x0-datapath`: the datapath outside the agent.
 //! - `bench`: per-packet cost of each classifier against the empty one (BPF_PROG_TEST_RUN).
-//! - `hold`: attach to an interface, optionally set one fault, print `ready`, and keep the
+//! - `hold`: attach to one or more interfaces, optionally set one fault, print `ready`, and keep the
 //!   filters until SIGTERM or SIGINT (then detach). The kernel tests run it as the "agent" they
 //!   kill, to check what survives a killed loader and what its successor cleans up.
 use std::io::Write as _;
@@ -31,10 +31,11 @@ enum Command {
         #[arg(long, default_value_t = 9)]
         rounds: usize,
     },
-    /// Attach to an interface and hold the filters until SIGTERM or SIGINT.
+    /// Attach to interfaces and hold the filters until SIGTERM or SIGINT.
     Hold {
-        #[arg(long)]
-        interface: String,
+        /// An interface to attach to (repeatable: one object, its maps shared by all).
+        #[arg(long = "interface", required = true)]
+        interfaces: Vec<String>,
         /// A mesh port (repeatable, at most four).
         #[arg(long = "port", required = true)]
         ports: Vec<u16>,
@@ -57,13 +58,13 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench { repeat, rounds } => run_bench(repeat, rounds),
         Command::Hold {
-            interface,
+            interfaces,
             ports,
             fault_peer,
             drop,
             partition,
             fault_ms,
-        } => hold(interface, ports, fault_peer, drop, partition, fault_ms),
+        } => hold(interfaces, ports, fault_peer, drop, partition, fault_ms),
     }
 }
 
@@ -97,7 +98,7 @@ fn kernel_release() -> String {
 }
 
 fn hold(
-    interface: String,
+    interfaces: Vec<String>,
     ports: Vec<u16>,
     fault_peer: Option<IpAddr>,
     drop: f64,
@@ -113,7 +114,7 @@ fn hold(
     signals.thread_block().context("block SIGTERM and SIGINT")?;
 
     let mut datapath = Datapath::attach(&DatapathConfig {
-        interface,
+        interfaces,
         ports,
         edt: false,
     })?;

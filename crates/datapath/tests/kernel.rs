@@ -69,10 +69,12 @@ fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) 
 }
 
 /// Two namespaces joined by a veth: `here` (198.18.0.1/24 on `x0a`) and `peers` (the given
-/// addresses on `x0b`). Both namespaces are deleted on drop.
+/// addresses on `x0b`); optionally a third, `beyond`, behind a second veth of `here`
+/// (198.18.1.1/24 on `x0c`, its peers on `x0d`). Every namespace is deleted on drop.
 struct Pair {
     here: String,
     peers: String,
+    beyond: Option<String>,
 }
 
 impl Pair {
@@ -81,6 +83,7 @@ impl Pair {
         let pair = Pair {
             here: format!("x0dp-{test}-a-{id}"),
             peers: format!("x0dp-{test}-b-{id}"),
+            beyond: None,
         };
         ip(&["netns", "add", &pair.here]);
         ip(&["netns", "add", &pair.peers]);
@@ -125,12 +128,44 @@ impl Pair {
         pair
     }
 
+    /// Adds the namespace `beyond`, joined to `here` by a second veth (`x0c` here, `x0d`
+    /// there, 198.18.1.0/24): a node whose peers sit behind two different interfaces.
+    fn with_second_link(mut self, peer_addresses: &[&str]) -> Pair {
+        let beyond = self.here.replacen("-a-", "-c-", 1);
+        ip(&["netns", "add", &beyond]);
+        self.beyond = Some(beyond.clone());
+        ip(&[
+            "-n", &self.here, "link", "add", "x0c", "type", "veth", "peer", "name", "x0d", "netns", &beyond,
+        ]);
+        ip(&["-n", &self.here, "addr", "add", "198.18.1.1/24", "dev", "x0c"]);
+        for address in peer_addresses {
+            ip(&[
+                "-n",
+                &beyond,
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                "x0d",
+            ]);
+        }
+        for (ns, dev) in [(&self.here, "x0c"), (&beyond, "x0d"), (&beyond, "lo")] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        self
+    }
+
     /// Our filters on `x0a` (one line per filter named like ours), by direction.
     fn our_filters(&self) -> (usize, usize) {
+        self.our_filters_on("x0a")
+    }
+
+    /// Our filters on `dev` of `here`, by direction.
+    fn our_filters_on(&self, dev: &str) -> (usize, usize) {
         let count = |direction: &str| {
             let output = Command::new("ip")
                 .args([
-                    "netns", "exec", &self.here, "tc", "filter", "show", "dev", "x0a", direction,
+                    "netns", "exec", &self.here, "tc", "filter", "show", "dev", dev, direction,
                 ])
                 .output()
                 .expect("run tc");
@@ -150,7 +185,10 @@ impl Pair {
 
 impl Drop for Pair {
     fn drop(&mut self) {
-        for ns in [&self.here, &self.peers] {
+        for ns in [Some(&self.here), Some(&self.peers), self.beyond.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
@@ -200,7 +238,7 @@ fn reading(traffic: &[PeerTraffic], peer: &str, direction: Direction) -> Option<
 
 fn attach_here() -> Datapath {
     Datapath::attach(&DatapathConfig {
-        interface: "x0a".to_owned(),
+        interfaces: vec!["x0a".to_owned()],
         ports: vec![MESH_TCP, MESH_UDP],
         edt: false,
     })
@@ -663,7 +701,7 @@ fn loading_a_broken_object_fails_with_a_clear_error_and_attaches_nothing() {
     require_kernel!();
     let pair = Pair::create("broken", &["198.18.0.2"]);
     let config = DatapathConfig {
-        interface: "x0a".to_owned(),
+        interfaces: vec!["x0a".to_owned()],
         ports: vec![MESH_UDP],
         edt: false,
     };
@@ -710,7 +748,7 @@ fn the_interface_of_an_address_is_found() {
 fn a_missing_interface_is_named_in_the_error() {
     require_kernel!();
     let error = Datapath::attach(&DatapathConfig {
-        interface: "x0-nonexistent".to_owned(),
+        interfaces: vec!["x0-nonexistent".to_owned()],
         ports: vec![MESH_UDP],
         edt: false,
     })
@@ -718,4 +756,170 @@ fn a_missing_interface_is_named_in_the_error() {
     .expect("no such interface");
     assert_eq!(error.reason(), "NoSuchInterface");
     assert!(error.to_string().contains("x0-nonexistent"));
+}
+
+// ----- several interfaces -------------------------------------------------------------------------
+
+#[test]
+fn one_datapath_on_two_interfaces_counts_and_faults_the_peers_behind_each() {
+    require_kernel!();
+    let pair = Pair::create("two", &["198.18.0.2"]).with_second_link(&["198.18.1.2"]);
+    let beyond = pair.beyond.clone().expect("the second link");
+    let near = udp(&pair.peers, "198.18.0.2", MESH_UDP);
+    let far = udp(&beyond, "198.18.1.2", MESH_UDP);
+    let here_near = udp(&pair.here, LOCAL, MESH_UDP);
+    let here_far = udp(&pair.here, "198.18.1.1", MESH_UDP);
+    let (counted, during_fault, interfaces, reattached) = in_netns(&pair.here, move || {
+        let mut datapath = Datapath::attach(&DatapathConfig {
+            interfaces: vec!["x0a".to_owned(), "x0c".to_owned()],
+            ports: vec![MESH_TCP, MESH_UDP],
+            edt: false,
+        })
+        .expect("attach to both interfaces");
+        let reattached = datapath.attach_interface("x0c").expect("attach again");
+        send(&here_near, "198.18.0.2", MESH_UDP, 50);
+        send(&here_far, "198.18.1.2", MESH_UDP, 70);
+        send(&far, "198.18.1.1", MESH_UDP, 30);
+        let (mut at_near, mut at_far, mut at_here) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        wait_for("every datagram to arrive", Duration::from_secs(10), || {
+            drain(&near, &mut at_near);
+            drain(&far, &mut at_far);
+            drain(&here_far, &mut at_here);
+            at_near.values().sum::<usize>() == 50
+                && at_far.values().sum::<usize>() == 70
+                && at_here.values().sum::<usize>() == 30
+        });
+        let counted = datapath.traffic().expect("read the counters");
+        // A partition of the peer behind the second interface, towards it only.
+        datapath
+            .set_fault(
+                addr("198.18.1.2"),
+                Fault {
+                    partition: Directions::TO_PEER,
+                    ..Fault::until(hour_from_now())
+                },
+            )
+            .expect("set the fault");
+        send(&here_far, "198.18.1.2", MESH_UDP, 20);
+        send(&here_near, "198.18.0.2", MESH_UDP, 20);
+        let mut near_after = BTreeMap::new();
+        wait_for("the datagrams to the other peer", Duration::from_secs(10), || {
+            drain(&near, &mut near_after);
+            near_after.values().sum::<usize>() == 20
+        });
+        let mut far_after = BTreeMap::new();
+        drain(&far, &mut far_after);
+        let during_fault = (
+            near_after.values().sum::<usize>(),
+            far_after.values().sum::<usize>(),
+            reading(&datapath.traffic().unwrap(), "198.18.1.2", Direction::ToPeer).map(|t| t.drops),
+        );
+        let interfaces = datapath.interfaces();
+        datapath.detach().expect("detach");
+        (counted, during_fault, interfaces, reattached)
+    });
+    assert_eq!(interfaces, ["x0a", "x0c"]);
+    assert!(!reattached, "attaching to an interface twice is a no-op");
+    for (peer, direction, packets) in [
+        ("198.18.0.2", Direction::ToPeer, 50),
+        ("198.18.1.2", Direction::ToPeer, 70),
+        ("198.18.1.2", Direction::FromPeer, 30),
+    ] {
+        let reading = reading(&counted, peer, direction).unwrap_or_else(|| panic!("{peer} {direction:?}"));
+        assert_eq!(reading.packets, packets, "{peer} {direction:?}: {counted:?}");
+    }
+    assert_eq!(counted.len(), 3, "{counted:?}");
+    // The datagrams to the far peer were dropped on x0c, by the program the fault map drives;
+    // the near peer's, on x0a, passed.
+    assert_eq!(during_fault, (20, 0, Some(20)));
+    assert_eq!(pair.our_filters_on("x0a"), (0, 0), "detached from x0a");
+    assert_eq!(pair.our_filters_on("x0c"), (0, 0), "detached from x0c");
+}
+
+#[test]
+fn a_restart_leaves_exactly_one_set_of_filters_on_every_interface() {
+    require_kernel!();
+    let pair = Pair::create("restart2", &["198.18.0.2"]).with_second_link(&["198.18.1.2"]);
+    let both = ["--interface", "x0c"];
+    let first = Holder::start(&pair.here, &both);
+    assert_eq!(
+        (pair.our_filters_on("x0a"), pair.our_filters_on("x0c")),
+        ((1, 1), (1, 1))
+    );
+    first.kill_hard();
+    assert_eq!(
+        (pair.our_filters_on("x0a"), pair.our_filters_on("x0c")),
+        ((1, 1), (1, 1)),
+        "a killed loader leaves its filters on both"
+    );
+    let second = Holder::start(&pair.here, &both);
+    assert_eq!(
+        (pair.our_filters_on("x0a"), pair.our_filters_on("x0c")),
+        ((1, 1), (1, 1)),
+        "its successor replaced them on both"
+    );
+    let status = second.stop();
+    assert!(status.success(), "hold exits cleanly on SIGTERM: {status}");
+    assert_eq!(
+        (pair.our_filters_on("x0a"), pair.our_filters_on("x0c")),
+        ((0, 0), (0, 0)),
+        "a clean shutdown detaches from every interface"
+    );
+}
+
+#[test]
+fn a_missing_interface_among_several_attaches_nothing() {
+    require_kernel!();
+    let pair = Pair::create("missing2", &["198.18.0.2"]);
+    let error = in_netns(&pair.here, || {
+        Datapath::attach(&DatapathConfig {
+            interfaces: vec!["x0a".to_owned(), "x0-nonexistent".to_owned()],
+            ports: vec![MESH_UDP],
+            edt: false,
+        })
+        .err()
+    })
+    .expect("no such interface");
+    assert_eq!(error.reason(), "NoSuchInterface");
+    assert!(error.to_string().contains("x0-nonexistent"), "{error}");
+    assert_eq!(
+        pair.our_filters(),
+        (0, 0),
+        "nothing left on the interface that exists"
+    );
+}
+
+#[test]
+fn the_route_lookup_names_the_interface_each_peer_is_reached_through() {
+    require_kernel!();
+    let pair = Pair::create("route", &["198.18.0.2"]).with_second_link(&["198.18.1.2"]);
+    // A host route through the second link's peer, as the demo's ring has.
+    ip(&[
+        "-n",
+        &pair.here,
+        "route",
+        "add",
+        "198.18.200.7/32",
+        "via",
+        "198.18.1.2",
+        "dev",
+        "x0c",
+    ]);
+    let found = in_netns(&pair.here, || {
+        [
+            "198.18.0.2",
+            "198.18.1.2",
+            "198.18.200.7",
+            "::ffff:198.18.1.2",
+            LOCAL,
+            "198.18.99.1",
+        ]
+        .map(|peer| x0tta6bl4_datapath::route_interface(addr(peer)).expect("route lookup"))
+    });
+    let name = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        found,
+        [name("x0a"), name("x0c"), name("x0c"), name("x0c"), None, None],
+        "direct, direct, via a gateway, IPv4-mapped, local, unroutable"
+    );
 }
