@@ -326,8 +326,16 @@ impl DatapathMaps for KernelMaps {
 /// The datapath: one loaded object, its programs attached to every interface in `interfaces`.
 pub struct Datapath {
     loaded: Loaded,
-    /// Interfaces in the order they were attached, each with its (ingress, egress) links.
-    interfaces: Vec<(String, Vec<(&'static str, SchedClassifierLinkId)>)>,
+    /// Interfaces in the order they were attached.
+    interfaces: Vec<Attachment>,
+}
+
+struct Attachment {
+    name: String,
+    /// Told apart from a new interface that took the same name (a recreated veth).
+    index: u32,
+    /// The ingress and egress links.
+    links: Vec<(&'static str, SchedClassifierLinkId)>,
 }
 
 const PROGRAMS: [(&str, TcAttachType); 2] = [
@@ -374,11 +382,16 @@ impl Datapath {
     /// Attaches the programs to one more interface (after removing filters of ours a killed
     /// agent left there). Returns false, doing nothing, if they are attached there already.
     pub fn attach_interface(&mut self, interface: &str) -> Result<bool, DatapathError> {
-        if self.interfaces.iter().any(|(name, _)| name == interface) {
-            return Ok(false);
-        }
-        if nix::net::if_::if_nametoindex(interface).is_err() {
-            return Err(DatapathError::NoSuchInterface(interface.to_owned()));
+        let index = nix::net::if_::if_nametoindex(interface)
+            .map_err(|_| DatapathError::NoSuchInterface(interface.to_owned()))?;
+        if let Some(at) = self.interfaces.iter().position(|a| a.name == interface) {
+            if self.interfaces[at].index == index {
+                return Ok(false);
+            }
+            // The interface was deleted (taking our filters with it) and another took its
+            // name: its links are gone, so errors detaching them mean nothing.
+            let gone = self.interfaces.remove(at);
+            let _ = self.detach_links(gone.links);
         }
         add_clsact(interface)?;
         remove_stale_filters(interface)?;
@@ -403,13 +416,17 @@ impl Datapath {
                 }
             }
         }
-        self.interfaces.push((interface.to_owned(), links));
+        self.interfaces.push(Attachment {
+            name: interface.to_owned(),
+            index,
+            links,
+        });
         Ok(true)
     }
 
     /// The interfaces the programs are attached to, in the order they were attached.
     pub fn interfaces(&self) -> Vec<String> {
-        self.interfaces.iter().map(|(name, _)| name.clone()).collect()
+        self.interfaces.iter().map(|a| a.name.clone()).collect()
     }
 
     /// Mesh packets not counted because the per-peer map was full.
@@ -441,8 +458,8 @@ impl Datapath {
     /// datapath detaches too, silently).
     pub fn detach(mut self) -> Result<(), DatapathError> {
         let mut first_error = None;
-        for (_, links) in std::mem::take(&mut self.interfaces) {
-            if let Err(error) = self.detach_links(links) {
+        for attachment in std::mem::take(&mut self.interfaces) {
+            if let Err(error) = self.detach_links(attachment.links) {
                 first_error.get_or_insert(error);
             }
         }

@@ -162,25 +162,28 @@ impl Pair {
 
     /// Our filters on `dev` of `here`, by direction.
     fn our_filters_on(&self, dev: &str) -> (usize, usize) {
-        let count = |direction: &str| {
-            let output = Command::new("ip")
-                .args([
-                    "netns", "exec", &self.here, "tc", "filter", "show", "dev", dev, direction,
-                ])
-                .output()
-                .expect("run tc");
-            assert!(
-                output.status.success(),
-                "tc: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .filter(|line| line.contains("x0_mesh_"))
-                .count()
-        };
-        (count("ingress"), count("egress"))
+        our_filters(&self.here, dev)
     }
+}
+
+/// Filters named like ours on `dev` in namespace `ns` (one line per filter), by direction.
+fn our_filters(ns: &str, dev: &str) -> (usize, usize) {
+    let count = |direction: &str| {
+        let output = Command::new("ip")
+            .args(["netns", "exec", ns, "tc", "filter", "show", "dev", dev, direction])
+            .output()
+            .expect("run tc");
+        assert!(
+            output.status.success(),
+            "tc: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.contains("x0_mesh_"))
+            .count()
+    };
+    (count("ingress"), count("egress"))
 }
 
 impl Drop for Pair {
@@ -922,4 +925,49 @@ fn the_route_lookup_names_the_interface_each_peer_is_reached_through() {
         [name("x0a"), name("x0c"), name("x0c"), name("x0c"), None, None],
         "direct, direct, via a gateway, IPv4-mapped, local, unroutable"
     );
+}
+
+#[test]
+fn an_interface_recreated_under_the_same_name_is_attached_again() {
+    require_kernel!();
+    let pair = Pair::create("recreate", &["198.18.0.2"]);
+    let here = pair.here.clone();
+    let dummy = move |add: bool| {
+        if add {
+            // A veth with both ends here (this kernel may have no dummy devices).
+            ip(&[
+                "-n", &here, "link", "add", "x0e", "type", "veth", "peer", "name", "x0f",
+            ]);
+            ip(&["-n", &here, "link", "set", "x0e", "up"]);
+        } else {
+            ip(&["-n", &here, "link", "del", "x0e"]);
+        }
+    };
+    let filters = {
+        let here = pair.here.clone();
+        move || our_filters(&here, "x0e")
+    };
+    dummy(true);
+    let (first, after_recreate, again, on_new, interfaces) = in_netns(&pair.here, move || {
+        let mut datapath = attach_here();
+        let first = datapath.attach_interface("x0e").expect("attach to x0e");
+        assert_eq!(filters(), (1, 1));
+        dummy(false);
+        dummy(true);
+        let after_recreate = filters();
+        let again = datapath.attach_interface("x0e").expect("attach to the new x0e");
+        let on_new = filters();
+        let interfaces = datapath.interfaces();
+        datapath.detach().expect("detach");
+        (first, after_recreate, again, on_new, interfaces)
+    });
+    assert!(first);
+    assert_eq!(after_recreate, (0, 0), "the filters went with the old interface");
+    assert!(
+        again,
+        "a new interface under the old name is attached, not skipped"
+    );
+    assert_eq!(on_new, (1, 1));
+    assert_eq!(interfaces, ["x0a", "x0e"]);
+    assert_eq!((pair.our_filters(), pair.our_filters_on("x0e")), ((0, 0), (0, 0)));
 }
