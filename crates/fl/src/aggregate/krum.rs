@@ -20,8 +20,11 @@ pub fn pairwise_squared_distances(vectors: &[&[f32]]) -> Vec<f64> {
     let n = vectors.len();
     let dim = vectors.first().map_or(0, |v| v.len());
     let mut gram = vec![0f64; n * n];
-    // About 8 MiB of X_b, and never wider than 16384 coordinates.
-    let width_max = (2 * 1024 * 1024 / n.max(1)).clamp(64, 16 * 1024);
+    // About 8 MiB of X_b, never wider than 16384 coordinates, and at most a quarter of the
+    // updates' own size, so the copy adds little to the memory the updates already take.
+    let width_max = (2 * 1024 * 1024 / n.max(1))
+        .clamp(64, 16 * 1024)
+        .min((dim / 4).max(64));
     let mut block = vec![0f32; n * width_max];
     let mut product = Array2::<f32>::zeros((n, n));
     for start in (0..dim).step_by(width_max) {

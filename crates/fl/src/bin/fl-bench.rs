@@ -54,13 +54,13 @@ fn plain_sum(vectors: &[Vec<f32>], out: &mut [f32]) {
     }
 }
 
-fn median_time(min_seconds: f64, mut run: impl FnMut()) -> Duration {
+/// `run` returns the time of the part it measures, so that bookkeeping around it (reading
+/// /proc for the memory figures) is not counted.
+fn median_time(min_seconds: f64, mut run: impl FnMut() -> Duration) -> Duration {
     let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < 15 && (times.is_empty() || start.elapsed().as_secs_f64() < min_seconds) {
-        let t = Instant::now();
-        run();
-        times.push(t.elapsed());
+        times.push(run());
     }
     times.sort();
     times[times.len() / 2]
@@ -158,8 +158,10 @@ fn main() -> Result<()> {
                 .collect();
             let mut out = vec![0f32; d];
             let sum = median_time(args.min_seconds, || {
+                let t = Instant::now();
                 plain_sum(black_box(&vectors), &mut out);
                 black_box(&out);
+                t.elapsed()
             });
             eprintln!(
                 "n = {n:>4}, d = {d:>7}: plain sum {:.3} ms",
@@ -180,14 +182,17 @@ fn main() -> Result<()> {
                 let mut extra: Option<u64> = None;
                 let time = median_time(args.min_seconds, || {
                     let before = reset_peak_rss().then(current_rss).flatten();
+                    let t = Instant::now();
                     let result = aggregate(&rule, black_box(&contributions), None)
                         .expect("the benchmark's parameters hold");
                     black_box(&result);
                     drop(result);
+                    let elapsed = t.elapsed();
                     if let (Some(before), Some(peak)) = (before, peak_rss()) {
                         let grown = peak.saturating_sub(before);
                         extra = Some(extra.map_or(grown, |e| e.max(grown)));
                     }
+                    elapsed
                 });
                 let ratio = time.as_secs_f64() / sum.as_secs_f64();
                 let memory = extra.map_or("n/a".into(), |e| format!("{:.3}", (bytes + e as f64) / bytes));
