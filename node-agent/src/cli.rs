@@ -120,10 +120,11 @@ pub struct RunArgs {
     /// A peer to dial, HOST:PORT (repeatable). Standalone mode.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub peers: Vec<String>,
-    /// Interface the eBPF datapath attaches to (ebpfMode tc); defaults to the one holding the
-    /// advertised address.
-    #[arg(long, env = "X0_INTERFACE")]
-    pub interface: Option<String>,
+    /// An interface the eBPF datapath attaches to (ebpfMode tc); repeatable, or comma-separated
+    /// in X0_INTERFACE. By default, every interface the kernel routes a peer's address through
+    /// (looked up again as peers come and go), never loopback.
+    #[arg(long = "interface", env = "X0_INTERFACE", value_delimiter = ',')]
+    pub interfaces: Vec<String>,
     /// Serve fault injection by hand (/datapath, /datapath/faults) on this loopback address.
     #[arg(long, env = "X0_FAULT_API")]
     pub fault_api: Option<SocketAddr>,
@@ -188,6 +189,24 @@ mod tests {
             panic!("endorse expected");
         };
         assert_eq!(endorse.epoch, 3);
+    }
+
+    #[test]
+    fn interfaces_repeat_and_split_on_commas() {
+        let cli = parse(&[
+            "--config",
+            "c",
+            "--node-name",
+            "n",
+            "--interface",
+            "left",
+            "--interface",
+            "right,mgmt",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.interfaces, ["left", "right", "mgmt"]);
+        let none = parse(&["--config", "c", "--node-name", "n"]).unwrap();
+        assert!(none.run.interfaces.is_empty(), "automatic by default");
     }
 
     #[test]

@@ -1,7 +1,13 @@
-//! The eBPF datapath in the agent (`ebpfMode: tc`): attaches the classifiers to the interface
-//! that carries the mesh traffic, reads their per-peer counters every second, feeds them to the
-//! routing's link metric (through the mesh actor) and to Prometheus, and serves fault injection
-//! by hand on a loopback-only endpoint.
+//! The eBPF datapath in the agent (`ebpfMode: tc`): attaches the classifiers to the interfaces
+//! that carry the mesh traffic, reads their per-peer counters every second, feeds them to the
+//! routing's link metric (through the mesh actor), to Prometheus and to the MeshNode record, and
+//! serves fault injection by hand on a loopback-only endpoint.
+//!
+//! Which interfaces: those given with `--interface`, else every interface the kernel routes a
+//! peer's address through (the peers the agent dials and those it has sessions with), looked up
+//! again when the peer set changes and every few seconds, so a peer that appears later, or a
+//! route that moves, gets its interface instrumented. Loopback never is: a local address is not
+//! routed out of any interface.
 //!
 //! When the datapath cannot run (no CAP_BPF/CAP_NET_ADMIN, an old kernel, a broken object), the
 //! agent goes on without it, on the userspace metrics (hello loss and RTT), and its MeshNode
@@ -14,10 +20,10 @@
 //! curl -X DELETE 'http://127.0.0.1:PORT/datapath/faults?peer=198.18.0.2'
 //! curl 'http://127.0.0.1:PORT/datapath'        # counters and faults, JSON
 //! ```
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{RawQuery, State};
@@ -26,19 +32,25 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use x0tta6bl4_datapath::{
     Datapath, DatapathConfig, DatapathError, DatapathMaps, Fault, PeerTraffic, monotonic_now_ns,
-    totals_by_peer,
+    route_interface, totals_by_peer,
 };
 use x0tta6bl4_routing::LinkCounters;
 
 use crate::mesh::MeshHandle;
+use crate::peers::PeerEndpoint;
 
 /// How often the counters are read and fed to the link metric.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// The longest fault the hand-operated endpoint sets: it is for experiments, not policy.
 const MAX_FAULT: Duration = Duration::from_secs(3600);
+/// How often the peers' routes are looked up again without a change of the peer set (routes
+/// move, sessions arrive from peers the agent does not dial). One rtnetlink round trip per
+/// distinct peer address: a few milliseconds for a thousand peers.
+const RESCAN_EVERY: Duration = Duration::from_secs(5);
 
 /// Whether the datapath runs, as the MeshNode record reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,6 +69,8 @@ pub struct Availability {
 static AVAILABILITY: RwLock<Option<Availability>> = RwLock::new(None);
 /// Latest per-peer totals, for the record's neighbours.
 static TOTALS: RwLock<BTreeMap<IpAddr, x0tta6bl4_datapath::PeerTotals>> = RwLock::new(BTreeMap::new());
+/// The interfaces the classifiers are attached to, for /datapath.
+static INTERFACES: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
 fn set_availability(unavailable: bool, reason: &str, message: String) {
     let mut current = AVAILABILITY.write().unwrap_or_else(PoisonError::into_inner);
@@ -92,12 +106,13 @@ pub fn condition_json() -> Option<serde_json::Value> {
     }))
 }
 
-/// eBPF packet counts to and from `peer`, for the record (None without the datapath).
+/// eBPF packet counts to and from `peer`, for the record (None without the datapath, or before
+/// it saw the peer's traffic).
 pub fn peer_totals(peer: IpAddr) -> Option<x0tta6bl4_datapath::PeerTotals> {
     TOTALS
         .read()
         .unwrap_or_else(PoisonError::into_inner)
-        .get(&peer)
+        .get(&peer.to_canonical())
         .copied()
 }
 
@@ -108,6 +123,7 @@ pub struct DatapathMetrics {
     bytes: IntCounterVec,
     drops: IntCounterVec,
     up: IntGauge,
+    interfaces: IntGauge,
     unavailable: IntGaugeVec,
 }
 
@@ -123,6 +139,11 @@ impl DatapathMetrics {
         };
         let up =
             IntGauge::new("x0_agent_ebpf_up", "1 while the eBPF datapath is attached").expect("valid metric");
+        let interfaces = IntGauge::new(
+            "x0_agent_ebpf_interfaces",
+            "Interfaces the eBPF classifiers are attached to",
+        )
+        .expect("valid metric");
         let unavailable = IntGaugeVec::new(
             Opts::new(
                 "x0_agent_ebpf_unavailable",
@@ -133,6 +154,7 @@ impl DatapathMetrics {
         .expect("valid metric");
         for collector in [
             Box::new(up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(interfaces.clone()),
             Box::new(unavailable.clone()),
         ] {
             if let Err(error) = registry.register(collector) {
@@ -150,6 +172,7 @@ impl DatapathMetrics {
                 "Mesh packets to or from a peer the eBPF datapath dropped (faults)",
             ),
             up,
+            interfaces,
             unavailable,
         }
     }
@@ -210,7 +233,9 @@ impl Poller {
     }
 }
 
-type SharedMaps = Arc<Mutex<Box<dyn DatapathMaps + Send>>>;
+/// The maps, shared by the poller and the fault endpoint (each holds the lock only briefly,
+/// never across an await).
+type Shared<M> = Arc<Mutex<M>>;
 
 /// A fault request of the hand-operated endpoint (`peer=IP&drop=P&corrupt=P&partition=DIR&
 /// directions=DIR&seconds=S`).
@@ -303,7 +328,8 @@ fn view(maps: &dyn DatapathMaps) -> Result<serde_json::Value, DatapathError> {
             expires_in_seconds: f.expires_at_ns.saturating_sub(now) as f64 / 1e9,
         })
         .collect();
-    Ok(serde_json::json!({ "traffic": traffic, "faults": faults }))
+    let interfaces = INTERFACES.read().unwrap_or_else(PoisonError::into_inner).clone();
+    Ok(serde_json::json!({ "interfaces": interfaces, "traffic": traffic, "faults": faults }))
 }
 
 fn error_response(error: &DatapathError) -> Response {
@@ -314,9 +340,9 @@ fn error_response(error: &DatapathError) -> Response {
     (status, format!("{error}\n")).into_response()
 }
 
-async fn show(State(maps): State<SharedMaps>) -> Response {
+async fn show<M: DatapathMaps + Send + 'static>(State(maps): State<Shared<M>>) -> Response {
     let maps = maps.lock().unwrap_or_else(PoisonError::into_inner);
-    match view(maps.as_ref()) {
+    match view(&*maps) {
         Ok(body) => (
             StatusCode::OK,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -327,7 +353,10 @@ async fn show(State(maps): State<SharedMaps>) -> Response {
     }
 }
 
-async fn set_fault(State(maps): State<SharedMaps>, RawQuery(query): RawQuery) -> Response {
+async fn set_fault<M: DatapathMaps + Send + 'static>(
+    State(maps): State<Shared<M>>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let request = match parse_fault_request(query.as_deref().unwrap_or(""), monotonic_now_ns()) {
         Ok(request) => request,
         Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
@@ -342,7 +371,10 @@ async fn set_fault(State(maps): State<SharedMaps>, RawQuery(query): RawQuery) ->
     }
 }
 
-async fn clear_fault(State(maps): State<SharedMaps>, RawQuery(query): RawQuery) -> Response {
+async fn clear_fault<M: DatapathMaps + Send + 'static>(
+    State(maps): State<Shared<M>>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let peer = query
         .as_deref()
         .unwrap_or("")
@@ -363,12 +395,12 @@ async fn clear_fault(State(maps): State<SharedMaps>, RawQuery(query): RawQuery) 
 }
 
 /// `/datapath` (GET) and `/datapath/faults` (POST, DELETE).
-pub fn fault_api(maps: SharedMaps) -> Router {
+pub fn fault_api<M: DatapathMaps + Send + 'static>(maps: Shared<M>) -> Router {
     Router::new()
-        .route("/datapath", get(show))
+        .route("/datapath", get(show::<M>))
         .route(
             "/datapath/faults",
-            axum::routing::post(set_fault).delete(clear_fault),
+            axum::routing::post(set_fault::<M>).delete(clear_fault::<M>),
         )
         .with_state(maps)
 }
@@ -377,35 +409,117 @@ pub fn fault_api(maps: SharedMaps) -> Router {
 pub struct DatapathSetup {
     /// `ebpfMode` is `tc`.
     pub enabled: bool,
-    /// The interface, or None to use the one holding `advertise_address`.
-    pub interface: Option<String>,
-    pub advertise_address: Option<IpAddr>,
+    /// The interfaces given (`--interface`); none: those the peers are routed through.
+    pub interfaces: Vec<String>,
     pub ports: Vec<u16>,
     /// Serve the fault endpoint here (loopback only).
     pub fault_api: Option<SocketAddr>,
+    /// The endpoints the agent dials: their routes pick the interfaces when none are given.
+    pub peers: watch::Receiver<BTreeSet<PeerEndpoint>>,
 }
 
 fn attach(setup: &DatapathSetup) -> Result<Datapath, DatapathError> {
-    let interface = match (&setup.interface, setup.advertise_address) {
-        (Some(interface), _) => interface.clone(),
-        (None, Some(address)) => x0tta6bl4_datapath::interface_with_address(address).ok_or_else(|| {
-            DatapathError::NoSuchInterface(format!("(none holds the advertised address {address})"))
-        })?,
-        (None, None) => {
-            return Err(DatapathError::NoSuchInterface(
-                "(none given: set --interface or --advertise-address)".to_owned(),
-            ));
-        }
-    };
+    let mut interfaces = setup.interfaces.clone();
+    interfaces.sort_unstable();
+    interfaces.dedup();
     let mut ports = setup.ports.clone();
     ports.sort_unstable();
     ports.dedup();
+    // With no interface given, this loads and verifies the programs (so a host without BPF is
+    // found out at once) and attaches nothing until a peer's route is known.
     Datapath::attach(&DatapathConfig {
-        interface,
+        interfaces,
         ports,
         // fq is not detected yet: delay faults are refused with the reason (see BENCHMARKS).
         edt: false,
     })
+}
+
+/// The peer addresses whose routes decide the interfaces: the endpoints dialled (IP literals;
+/// a host name is resolved by the dialer at each dial, and its sessions cover it) and the
+/// remote addresses of the sessions up.
+pub fn peer_addresses(endpoints: &BTreeSet<PeerEndpoint>, sessions: &[IpAddr]) -> BTreeSet<IpAddr> {
+    endpoints
+        .iter()
+        .filter_map(|endpoint| endpoint.address.parse::<SocketAddr>().ok())
+        .map(|address| address.ip())
+        .chain(sessions.iter().copied())
+        .map(|address| address.to_canonical())
+        .collect()
+}
+
+/// Attaches the datapath to the interfaces the peers are routed through, as they become known.
+struct AutoInterfaces {
+    peers: watch::Receiver<BTreeSet<PeerEndpoint>>,
+    last_scan: Option<Instant>,
+    /// Interfaces that failed to attach, so each failure is logged once, not every scan.
+    failed: BTreeSet<String>,
+}
+
+impl AutoInterfaces {
+    /// Looks the routes up if the peers changed or a rescan is due; true if an interface was
+    /// attached.
+    async fn refresh(&mut self, datapath: &Shared<Datapath>, mesh: &MeshHandle) -> bool {
+        let peers_changed = self.peers.has_changed().unwrap_or(false);
+        let due = self.last_scan.is_none_or(|at| at.elapsed() >= RESCAN_EVERY);
+        if !peers_changed && !due {
+            return false;
+        }
+        self.last_scan = Some(Instant::now());
+        let endpoints = self.peers.borrow_and_update().clone();
+        let sessions: Vec<IpAddr> = match mesh.status().await {
+            Some(report) => report
+                .neighbours
+                .iter()
+                .filter_map(|n| n.remote_address.as_deref()?.parse::<SocketAddr>().ok())
+                .map(|address| address.ip())
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut wanted: BTreeMap<String, IpAddr> = BTreeMap::new();
+        for peer in peer_addresses(&endpoints, &sessions) {
+            match route_interface(peer) {
+                Ok(Some(interface)) => {
+                    wanted.entry(interface).or_insert(peer);
+                }
+                // No route (yet), or a local address: nothing to instrument for it.
+                Ok(None) => {}
+                Err(error) => tracing::debug!(%peer, %error, "route lookup failed"),
+            }
+        }
+        let mut attached = false;
+        let mut datapath = datapath.lock().unwrap_or_else(PoisonError::into_inner);
+        for (interface, peer) in wanted {
+            match datapath.attach_interface(&interface) {
+                Ok(true) => {
+                    tracing::info!(%interface, %peer, "eBPF datapath attached (the route to this peer leaves here)");
+                    self.failed.remove(&interface);
+                    attached = true;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    if self.failed.insert(interface.clone()) {
+                        tracing::warn!(%interface, %peer, %error, "cannot attach the eBPF datapath to the interface of this peer's route");
+                    }
+                }
+            }
+        }
+        attached
+    }
+}
+
+/// Publishes the attached interfaces: /datapath, the gauge and the condition's message.
+fn publish_interfaces(interfaces: Vec<String>, metrics: &DatapathMetrics) {
+    metrics
+        .interfaces
+        .set(i64::try_from(interfaces.len()).unwrap_or(i64::MAX));
+    let message = if interfaces.is_empty() {
+        "loaded; attached to no interface yet (none routes to a peer so far)".to_owned()
+    } else {
+        format!("tc classifiers attached to {}", interfaces.join(", "))
+    };
+    set_availability(false, "Loaded", message);
+    *INTERFACES.write().unwrap_or_else(PoisonError::into_inner) = interfaces;
 }
 
 /// Starts the datapath if enabled; the returned task reads it until `shutdown`, then detaches.
@@ -429,11 +543,16 @@ pub async fn run(
             return;
         }
     };
-    let interface = datapath.interface().to_owned();
-    tracing::info!(%interface, "eBPF datapath attached");
+    let interfaces = datapath.interfaces();
+    tracing::info!(?interfaces, "eBPF datapath loaded");
     metrics.up.set(1);
-    set_availability(false, "Loaded", format!("tc classifiers attached to {interface}"));
-    let maps: SharedMaps = Arc::new(Mutex::new(Box::new(datapath)));
+    publish_interfaces(interfaces, &metrics);
+    let maps: Shared<Datapath> = Arc::new(Mutex::new(datapath));
+    let mut auto = setup.interfaces.is_empty().then(|| AutoInterfaces {
+        peers: setup.peers.clone(),
+        last_scan: None,
+        failed: BTreeSet::new(),
+    });
 
     let api_shutdown = shutdown.child_token();
     if let Some(address) = setup.fault_api {
@@ -448,12 +567,18 @@ pub async fn run(
             () = shutdown.cancelled() => break,
             _ = ticks.tick() => {}
         }
+        if let Some(auto) = auto.as_mut()
+            && auto.refresh(&maps, &mesh).await
+        {
+            let interfaces = maps.lock().unwrap_or_else(PoisonError::into_inner).interfaces();
+            publish_interfaces(interfaces, &metrics);
+        }
         let counters = {
             let mut maps = maps.lock().unwrap_or_else(PoisonError::into_inner);
             if let Err(error) = maps.sweep_expired(monotonic_now_ns()) {
                 tracing::warn!(%error, "could not remove expired faults");
             }
-            poller.poll(&**maps, &metrics)
+            poller.poll(&*maps, &metrics)
         };
         match counters {
             Ok(counters) => mesh.link_counters(counters).await,
@@ -465,10 +590,10 @@ pub async fn run(
     // Dropping the datapath detaches its filters (on this thread's network namespace, the
     // agent's). The endpoint's handlers hold the maps only while serving a request.
     drop(maps);
-    tracing::info!(%interface, "eBPF datapath detached");
+    tracing::info!("eBPF datapath detached");
 }
 
-async fn serve_fault_api(address: SocketAddr, maps: SharedMaps, shutdown: CancellationToken) {
+async fn serve_fault_api(address: SocketAddr, maps: Shared<Datapath>, shutdown: CancellationToken) {
     if !address.ip().is_loopback() {
         tracing::error!(%address, "the fault endpoint must listen on a loopback address; not serving it");
         return;
@@ -557,6 +682,30 @@ mod tests {
         let clean = LinkQuality::default().cost(&MetricWeights::default());
         assert_eq!(quality.drop_percent, 30);
         assert!(quality.cost(&MetricWeights::default()) > clean);
+    }
+
+    #[test]
+    fn the_interfaces_follow_the_dialled_ip_endpoints_and_the_sessions() {
+        let endpoints: BTreeSet<PeerEndpoint> = [
+            "198.18.251.2:7946",
+            "[::ffff:198.18.251.3]:7946",
+            "[2001:db8::5]:7946",
+            "agent-4.example:7946",
+            "198.18.251.2:7947",
+        ]
+        .into_iter()
+        .map(PeerEndpoint::address)
+        .collect();
+        let sessions = ["198.18.251.9".parse().unwrap(), "198.18.251.2".parse().unwrap()];
+        let addresses: Vec<String> = peer_addresses(&endpoints, &sessions)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            addresses,
+            ["198.18.251.2", "198.18.251.3", "198.18.251.9", "2001:db8::5"],
+            "IPv4-mapped as IPv4, one entry per address, host names left to their sessions"
+        );
     }
 
     #[test]

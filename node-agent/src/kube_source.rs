@@ -228,19 +228,57 @@ fn coarse_age(age: Duration) -> Duration {
     Duration::from_secs(age.as_secs() / unit * unit)
 }
 
-/// The status fields the agent owns in its MeshNode record, from its /status report.
+/// A packet count rounded down to two significant digits (1234 → 1200): the record is written
+/// only when its status changes, and a count growing by tens a second would change it at every
+/// chance. Rounded, a steadily growing count changes about 90 times per power of ten, ever more
+/// rarely: every 5 s at first, every few minutes after an hour.
+pub fn coarse_count(count: u64) -> i64 {
+    let mut unit = 1u64;
+    while count / unit >= 100 {
+        unit *= 10;
+    }
+    i64::try_from(count / unit * unit).unwrap_or(i64::MAX)
+}
+
+/// The status fields the agent owns in its MeshNode record, from its /status report and the
+/// eBPF datapath's per-peer totals.
 pub fn record_status(report: &StatusReport) -> serde_json::Value {
+    record_status_with(report, crate::datapath::peer_totals)
+}
+
+fn record_status_with(
+    report: &StatusReport,
+    ebpf_totals: impl Fn(std::net::IpAddr) -> Option<x0tta6bl4_datapath::PeerTotals>,
+) -> serde_json::Value {
     let alive: Vec<_> = report.neighbours.iter().filter(|n| n.alive).collect();
+    let (mut ebpf_packets, mut ebpf_drops, mut ebpf_seen) = (0u64, 0u64, false);
     let neighbours: Vec<_> = alive
         .iter()
         .map(|n| {
-            serde_json::json!({
+            let mut entry = serde_json::json!({
                 "node": n.node_name.clone().unwrap_or_else(|| n.node_id.clone()),
                 "cost": n.cost,
                 "rttMicros": n.rtt_ms.map(|ms| (ms * 1000.0) as i64).unwrap_or(0),
                 "lossPercent": n.loss_percent,
                 "keyExchange": n.key_exchange.clone().unwrap_or_default(),
-            })
+            });
+            // The datapath counts by address: the session's remote address names the peer.
+            let totals = n
+                .remote_address
+                .as_deref()
+                .and_then(|address| address.parse::<std::net::SocketAddr>().ok())
+                .and_then(|address| ebpf_totals(address.ip()));
+            if let Some(totals) = totals {
+                entry["ebpfTxPackets"] = serde_json::json!(coarse_count(totals.tx_packets));
+                entry["ebpfRxPackets"] = serde_json::json!(coarse_count(totals.rx_packets));
+                entry["ebpfDrops"] = serde_json::json!(coarse_count(totals.drops));
+                ebpf_packets = ebpf_packets
+                    .saturating_add(totals.tx_packets)
+                    .saturating_add(totals.rx_packets);
+                ebpf_drops = ebpf_drops.saturating_add(totals.drops);
+                ebpf_seen = true;
+            }
+            entry
         })
         .collect();
     let mut status = serde_json::json!({
@@ -257,6 +295,12 @@ pub fn record_status(report: &StatusReport) -> serde_json::Value {
             .map(|q| format!("{}: {}", q.node_name.clone().unwrap_or_else(|| q.node_id.clone()), q.reason))
             .collect::<Vec<_>>(),
     });
+    // Totals only where the datapath runs: absent says "not counted", 0 would claim silence.
+    let datapath_running = crate::datapath::availability().is_some_and(|a| !a.unavailable);
+    if ebpf_seen || datapath_running {
+        status["ebpfPackets"] = serde_json::json!(coarse_count(ebpf_packets));
+        status["ebpfDrops"] = serde_json::json!(coarse_count(ebpf_drops));
+    }
     let key_age = Duration::from_micros(report.now_unix_us.saturating_sub(report.key_since_unix_us));
     status["keyAge"] = serde_json::json!(x0tta6bl4_api::duration::format(coarse_age(key_age)));
     if let Some(condition) = crate::datapath::condition_json() {
@@ -317,4 +361,133 @@ pub fn start_reporting(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::NeighbourReport;
+    use x0tta6bl4_datapath::PeerTotals;
+
+    fn neighbour(name: &str, remote: Option<&str>) -> NeighbourReport {
+        NeighbourReport {
+            node_id: format!("id-{name}"),
+            node_name: Some(name.to_owned()),
+            spiffe_id: None,
+            alive: true,
+            quarantined: false,
+            cost: 300,
+            loss_percent: 0,
+            rtt_ms: Some(0.25),
+            key_exchange: Some("X25519MLKEM768".to_owned()),
+            post_quantum: true,
+            direction: Some("outbound"),
+            remote_address: remote.map(str::to_owned),
+            session_since_unix_us: Some(1),
+        }
+    }
+
+    fn report(neighbours: Vec<NeighbourReport>) -> StatusReport {
+        StatusReport {
+            node_id: "id-self".to_owned(),
+            spiffe_id: "spiffe://x0/ns/n/mesh/m/node/self".to_owned(),
+            node_name: "self".to_owned(),
+            mesh: "m".to_owned(),
+            namespace: "n".to_owned(),
+            endpoint: "198.18.251.1:7946".to_owned(),
+            require_post_quantum: true,
+            key_epoch: 1,
+            key_since_unix_us: 0,
+            now_unix_us: 0,
+            started_unix_us: 0,
+            sessions: neighbours.len(),
+            post_quantum_sessions: neighbours.len(),
+            known_nodes: 3,
+            neighbours,
+            routes: Vec::new(),
+            counters: Default::default(),
+            last_topology_event: None,
+            last_convergence: None,
+            last_settled_convergence: None,
+            events: Vec::new(),
+            quarantined: Vec::new(),
+            incidents: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn counts_keep_two_significant_digits() {
+        let coarse: Vec<i64> = [0, 7, 99, 100, 109, 1234, 56_789, 1_000_001]
+            .into_iter()
+            .map(coarse_count)
+            .collect();
+        assert_eq!(coarse, [0, 7, 99, 100, 100, 1200, 56_000, 1_000_000]);
+        assert_eq!(
+            coarse_count(u64::MAX),
+            i64::MAX,
+            "saturates where the CRD's integer ends"
+        );
+    }
+
+    #[test]
+    fn each_neighbour_carries_its_ebpf_counts_found_by_its_session_address() {
+        let report = report(vec![
+            neighbour("node-1", Some("198.18.251.2:7946")),
+            neighbour("node-2", Some("198.18.251.3:40112")),
+            neighbour("node-3", None),
+        ]);
+        let totals = |peer: std::net::IpAddr| match peer.to_string().as_str() {
+            "198.18.251.2" => Some(PeerTotals {
+                tx_packets: 1234,
+                rx_packets: 987,
+                drops: 0,
+                ..PeerTotals::default()
+            }),
+            "198.18.251.3" => Some(PeerTotals {
+                tx_packets: 70,
+                rx_packets: 100,
+                drops: 31,
+                ..PeerTotals::default()
+            }),
+            _ => None,
+        };
+        let status = record_status_with(&report, totals);
+        let neighbours = status["neighbours"].as_array().unwrap();
+        assert_eq!(
+            (
+                &neighbours[0]["ebpfTxPackets"],
+                &neighbours[0]["ebpfRxPackets"],
+                &neighbours[0]["ebpfDrops"]
+            ),
+            (
+                &serde_json::json!(1200),
+                &serde_json::json!(980),
+                &serde_json::json!(0)
+            )
+        );
+        assert_eq!(neighbours[1]["ebpfDrops"], 31);
+        assert!(
+            neighbours[2].get("ebpfTxPackets").is_none(),
+            "not counted is absent, not zero: {}",
+            neighbours[2]
+        );
+        // Sums of the exact counts, rounded once: 1234 + 987 + 70 + 100 = 2391.
+        assert_eq!(status["ebpfPackets"], 2300);
+        assert_eq!(status["ebpfDrops"], 31);
+        // What the API server keeps: the CRD type has every field the agent writes.
+        let typed: x0tta6bl4_api::mesh_node::MeshNodeStatus = serde_json::from_value(status).unwrap();
+        assert_eq!(typed.neighbours[1].ebpf_tx_packets, Some(70));
+        assert_eq!((typed.ebpf_packets, typed.ebpf_drops), (Some(2300), Some(31)));
+    }
+
+    #[test]
+    fn a_status_without_counts_carries_no_ebpf_fields_and_parses_as_the_crd_type() {
+        let status = record_status_with(
+            &report(vec![neighbour("node-1", Some("198.18.251.2:7946"))]),
+            |_| None,
+        );
+        assert!(status["neighbours"][0].get("ebpfRxPackets").is_none());
+        let typed: x0tta6bl4_api::mesh_node::MeshNodeStatus = serde_json::from_value(status).unwrap();
+        assert_eq!(typed.neighbours[0].ebpf_rx_packets, None);
+    }
 }

@@ -271,10 +271,10 @@ pub async fn run_mesh(
     tasks.spawn(crate::datapath::run(
         crate::datapath::DatapathSetup {
             enabled: config.ebpf() == x0tta6bl4_api::mesh_network::EbpfMode::Tc,
-            interface: args.interface.clone(),
-            advertise_address: args.advertise_address,
+            interfaces: args.interfaces.clone(),
             ports: vec![config.tcp_port, config.udp_port],
             fault_api: args.fault_api,
+            peers: peers.subscribe(),
         },
         crate::datapath::DatapathMetrics::register(&metrics.registry),
         crate::mesh::MeshHandle::new(inbox.clone()),

@@ -31,6 +31,20 @@ use crate::condition::Condition;
         json_path = ".status.endorsedEpoch",
         description = "Key epoch endorsed by the mesh authority"
     ),
+    printcolumn(
+        name = "eBPF Packets",
+        type_ = "integer",
+        json_path = ".status.ebpfPackets",
+        description = "Mesh packets to and from the neighbours counted by the eBPF datapath (two significant digits)",
+        priority = 1
+    ),
+    printcolumn(
+        name = "eBPF Drops",
+        type_ = "integer",
+        json_path = ".status.ebpfDrops",
+        description = "Mesh packets the eBPF datapath dropped by injected faults (two significant digits)",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -82,6 +96,17 @@ pub struct MeshNodeStatus {
     /// Neighbours with their link quality.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub neighbours: Vec<NeighbourStatus>,
+    /// Mesh packets to and from the listed neighbours counted by the eBPF datapath: the sum of
+    /// their ebpfTxPackets and ebpfRxPackets, rounded down to two significant digits. Absent
+    /// when the datapath does not run (see condition EbpfUnavailable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ebpf_packets: Option<i64>,
+    /// Mesh packets to and from the listed neighbours the eBPF datapath dropped (injected
+    /// faults), rounded down to two significant digits. Absent when the datapath does not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ebpf_drops: Option<i64>,
     /// Peers this agent quarantined (node names or IDs), with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<String>,
@@ -123,4 +148,21 @@ pub struct NeighbourStatus {
     pub loss_percent: i32,
     /// Key exchange group of the session.
     pub key_exchange: String,
+    /// Mesh packets sent to this neighbour that the eBPF datapath counted (on every interface
+    /// it is attached to) since the agent started, rounded down to two significant digits so
+    /// that the record is not rewritten for every packet. Absent when the datapath does not run
+    /// or has not seen this neighbour's traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ebpf_tx_packets: Option<i64>,
+    /// Mesh packets received from this neighbour that the eBPF datapath counted; as
+    /// ebpfTxPackets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ebpf_rx_packets: Option<i64>,
+    /// Mesh packets to or from this neighbour that the eBPF datapath dropped because of an
+    /// injected fault (loss or partition); as ebpfTxPackets. They also raise the link's cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ebpf_drops: Option<i64>,
 }
