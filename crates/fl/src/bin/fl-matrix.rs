@@ -276,12 +276,10 @@ fn main() -> Result<()> {
             let existing = std::fs::read_to_string(path).unwrap_or_default();
             let updated = match (existing.find(BEGIN), existing.find(END)) {
                 (Some(b), Some(e)) if b < e => {
-                    format!(
-                        "{}{}{}",
-                        &existing[..b],
-                        section,
-                        &existing[e + END.len()..].trim_start_matches('\n')
-                    )
+                    let rest = existing[e + END.len()..].trim_start_matches('\n');
+                    // Keep one blank line between the generated block and what follows.
+                    let gap = if rest.is_empty() { "" } else { "\n" };
+                    format!("{}{section}{gap}{rest}", &existing[..b])
                 }
                 _ => format!("{existing}\n{section}"),
             };
