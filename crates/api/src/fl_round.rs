@@ -150,8 +150,11 @@ pub enum ModelKind {
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum Dataset {
-    /// A shard of a dataset shipped with the agent.
+    /// A shard of UCI iris (150 examples, 4 features, 3 classes), shipped with the agent.
     Iris,
+    /// A shard of UCI optical digits (1797 examples, 64 features, 10 classes), shipped with
+    /// the agent.
+    Digits,
     /// The node's own link telemetry, labelled by whether a fault was active.
     LinkTelemetry,
 }
@@ -318,6 +321,24 @@ pub struct FLTrainingRoundStatus {
     /// Test accuracy of the global model after the last round, as a percentage string.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub accuracy: String,
+    /// The agents (node names) taking part, fixed when the job starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub participants: Vec<String>,
+    /// The participant that distributes the model and aggregates the updates.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub aggregator: String,
+    /// The newest round records (older ones stay in their round ConfigMaps), hash-chained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<crate::fl_record::RoundRecord>,
+    /// Hash of the last record of the chain.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub chain_head: String,
+    /// SHA-256 (hex) of the current global model.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model_digest: String,
+    /// The ConfigMap holding the current global model (key `model.f32`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model_config_map: String,
 }
 
 impl FLTrainingRoundSpec {

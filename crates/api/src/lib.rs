@@ -11,6 +11,7 @@ pub mod agent_config;
 pub mod chaos;
 pub mod condition;
 pub mod duration;
+pub mod fl_protocol;
 pub mod fl_record;
 pub mod fl_round;
 pub mod labels;
