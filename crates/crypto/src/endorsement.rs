@@ -236,6 +236,25 @@ impl TrustStore {
             .map_err(|_| Refusal::BadSignature)
     }
 
+    /// The key `node` holds at `key_epoch`, if endorsed and valid at `now_unix`: for checks
+    /// that take a key rather than go through [`TrustStore::verify`] (a model update names its
+    /// participant, not its key epoch, so the validator is given the participant's key).
+    pub fn key(&self, node: &NodeId, key_epoch: u32, now_unix: u64) -> Option<&VerifyingKey> {
+        let (key, not_before, not_after) = self.keys.get(&(*node, key_epoch))?;
+        (now_unix >= *not_before && now_unix < *not_after).then_some(key)
+    }
+
+    /// The newest key of `node` valid at `now_unix`, with its epoch.
+    pub fn newest_key(&self, node: &NodeId, now_unix: u64) -> Option<(u32, &VerifyingKey)> {
+        self.keys
+            .iter()
+            .filter(|((id, _), (_, not_before, not_after))| {
+                id == node && now_unix >= *not_before && now_unix < *not_after
+            })
+            .max_by_key(|((_, epoch), _)| *epoch)
+            .map(|((_, epoch), (key, _, _))| (*epoch, key))
+    }
+
     /// Forgets keys whose endorsement has run out, so memory stays bounded by live keys.
     pub fn prune(&mut self, now_unix: u64) {
         self.keys.retain(|_, (_, _, not_after)| *not_after > now_unix);
@@ -283,6 +302,22 @@ mod tests {
             store.verify(SigningContext::Originator, &id, 2, b"adv", &signature.0, 150),
             Err(Refusal::UnknownKey)
         );
+    }
+
+    #[test]
+    fn keys_are_looked_up_by_node_and_epoch_within_their_window() {
+        let (authority, node, endorsement, mut store) = setup();
+        let id = store.admit(&endorsement, 150).unwrap();
+        assert_eq!(store.key(&id, 1, 150), Some(node.verifying_key()));
+        assert_eq!(store.key(&id, 1, 200), None, "expired");
+        assert_eq!(store.key(&id, 2, 150), None, "unknown epoch");
+        assert_eq!(store.newest_key(&id, 150), Some((1, node.verifying_key())));
+        let rotated = SigningKey::generate().unwrap();
+        let second = Endorsement::issue(&authority, NODE, 2, rotated.verifying_key(), 100, 300).unwrap();
+        store.admit(&second, 150).unwrap();
+        assert_eq!(store.newest_key(&id, 150), Some((2, rotated.verifying_key())));
+        assert_eq!(store.newest_key(&id, 250), Some((2, rotated.verifying_key())));
+        assert_eq!(store.newest_key(&NodeId([9; 32]), 150), None);
     }
 
     #[test]

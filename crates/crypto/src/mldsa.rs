@@ -26,6 +26,8 @@ pub enum SigningContext {
     ModelUpdate,
     /// The mesh authority's endorsement of a node key.
     Endorsement,
+    /// A federated-learning control message (the aggregator's training request).
+    FlControl,
 }
 
 impl SigningContext {
@@ -36,6 +38,7 @@ impl SigningContext {
             SigningContext::SessionBinding => b"x0tta6bl4/v1/session-binding",
             SigningContext::ModelUpdate => b"x0tta6bl4/v1/model-update",
             SigningContext::Endorsement => b"x0tta6bl4/v1/endorsement",
+            SigningContext::FlControl => b"x0tta6bl4/v1/fl-control",
         }
     }
 }
