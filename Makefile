@@ -75,9 +75,13 @@ demo: binaries ## Local cluster, CRDs, operator and examples; shows them progres
 demo-failover: ## On the running demo: kill an agent, show the measured reroute, restart it (root)
 	e2e/demo-agents.sh failover 0
 
+.PHONY: demo-ebpf
+demo-ebpf: ## On the running demo: per-peer eBPF counts in the MeshNodes, 30% loss by hand raises a link's cost (root)
+	e2e/demo-agents.sh ebpf 0 1
+
 .PHONY: demo-check
-demo-check: ## The demo end to end, then gone: up, failover, down (root)
-	$(MAKE) demo && $(MAKE) demo-failover; rc=$$?; $(MAKE) demo-down; exit $$rc
+demo-check: ## The demo end to end, then gone: up, eBPF, failover, down (root)
+	$(MAKE) demo && $(MAKE) demo-ebpf && $(MAKE) demo-failover; rc=$$?; $(MAKE) demo-down; exit $$rc
 
 .PHONY: demo-down
 demo-down: ## Stop the demo and remove everything it created

@@ -11,6 +11,20 @@
 #                         kill the i-th agent (default 0), show the reroute time its ring neighbours
 #                         measured (MeshNode and MeshNetwork status), check that traffic goes the
 #                         long way round, restart it and wait for Converged=True again
+#   demo-agents.sh ebpf [i] [j]
+#                         the eBPF datapath on the running demo: every agent runs it, every
+#                         MeshNode record shows its neighbours' traffic counted by eBPF (kubectl
+#                         get meshnodes -o wide), then 30% loss injected by hand on agent i
+#                         (default 0) towards its ring neighbour j (default 1) raises that link's
+#                         cost in i's record, and removing the fault brings it back down
+#   demo-agents.sh inject-loss <i> <j> <percent> <seconds>
+#                         drop that share of the mesh packets between agent i and its neighbour j,
+#                         both ways, in agent i's eBPF datapath (its fault map, through its fault
+#                         endpoint); the fault ends by itself after <seconds>, even if the agent dies
+#   demo-agents.sh clear-fault <i> <j>
+#                         remove that fault now
+#   demo-agents.sh datapath <i>
+#                         agent i's eBPF view: interfaces, per-peer counters, faults (JSON)
 #   demo-agents.sh down   stop the agents and forwarders, delete the namespaces and the state
 #                         (idempotent; works without the cluster)
 #
@@ -31,6 +45,11 @@
 # Each namespace has a host route to the /32 of each ring neighbour, one hop over their link, and
 # nothing else: there is no kernel route between non-adjacent namespaces and no default route, so
 # the agents can dial only their two neighbours and the mesh has to route everything further.
+#
+# The agents run as root in their namespaces, so the MeshNetwork's `ebpf.mode: tc` loads their eBPF
+# datapath: each attaches it to the interfaces its peers are routed through (`left` and `right`,
+# not `lo` where its address is, nor `mgmt`) and serves its fault endpoint on 127.0.0.1:47191 of
+# its namespace (reached with `ip netns exec x0demo-<i> curl ...`).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -326,6 +345,8 @@ EOF
 }
 
 METRICS_PORT=47102
+# The agents' fault endpoints, each on the loopback of its own namespace.
+FAULT_PORT=47191
 config_port() { sed -n "s/^$1: *\"\{0,1\}\([0-9]\{1,5\}\)\"\{0,1\} *$/\1/p" "$STATE/agent.yaml" | head -n 1; }
 
 start_agents() {
@@ -350,7 +371,7 @@ start_agent() {
     RUST_LOG="${RUST_LOG:-info}" RUST_BACKTRACE=1 NO_COLOR=1 \
     "$AGENT_BIN" --config "$STATE/agent.yaml" --node-name "$node" --state-dir "$STATE/state-$i" \
     --advertise-address "$(node_addr "$i")" --metrics-addr "$(mgmt_ns "$i"):$METRICS_PORT" \
-    --log-format text
+    --fault-api "127.0.0.1:$FAULT_PORT" --log-format text
   printf '%s\n' "$node" >"$STATE/node-$i"
   log "  $node: agent in $(netns "$i") at $(node_addr "$i"), /status on http://$(mgmt_ns "$i"):$METRICS_PORT/status, log $STATE/agent-$i.log"
 }
@@ -433,12 +454,7 @@ reroute_records() {
 failover() {
   need
   local i=${1:-0} n pid before after deadline left right answer hops
-  [[ -f $STATE/agent.yaml ]] || die "the demo agents are not up (run: make demo)"
-  NODES=()
-  for ((n = 0; n < MAX_NODES; n++)); do
-    [[ -f $STATE/node-$n ]] || break
-    NODES+=("$(cat "$STATE/node-$n")")
-  done
+  load_nodes
   n=${#NODES[@]}
   ((n >= 4)) || die "failover needs a ring of at least 4 agents (have $n)"
   ((i >= 0 && i < n)) || die "no agent $i (0..$((n - 1)))"
@@ -473,12 +489,201 @@ failover() {
   wait_converged
 }
 
+# Fills NODES from the running demo's state (sorted as when it started).
+load_nodes() {
+  local n
+  [[ -f $STATE/agent.yaml ]] || die "the demo agents are not up (run: make demo)"
+  NODES=()
+  for ((n = 0; n < MAX_NODES; n++)); do
+    [[ -f $STATE/node-$n ]] || break
+    NODES+=("$(cat "$STATE/node-$n")")
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# eBPF: counters in the records, fault injection by hand
+# ---------------------------------------------------------------------------------------------
+
+# fault_api <i> <method> <path>: a request to agent i's fault endpoint, which listens on the
+# loopback of its namespace only.
+fault_api() {
+  ip netns exec "$(netns "$1")" curl -sS --fail-with-body --max-time 5 -X "$2" \
+    "http://127.0.0.1:$FAULT_PORT$3"
+}
+
+# check_neighbours <i> <j>: i and j are agents of the demo and ring neighbours.
+check_neighbours() {
+  local i=$1 j=$2 n=${#NODES[@]}
+  [[ $i =~ ^[0-9]+$ && $j =~ ^[0-9]+$ ]] || die "agent indices are numbers, not '$i' and '$j'"
+  ((i < n && j < n)) || die "the demo has agents 0..$((n - 1)), not $i and $j"
+  if ((i == j || (j != (i + 1) % n && i != (j + 1) % n))); then
+    die "agents $i and $j are not neighbours in the ring of $n"
+  fi
+}
+
+inject_loss() {
+  local i=$1 j=$2 percent=$3 seconds=$4 drop
+  load_nodes
+  check_neighbours "$i" "$j"
+  if ! [[ $percent =~ ^[0-9]+(\.[0-9]+)?$ ]] || ! awk -v p="$percent" 'BEGIN { exit !(p > 0 && p <= 100) }'; then
+    die "the loss is a percentage in (0, 100], not '$percent'"
+  fi
+  if ! [[ $seconds =~ ^[0-9]+$ ]] || ((seconds == 0)); then
+    die "the duration is a number of seconds, not '$seconds'"
+  fi
+  drop="$(awk -v p="$percent" 'BEGIN { printf "%.4f", p / 100 }')"
+  fault_api "$i" POST "/datapath/faults?peer=$(node_addr "$j")&drop=$drop&seconds=$seconds" >/dev/null ||
+    die "agent $i (${NODES[$i]}) refused the fault (is its eBPF datapath running? see: $0 datapath $i)"
+  log "${NODES[$i]} drops $percent% of its mesh packets to and from ${NODES[$j]} ($(node_addr "$j")) for ${seconds}s (eBPF fault map)"
+}
+
+clear_fault() {
+  local i=$1 j=$2
+  load_nodes
+  check_neighbours "$i" "$j"
+  fault_api "$i" DELETE "/datapath/faults?peer=$(node_addr "$j")" >/dev/null ||
+    die "agent $i (${NODES[$i]}) could not remove the fault"
+  log "${NODES[$i]}: fault towards ${NODES[$j]} removed"
+}
+
+# neighbour_field <i> <j> <field>: <field> of neighbour j in agent i's MeshNode record.
+neighbour_field() {
+  kctl get meshnode "$MESH-${NODES[$1]}" \
+    -o jsonpath="{.status.neighbours[?(@.node==\"${NODES[$2]}\")].$3}" 2>/dev/null
+}
+
+show_ebpf_records() {
+  kctl get meshnodes -o wide >&2
+  printf '\n' >&2
+  kctl get meshnodes -o custom-columns='NODE:.spec.nodeName,NEIGHBOURS:.status.neighbours[*].node,COST:.status.neighbours[*].cost,EBPF TX:.status.neighbours[*].ebpfTxPackets,EBPF RX:.status.neighbours[*].ebpfRxPackets,EBPF DROPS:.status.neighbours[*].ebpfDrops' >&2
+}
+
+# ebpf [i] [j]: the "done when" of the eBPF datapath issue, on the running demo.
+ebpf() {
+  need
+  local i=${1:-0} j=${2:-1} n k deadline line node pairs pair counts missing unavailable
+  local before after cost last="" threshold
+  load_nodes
+  n=${#NODES[@]}
+  ((n >= 2)) || die "the eBPF check needs at least 2 agents (have $n)"
+  check_neighbours "$i" "$j"
+
+  # 1. Every agent runs the datapath: condition EbpfUnavailable=False on every record.
+  deadline=$((SECONDS + 60))
+  while :; do
+    unavailable=""
+    missing=""
+    for ((k = 0; k < n; k++)); do
+      line="$(kctl get meshnode "$MESH-${NODES[$k]}" -o jsonpath='{.status.conditions[?(@.type=="EbpfUnavailable")].status}|{.status.conditions[?(@.type=="EbpfUnavailable")].reason}|{.status.conditions[?(@.type=="EbpfUnavailable")].message}' 2>/dev/null || true)"
+      case "${line%%|*}" in
+        False) ;;
+        True) unavailable+="  ${NODES[$k]}: ${line#*|}"$'\n' ;;
+        *) missing+=" ${NODES[$k]}" ;;
+      esac
+    done
+    [[ -z $unavailable ]] || die "eBPF IS UNAVAILABLE in the demo (condition EbpfUnavailable=True; reason|message):"$'\n'"$unavailable""The agents must run as root with BPF permitted, and the MeshNetwork must say ebpf.mode: tc (examples/meshnetwork.yaml)."
+    [[ -n $missing ]] || break
+    ((SECONDS < deadline)) || die "no EbpfUnavailable condition after 60s on:$missing (is the agent reporting?)"
+    sleep 1
+  done
+  log "every agent runs the eBPF datapath:"
+  kctl get meshnodes -o custom-columns='NODE:.spec.nodeName,EBPF UNAVAILABLE:.status.conditions[?(@.type=="EbpfUnavailable")].status,REASON:.status.conditions[?(@.type=="EbpfUnavailable")].reason,MESSAGE:.status.conditions[?(@.type=="EbpfUnavailable")].message' >&2
+
+  # 2. Every record shows traffic counted by eBPF both ways for each of its ring neighbours.
+  log "waiting (at most 60s) for every MeshNode to show its neighbours' traffic counted by eBPF"
+  deadline=$((SECONDS + 60))
+  while :; do
+    counts="$(kctl get meshnodes -o jsonpath='{range .items[*]}{.spec.nodeName}{":"}{range .status.neighbours[*]}{" "}{.node}{"="}{.ebpfTxPackets}{"/"}{.ebpfRxPackets}{end}{"\n"}{end}' 2>/dev/null || true)"
+    missing=""
+    for ((k = 0; k < n; k++)); do
+      line="$(grep "^${NODES[$k]}:" <<<"$counts" || true)"
+      pairs="${line#*:}"
+      # Two neighbours in a ring of three or more, one in a ring of two.
+      (($(wc -w <<<"$pairs") == (n > 2 ? 2 : 1))) || { missing+=" ${NODES[$k]}(neighbours:${pairs:- none})"; continue; }
+      for pair in $pairs; do
+        [[ ${pair#*=} =~ ^[1-9][0-9]*/[1-9][0-9]*$ ]] || missing+=" ${NODES[$k]}->$pair"
+      done
+    done
+    [[ -n $missing ]] || break
+    ((SECONDS < deadline)) || {
+      show_ebpf_records
+      die "after 60s, no eBPF traffic (tx/rx) in the MeshNode records for:$missing"
+    }
+    sleep 1
+  done
+  show_ebpf_records
+  log "per-peer traffic counted by eBPF is in every MeshNode record (status.neighbours[].ebpfTxPackets/ebpfRxPackets)"
+  log "${NODES[$i]}'s datapath (GET /datapath on its fault endpoint):"
+  fault_api "$i" GET /datapath >&2 && printf '\n' >&2
+
+  # 3. The cost of link i -> j before any fault, once it has settled below two hops.
+  deadline=$((SECONDS + 60))
+  until before="$(neighbour_field "$i" "$j" cost)" && [[ $before =~ ^[0-9]+$ ]] && ((before < 512)); do
+    ((SECONDS < deadline)) || die "${NODES[$i]}'s record shows no settled cost to ${NODES[$j]} after 60s ('$before')"
+    sleep 1
+  done
+  threshold=$((before + 256))
+  log "before: ${NODES[$i]} -> ${NODES[$j]} link cost $before in ${NODES[$i]}'s MeshNode (256 is a perfect link)"
+
+  # 4. 30% loss by hand; the cost in the record must rise by at least a hop.
+  inject_loss "$i" "$j" 30 120
+  log "waiting (at most 90s) for the cost in ${NODES[$i]}'s record to reach $threshold or more"
+  deadline=$((SECONDS + 90))
+  while :; do
+    cost="$(neighbour_field "$i" "$j" cost)"
+    if [[ $cost != "$last" ]]; then
+      log "  ${NODES[$i]} -> ${NODES[$j]}: cost ${cost:-(no live session)}, eBPF drops $(neighbour_field "$i" "$j" ebpfDrops)"
+      last=$cost
+    fi
+    [[ $cost =~ ^[0-9]+$ ]] && ((cost >= threshold)) && break
+    if ((SECONDS >= deadline)); then
+      clear_fault "$i" "$j" || true
+      die "the cost of ${NODES[$i]} -> ${NODES[$j]} did not rise to $threshold within 90s of 30% loss (last: '$cost', before: $before)"
+    fi
+    sleep 1
+  done
+  after=$cost
+  show_ebpf_records
+  log "with 30% loss: ${NODES[$i]} -> ${NODES[$j]} link cost $before -> $after"
+
+  # 5. The fault removed: the cost comes back down.
+  clear_fault "$i" "$j"
+  deadline=$((SECONDS + 90))
+  while :; do
+    cost="$(neighbour_field "$i" "$j" cost)"
+    if [[ $cost != "$last" ]]; then
+      log "  ${NODES[$i]} -> ${NODES[$j]}: cost ${cost:-(no live session)}"
+      last=$cost
+    fi
+    [[ $cost =~ ^[0-9]+$ ]] && ((cost <= before + 128)) && break
+    ((SECONDS < deadline)) || die "the cost of ${NODES[$i]} -> ${NODES[$j]} did not come back to $((before + 128)) or less within 90s of removing the fault (last: '$cost')"
+    sleep 1
+  done
+  log "fault removed: ${NODES[$i]} -> ${NODES[$j]} link cost $after -> $cost (before the fault: $before)"
+  show_ebpf_records
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
   failover) failover "${2:-0}" ;;
+  ebpf) ebpf "${2:-0}" "${3:-1}" ;;
+  inject-loss)
+    (($# == 5)) || die "usage: $0 inject-loss <i> <j> <percent> <seconds>"
+    inject_loss "$2" "$3" "$4" "$5"
+    ;;
+  clear-fault)
+    (($# == 3)) || die "usage: $0 clear-fault <i> <j>"
+    clear_fault "$2" "$3"
+    ;;
+  datapath)
+    (($# == 2)) || die "usage: $0 datapath <i>"
+    load_nodes
+    if ! [[ $2 =~ ^[0-9]+$ ]] || (($2 >= ${#NODES[@]})); then die "no agent '$2'"; fi
+    fault_api "$2" GET /datapath && printf '\n'
+    ;;
   *)
-    echo "usage: $0 up|down|failover [i]" >&2
+    echo "usage: $0 up|down|failover [i]|ebpf [i] [j]|inject-loss <i> <j> <percent> <seconds>|clear-fault <i> <j>|datapath <i>" >&2
     exit 2
     ;;
 esac
