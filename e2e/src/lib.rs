@@ -31,7 +31,8 @@ pub async fn client() -> Client {
         .expect("KUBECONFIG points at the e2e cluster (run through `make e2e`)")
 }
 
-fn env_path(name: &str) -> PathBuf {
+/// A path the e2e runner exports (binaries, tools).
+pub fn env_path(name: &str) -> PathBuf {
     PathBuf::from(std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by e2e/run.sh")))
 }
 

@@ -113,7 +113,8 @@ async fn a_schema_valid_but_unusable_spec_becomes_invalid_spec_without_retries()
         || async { get_opt(&rounds, "clock").await.and_then(|r| r.status) },
         |s| {
             s.as_ref().is_some_and(|s| {
-                condition::find(&s.conditions, READY).is_some_and(|c| c.reason == "NotImplemented")
+                // A mesh without agents: the job waits for participants, and says so.
+                condition::find(&s.conditions, READY).is_some_and(|c| c.reason == "InsufficientParticipants")
             })
         },
     )

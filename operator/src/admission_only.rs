@@ -1,5 +1,4 @@
-//! Reconciler for kinds whose real logic lands in later issues (FLTrainingRound,
-//! ChaosExperiment): it validates the spec, checks that the referenced objects exist, and
+//! Reconciler for kinds whose real logic lands in later issues (ChaosExperiment): it validates the spec, checks that the referenced objects exist, and
 //! reports the outcome as conditions, writing only when something changed.
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -14,9 +13,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use x0tta6bl4_api::condition::{self, Condition, DEGRADED, Desired, PROGRESSING, READY, Status};
-use x0tta6bl4_api::{
-    ChaosExperiment, ChaosExperimentStatus, FLTrainingRound, FLTrainingRoundStatus, FieldError, MeshNetwork,
-};
+use x0tta6bl4_api::{ChaosExperiment, ChaosExperimentStatus, FLTrainingRound, FieldError, MeshNetwork};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -51,29 +48,6 @@ pub trait Reconciled:
     fn current_status(&self) -> Option<&Self::Status>;
     fn conditions(status: &mut Self::Status) -> &mut Vec<Condition>;
     fn set_phase(&self, status: &mut Self::Status, phase: &str, generation: Option<i64>);
-}
-
-impl Reconciled for FLTrainingRound {
-    type Status = FLTrainingRoundStatus;
-    const KIND: &'static str = "FLTrainingRound";
-    const PENDING_WORK: &'static str = "federated training";
-    fn validate_spec(&self) -> Result<(), Vec<FieldError>> {
-        self.spec.validate()
-    }
-    fn reference(&self) -> Option<Reference<'_>> {
-        Some(Reference::Mesh(&self.spec.mesh_ref.name))
-    }
-    fn current_status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-    fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
-        &mut status.conditions
-    }
-    fn set_phase(&self, status: &mut Self::Status, phase: &str, generation: Option<i64>) {
-        status.phase = phase.to_owned();
-        status.observed_generation = generation;
-        status.round_text = format!("{}/{}", status.completed_rounds, self.spec.rounds);
-    }
 }
 
 impl Reconciled for ChaosExperiment {

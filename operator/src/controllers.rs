@@ -76,7 +76,30 @@ pub async fn run(
         .run(crate::meshnode::reconcile, error_policy, ctx.clone())
         .for_each(log_outcome);
 
-    let (round_future, round_reader) = validated_controller::<FLTrainingRound>(ctx.clone(), shutdown.clone());
+    // Federated jobs: woken by their own spec changes and by the aggregator's round
+    // ConfigMaps (labelled with the job's name), so each round is sealed as it lands.
+    let (round_reader, round_writer) = reflector::store();
+    let rounds = watcher(
+        Api::<FLTrainingRound>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(round_writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let round_future = Controller::for_stream(rounds, round_reader.clone())
+        .watches(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default().labels(x0tta6bl4_api::fl_protocol::JOB_LABEL),
+            |map: ConfigMap| {
+                let namespace = map.namespace()?;
+                let job = map.labels().get(x0tta6bl4_api::fl_protocol::JOB_LABEL)?.clone();
+                Some(ObjectRef::<FLTrainingRound>::new(&job).within(&namespace))
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(crate::flround::reconcile::reconcile, error_policy, ctx.clone())
+        .for_each(log_outcome);
     let (chaos_future, chaos_reader) = validated_controller::<ChaosExperiment>(ctx.clone(), shutdown.clone());
 
     let ready = async move {

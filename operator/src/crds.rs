@@ -37,12 +37,15 @@ const YAML11_BOOLEANS: [&str; 16] = [
 fn quote_yaml11_booleans(yaml: &str) -> String {
     yaml.lines()
         .map(|line| {
-            let split = line
-                .rfind(": ")
-                .map(|at| at + 2)
-                .or_else(|| line.trim_start().starts_with("- ").then(|| line.find("- ").map_or(0, |at| at + 2)));
+            let split = line.rfind(": ").map(|at| at + 2).or_else(|| {
+                line.trim_start()
+                    .starts_with("- ")
+                    .then(|| line.find("- ").map_or(0, |at| at + 2))
+            });
             match split {
-                Some(at) if YAML11_BOOLEANS.contains(&&line[at..]) => format!("{}'{}'\n", &line[..at], &line[at..]),
+                Some(at) if YAML11_BOOLEANS.contains(&&line[at..]) => {
+                    format!("{}'{}'\n", &line[..at], &line[at..])
+                }
                 _ => format!("{line}\n"),
             }
         })

@@ -238,6 +238,20 @@ fn agent_rules(mesh: &str) -> Vec<PolicyRule> {
             &["get", "list", "watch"],
             Some(vec![config_map_name(mesh)]),
         ),
+        // Federated jobs: the aggregator agent reads the job and writes one ConfigMap per
+        // round (RBAC cannot limit create by name; the names are the job's, see fl_protocol).
+        rule(
+            &["x0tta6bl4.io"],
+            &["fltrainingrounds"],
+            &["get", "list", "watch"],
+            None,
+        ),
+        rule(
+            &[""],
+            &["configmaps"],
+            &["get", "list", "watch", "create", "patch", "update"],
+            None,
+        ),
         rule(&["events.k8s.io"], &["events"], &["create", "patch"], None),
     ]
 }
