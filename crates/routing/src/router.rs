@@ -353,6 +353,10 @@ impl Destination {
     }
 }
 
+/// The least a new next hop must save to replace the current one (a sixteenth of a hop);
+/// the margin is also at least a sixteenth of the current metric.
+const SWITCH_MARGIN_MIN: u32 = crate::metric::BASE_LINK_COST / 16;
+
 /// Counts of what the router did, for metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouterCounters {
@@ -986,6 +990,22 @@ impl<V: OriginatorVerifier> Router<V> {
             });
             if better {
                 best = Some((metric, *via));
+            }
+        }
+        // Hysteresis: the current next hop stays unless another is cheaper by more than
+        // SWITCH_MARGIN. Without it, RTT jitter of a millisecond between equal paths flips
+        // routes back and forth on a busy agent (each flip a route change, and work).
+        if let (Some((best_metric, best_via)), Some(current)) = (best, dest.selected)
+            && best_via != current
+            && let Some(route) = dest.routes.get(&current)
+        {
+            let current_metric = route.path_cost.saturating_add(cost_via(&current));
+            let margin = (current_metric / 16).max(SWITCH_MARGIN_MIN);
+            if current_metric != INFINITY
+                && dest.feasible(route.seq, route.path_cost)
+                && best_metric.saturating_add(margin) >= current_metric
+            {
+                best = Some((current_metric, current));
             }
         }
         let new_next_hop = best.map(|(_, via)| via);

@@ -690,3 +690,39 @@ fn a_restarted_node_rejoins_and_every_route_comes_back() {
         }
     }
 }
+
+#[test]
+fn a_next_hop_is_replaced_only_by_a_clearly_cheaper_one() {
+    let verifier = FakeVerifier::default();
+    let mut router = mk_router_with(mk_config(), &verifier);
+    with_live_neighbours(&mut router, &[2, 3], Duration::ZERO);
+    router.on_originator(
+        mk_id(2),
+        mk_originator(mk_id(ORIGIN), 5, mk_envelope(3, 1000)),
+        MS,
+    );
+    assert_eq!(router.next_hop(&mk_id(ORIGIN)), Some(mk_id(2)));
+    // Slightly cheaper through 3 (newer seqno, so feasible): not worth a flip.
+    router.on_originator(
+        mk_id(3),
+        mk_originator(mk_id(ORIGIN), 6, mk_envelope(3, 990)),
+        2 * MS,
+    );
+    router.on_originator(
+        mk_id(2),
+        mk_originator(mk_id(ORIGIN), 6, mk_envelope(3, 1000)),
+        2 * MS,
+    );
+    assert_eq!(
+        router.next_hop(&mk_id(ORIGIN)),
+        Some(mk_id(2)),
+        "10 cheaper is within the margin"
+    );
+    // Clearly cheaper: switch.
+    router.on_originator(
+        mk_id(3),
+        mk_originator(mk_id(ORIGIN), 7, mk_envelope(3, 700)),
+        3 * MS,
+    );
+    assert_eq!(router.next_hop(&mk_id(ORIGIN)), Some(mk_id(3)));
+}
