@@ -138,6 +138,9 @@ pub struct RunArgs {
     /// neighbours detect and quarantine a lying peer.
     #[arg(long, hide = true)]
     pub test_misreport_link_cost: Option<u32>,
+    /// Federated learning (jobs, results, the injection endpoint).
+    #[command(flatten)]
+    pub fl: crate::fl::FlArgs,
 }
 
 #[cfg(test)]

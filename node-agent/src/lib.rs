@@ -17,6 +17,7 @@ pub mod convergence;
 pub mod datapath;
 pub mod dialer;
 pub mod endorsements;
+pub mod fl;
 pub mod identity;
 pub mod kube_source;
 pub mod mesh;

@@ -247,7 +247,7 @@ pub async fn run_mesh(
     );
     // A restarted agent's advertisements must be newer than its last run's.
     router.set_sequence_floor(unix_micros());
-    let (mesh, inbox, inputs, mut deliveries, connected) = Mesh::new(MeshParts {
+    let (mesh, inbox, inputs, deliveries, connected) = Mesh::new(MeshParts {
         self_id,
         facts: AgentFacts {
             spiffe_id: spiffe_id.clone(),
@@ -291,12 +291,24 @@ pub async fn run_mesh(
         metrics: Arc::clone(&metrics),
     };
     tasks.spawn(rotation.run(key_version, shutdown.clone()));
-    // No consumer of payloads for this agent yet (federated learning will be one).
-    tasks.spawn(async move {
-        while let Some(delivery) = deliveries.recv().await {
-            tracing::debug!(source = %delivery.source, flow = delivery.flow, bytes = delivery.payload.len(), "payload delivered");
-        }
-    });
+    // Payloads for this agent: federated learning's, others logged.
+    tasks.spawn(crate::fl::run(
+        crate::fl::FlSetup {
+            args: args.fl.clone(),
+            in_cluster: args.endorsement_file.is_none() && in_cluster(),
+            node_name: node_name.clone(),
+            self_id,
+            trust_domain: config.trust_domain.clone(),
+            namespace: config.namespace.clone(),
+            mesh_name: config.mesh.clone(),
+            identity: identity.clone(),
+            trust: Arc::clone(&trust),
+            mesh: crate::mesh::MeshHandle::new(inbox.clone()),
+            registry: metrics.registry.clone(),
+        },
+        deliveries,
+        shutdown.clone(),
+    ));
 
     let tls_key = TlsKey::generate()?;
     let ctx = Arc::new(SessionContext::new(

@@ -1,0 +1,425 @@
+//! Federated learning on the node agent (the FLTrainingRound's agent side; the operator selects
+//! participants and the aggregator, and seals the records).
+//!
+//! - every agent watches the jobs of its mesh ([`job`]); a [`messages::TrainRequest`] on
+//!   `TRAIN_FLOW`, verified against the trust store as signed by the job's aggregator, makes it
+//!   train its shard ([`participant`]) and send its signed update on `UPDATE_FLOW`;
+//! - the job's aggregator runs the rounds ([`aggregator`]) and writes each round's unsealed
+//!   record and model through a [`sink::ResultSink`];
+//! - [`inject`] sends a bad update by hand, to see it refused.
+//!
+//! Bytes from the network are dropped and counted ([`metrics`]) unless they parse and verify.
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use x0tta6bl4_api::fl_protocol::{TRAIN_FLOW, UPDATE_FLOW};
+use x0tta6bl4_crypto::SigningContext;
+use x0tta6bl4_crypto::endorsement::TrustStore;
+use x0tta6bl4_fl::byzantine::Attack;
+use x0tta6bl4_fl::update::SignedUpdate;
+use x0tta6bl4_wire::NodeId;
+
+use crate::identity;
+use crate::mesh::{Delivery, MeshHandle, SendError};
+use crate::rotation::CurrentIdentity;
+
+pub mod aggregator;
+pub mod inject;
+pub mod job;
+pub mod messages;
+pub mod metrics;
+pub mod participant;
+pub mod sink;
+
+use job::{JobSource, Jobs};
+use messages::TrainRequest;
+use metrics::FlMetrics;
+use sink::ResultSink;
+
+/// The agent's federated-learning settings.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FlArgs {
+    /// Standalone: the FLTrainingRound (YAML or JSON, with its status) this agent takes part
+    /// in; re-read when it changes, and removing it stops the job.
+    #[arg(long, env = "X0_FL_JOB")]
+    pub fl_job: Option<PathBuf>,
+    /// Standalone: where the aggregator writes round results (default: `fl-results` next to
+    /// the job file).
+    #[arg(long, env = "X0_FL_RESULTS")]
+    pub fl_results: Option<PathBuf>,
+    /// Serve POST /fl/inject (a bad update sent by hand) on this loopback address.
+    #[arg(long, env = "X0_FL_ADMIN")]
+    pub fl_admin: Option<SocketAddr>,
+    /// Test only: send attacked updates (sign-flip, scale, noise, label-flip, alie, ipm).
+    #[arg(long, hide = true, value_parser = participant::parse_attack)]
+    pub fl_byzantine: Option<Attack>,
+}
+
+/// An update as it reaches the aggregator: its bytes and whom the mesh says sent it.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The sender's node name if it is a participant, else its node id (short hex).
+    pub source: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What the federated parts share.
+pub struct FlContext {
+    pub node_name: String,
+    pub self_id: NodeId,
+    pub trust_domain: String,
+    pub namespace: String,
+    pub mesh_name: String,
+    pub identity: CurrentIdentity,
+    pub trust: Arc<RwLock<TrustStore>>,
+    pub mesh: MeshHandle,
+    pub metrics: FlMetrics,
+    pub attack: Option<Attack>,
+    /// Updates of this agent to itself (it is a participant and the aggregator).
+    pub loopback: mpsc::Sender<Delivery>,
+}
+
+impl FlContext {
+    pub fn node_id(&self, node_name: &str) -> NodeId {
+        identity::node_id(&identity::spiffe_id(
+            &self.trust_domain,
+            &self.namespace,
+            &self.mesh_name,
+            node_name,
+        ))
+    }
+
+    /// Trains the round on a blocking thread and sends the signed update to the aggregator.
+    pub fn train_and_submit(self: &Arc<Self>, request: TrainRequest) {
+        let ctx = Arc::clone(self);
+        tokio::spawn(async move {
+            let trained = {
+                let ctx = Arc::clone(&ctx);
+                let request = request.clone();
+                tokio::task::spawn_blocking(move || {
+                    let update = participant::local_update(&request, &ctx.node_name, ctx.attack)?;
+                    update
+                        .sign(&ctx.identity.get().key)
+                        .and_then(|signed| signed.encode())
+                        .map_err(|e| e.to_string())
+                })
+                .await
+            };
+            let bytes = match trained {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(error)) => {
+                    ctx.metrics.trained.with_label_values(&["failed"]).inc();
+                    tracing::warn!(job = %request.job_uid, round = request.round, %error, "local training failed");
+                    return;
+                }
+                Err(error) => {
+                    ctx.metrics.trained.with_label_values(&["failed"]).inc();
+                    tracing::warn!(%error, "local training panicked");
+                    return;
+                }
+            };
+            ctx.metrics.trained.with_label_values(&["sent"]).inc();
+            if let Err(error) = route_update(&ctx, &request.aggregator, bytes).await {
+                tracing::warn!(aggregator = %request.aggregator, %error, "cannot send the update");
+            }
+        });
+    }
+}
+
+/// Sends update bytes to the aggregator: over the mesh, or through the loopback if it is us.
+pub async fn route_update(ctx: &FlContext, aggregator: &str, bytes: Vec<u8>) -> Result<(), SendError> {
+    if aggregator == ctx.node_name {
+        let delivery = Delivery {
+            source: ctx.self_id,
+            flow: UPDATE_FLOW,
+            payload: bytes,
+        };
+        return ctx
+            .loopback
+            .send(delivery)
+            .await
+            .map_err(|_| SendError::ShuttingDown);
+    }
+    ctx.mesh.send(ctx.node_id(aggregator), UPDATE_FLOW, bytes).await
+}
+
+/// What the agent needs to take part in federated jobs.
+pub struct FlSetup {
+    pub args: FlArgs,
+    /// Whether the agent runs in a cluster with a Kubernetes identity (jobs from the API).
+    pub in_cluster: bool,
+    pub node_name: String,
+    pub self_id: NodeId,
+    pub trust_domain: String,
+    pub namespace: String,
+    pub mesh_name: String,
+    pub identity: CurrentIdentity,
+    pub trust: Arc<RwLock<TrustStore>>,
+    pub mesh: MeshHandle,
+    pub registry: prometheus::Registry,
+}
+
+/// Consumes the payloads delivered to this agent until `shutdown`: federated flows are
+/// handled, other flows logged. Jobs come from `--fl-job` (standalone) or the API server.
+pub async fn run(setup: FlSetup, deliveries: mpsc::Receiver<Delivery>, shutdown: CancellationToken) {
+    let (loopback, loopback_rx) = mpsc::channel(64);
+    let ctx = Arc::new(FlContext {
+        metrics: FlMetrics::register(&setup.registry),
+        node_name: setup.node_name,
+        self_id: setup.self_id,
+        trust_domain: setup.trust_domain,
+        namespace: setup.namespace,
+        mesh_name: setup.mesh_name,
+        identity: setup.identity,
+        trust: setup.trust,
+        mesh: setup.mesh,
+        attack: setup.args.fl_byzantine,
+        loopback,
+    });
+    if let Some(attack) = ctx.attack {
+        tracing::warn!(
+            attack = attack.name(),
+            "test mode: this agent sends Byzantine model updates"
+        );
+    }
+    if let Some(path) = setup.args.fl_job.clone() {
+        let results = setup.args.fl_results.clone().unwrap_or_else(|| {
+            path.parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("fl-results")
+        });
+        let source = job::FileJobs::start(path, ctx.mesh_name.clone(), shutdown.clone());
+        let sink = Arc::new(sink::FileSink { dir: results });
+        serve(ctx, &setup.args, &source, sink, deliveries, loopback_rx, shutdown).await;
+    } else if setup.in_cluster {
+        match kube::Client::try_default().await {
+            Ok(client) => {
+                let source =
+                    job::KubeJobs::start(client.clone(), &ctx.namespace, &ctx.mesh_name, shutdown.clone());
+                let sink = Arc::new(sink::KubeSink {
+                    client,
+                    namespace: ctx.namespace.clone(),
+                });
+                serve(ctx, &setup.args, &source, sink, deliveries, loopback_rx, shutdown).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no Kubernetes client: federated jobs are not watched");
+                let source = NoJobs(watch::channel(Jobs::new()).0);
+                let sink = Arc::new(sink::FileSink {
+                    dir: std::env::temp_dir(),
+                });
+                serve(ctx, &setup.args, &source, sink, deliveries, loopback_rx, shutdown).await;
+            }
+        }
+    } else {
+        let source = NoJobs(watch::channel(Jobs::new()).0);
+        let sink = Arc::new(sink::FileSink {
+            dir: std::env::temp_dir(),
+        });
+        serve(ctx, &setup.args, &source, sink, deliveries, loopback_rx, shutdown).await;
+    }
+}
+
+/// No jobs: a standalone agent without `--fl-job`.
+struct NoJobs(watch::Sender<Jobs>);
+
+impl JobSource for NoJobs {
+    fn subscribe(&self) -> watch::Receiver<Jobs> {
+        self.0.subscribe()
+    }
+}
+
+/// A job this agent aggregates.
+struct Aggregating {
+    uid: String,
+    cancel: CancellationToken,
+    updates: mpsc::Sender<Incoming>,
+    participants: Vec<String>,
+}
+
+/// Requests already answered, remembered to drop replays (bounded).
+const HANDLED_CAPACITY: usize = 4096;
+/// Updates waiting for a busy aggregator.
+const UPDATE_QUEUE: usize = 256;
+
+struct Dispatcher<S> {
+    ctx: Arc<FlContext>,
+    jobs: watch::Receiver<Jobs>,
+    sink: Arc<S>,
+    aggregating: HashMap<String, Aggregating>,
+    handled: HashSet<(String, u32)>,
+}
+
+async fn serve<S: ResultSink>(
+    ctx: Arc<FlContext>,
+    args: &FlArgs,
+    source: &impl JobSource,
+    sink: Arc<S>,
+    mut deliveries: mpsc::Receiver<Delivery>,
+    mut loopback: mpsc::Receiver<Delivery>,
+    shutdown: CancellationToken,
+) {
+    let mut jobs = source.subscribe();
+    if let Some(address) = args.fl_admin {
+        tokio::spawn(inject::serve(
+            address,
+            Arc::clone(&ctx),
+            jobs.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let mut dispatcher = Dispatcher {
+        ctx,
+        jobs: jobs.clone(),
+        sink,
+        aggregating: HashMap::new(),
+        handled: HashSet::new(),
+    };
+    dispatcher.reconcile();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = jobs.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                dispatcher.reconcile();
+            }
+            Some(delivery) = loopback.recv() => dispatcher.on_delivery(delivery),
+            delivery = deliveries.recv() => match delivery {
+                Some(delivery) => dispatcher.on_delivery(delivery),
+                None => break,
+            },
+        }
+    }
+    for job in dispatcher.aggregating.values() {
+        job.cancel.cancel();
+    }
+}
+
+impl<S: ResultSink> Dispatcher<S> {
+    /// Starts aggregating the running jobs that name this agent, stops the others.
+    fn reconcile(&mut self) {
+        let jobs = self.jobs.borrow().clone();
+        let mine: HashMap<String, _> = jobs
+            .values()
+            .filter(|j| job::running_aggregator(j) == Some(self.ctx.node_name.as_str()))
+            .map(|j| (job::uid(j).to_owned(), Arc::clone(j)))
+            .collect();
+        self.aggregating.retain(|uid, running| {
+            let keep = mine.contains_key(uid) && !running.updates.is_closed();
+            if !keep {
+                running.cancel.cancel();
+            }
+            keep
+        });
+        for (uid, job) in mine {
+            if self.aggregating.contains_key(&uid) {
+                continue;
+            }
+            let (updates, incoming) = mpsc::channel(UPDATE_QUEUE);
+            let cancel = CancellationToken::new();
+            self.aggregating.insert(
+                uid.clone(),
+                Aggregating {
+                    uid: uid.clone(),
+                    cancel: cancel.clone(),
+                    updates,
+                    participants: job::participants(&job).to_vec(),
+                },
+            );
+            tokio::spawn(aggregator::run(
+                Arc::clone(&self.ctx),
+                job,
+                Arc::clone(&self.sink),
+                incoming,
+                cancel,
+            ));
+        }
+    }
+
+    fn on_delivery(&mut self, delivery: Delivery) {
+        match delivery.flow {
+            TRAIN_FLOW => self.on_request(delivery),
+            UPDATE_FLOW => self.on_update(delivery),
+            flow => {
+                tracing::debug!(source = %delivery.source, flow, bytes = delivery.payload.len(), "payload delivered");
+            }
+        }
+    }
+
+    /// A training request: used only if it verifies as signed by the job's aggregator.
+    fn on_request(&mut self, delivery: Delivery) {
+        let metrics = &self.ctx.metrics;
+        let Ok((request, signed_len, signature)) = TrainRequest::decode(&delivery.payload) else {
+            return metrics.drop("malformed_request");
+        };
+        let job = self
+            .jobs
+            .borrow()
+            .values()
+            .find(|j| job::uid(j) == request.job_uid)
+            .cloned();
+        let Some(job) = job else {
+            return metrics.drop("request_for_unknown_job");
+        };
+        if job::running_aggregator(&job) != Some(request.aggregator.as_str()) {
+            return metrics.drop("request_not_from_the_aggregator");
+        }
+        let verified = self
+            .ctx
+            .trust
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .verify(
+                SigningContext::FlControl,
+                &x0tta6bl4_crypto::NodeId(self.ctx.node_id(&request.aggregator).0),
+                request.key_epoch,
+                &delivery.payload[..signed_len],
+                signature,
+                crate::clock::unix_seconds(),
+            );
+        if let Err(refusal) = verified {
+            return metrics.drop(&format!("request_{}", refusal.reason()));
+        }
+        if request.participants != job::participants(&job) {
+            return metrics.drop("request_participants_differ");
+        }
+        if self.handled.len() >= HANDLED_CAPACITY {
+            self.handled.clear();
+        }
+        if !self.handled.insert((request.job_uid.clone(), request.round)) {
+            return metrics.drop("request_repeated");
+        }
+        self.ctx.train_and_submit(request);
+    }
+
+    /// An update: handed to the job's aggregator task, which verifies it.
+    fn on_update(&mut self, delivery: Delivery) {
+        let metrics = &self.ctx.metrics;
+        let Ok((update, _)) = SignedUpdate::decode(&delivery.payload) else {
+            return metrics.drop("malformed_update");
+        };
+        let Some(running) = self.aggregating.get(&update.update.round_uid) else {
+            return metrics.drop("update_for_no_running_round");
+        };
+        debug_assert_eq!(running.uid, update.update.round_uid);
+        let source = running
+            .participants
+            .iter()
+            .find(|p| self.ctx.node_id(p) == delivery.source)
+            .cloned()
+            .unwrap_or_else(|| format!("node {}", hex::encode(&delivery.source.0[..8])));
+        let incoming = Incoming {
+            source,
+            bytes: delivery.payload,
+        };
+        if running.updates.try_send(incoming).is_err() {
+            metrics.drop("update_queue_full");
+        }
+    }
+}

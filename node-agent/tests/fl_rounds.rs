@@ -1,0 +1,343 @@
+//! Federated rounds with real agents on loopback (file mode: the FLTrainingRound, with the
+//! status the operator would write, in a file; results written as files): training requests
+//! and updates travel over the post-quantum mesh, ML-DSA-65 signed, and every round's record
+//! lists who was accepted and who was rejected, with the reason.
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Agent, AgentSpec, Scratch, counter, routes, wait_for};
+use x0tta6bl4_api::fl_record::RoundRecord;
+use x0tta6bl4_fl::aggregate::{Contribution, fedavg};
+use x0tta6bl4_fl::dataset::DatasetName;
+use x0tta6bl4_fl::model::{ModelKind, ModelShape, digest};
+use x0tta6bl4_fl::training::{apply, evaluate};
+use x0tta6bl4_node_agent::fl::{job, messages::TrainRequest, participant};
+
+const POLL: Duration = Duration::from_millis(100);
+const CONVERGED: Duration = Duration::from_secs(40);
+const ROUNDS_DONE: Duration = Duration::from_secs(90);
+const ROUNDS: u32 = 5;
+const LOCAL_EPOCHS: u32 = 3;
+const LEARNING_RATE: f64 = 0.5;
+
+fn address(octet: u8, agent: usize) -> String {
+    let run = u8::try_from(std::process::id() % 200).unwrap_or(0) + 20;
+    format!("127.{run}.{octet}.{}", agent + 10)
+}
+
+/// Fields drop in order: the agents are killed before their directory is removed.
+struct Mesh {
+    agents: Vec<Agent>,
+    /// Held for its drop, which removes the directory.
+    _scratch: Scratch,
+    names: Vec<String>,
+    job_file: PathBuf,
+    results: PathBuf,
+    admin: SocketAddr,
+}
+
+/// Starts `n` agents of mesh `mesh` in a ring (multi-hop), all pointed at the same job file;
+/// the `byzantine` ones attack; agent `injector` serves the injection endpoint. Returns once
+/// every agent has a route to every other, so round 1's requests find their way.
+fn start(mesh: &str, octet: u8, n: usize, byzantine: &[usize], injector: usize) -> Mesh {
+    let scratch = Scratch::new(mesh);
+    let authority = scratch.authority("authority");
+    let config = scratch.config(mesh, true);
+    let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+    let job_file = scratch.dir.join("job.yaml");
+    let results = scratch.dir.join("results");
+    let admin: SocketAddr = format!("{}:9191", address(octet, injector)).parse().unwrap();
+    let (job_arg, results_arg, admin_arg) = (
+        job_file.to_str().unwrap().to_owned(),
+        results.to_str().unwrap().to_owned(),
+        admin.to_string(),
+    );
+    let nodes: Vec<_> = names
+        .iter()
+        .map(|name| scratch.node(&authority, mesh, name))
+        .collect();
+    let listen: Vec<String> = (0..n).map(|i| address(octet, i)).collect();
+    let agents: Vec<Agent> = (0..n)
+        .map(|i| {
+            let mut extra = vec!["--fl-job", job_arg.as_str(), "--fl-results", results_arg.as_str()];
+            if byzantine.contains(&i) {
+                extra.extend(["--fl-byzantine", "sign-flip"]);
+            }
+            if i == injector {
+                extra.extend(["--fl-admin", admin_arg.as_str()]);
+            }
+            Agent::start(&AgentSpec {
+                node: &nodes[i],
+                config: &config,
+                listen: &listen[i],
+                metrics: format!("{}:9090", listen[i]).parse().unwrap(),
+                advertise: Some(&listen[i]),
+                peers: vec![format!("{}:7946", listen[(i + 1) % n])],
+                extra,
+                netns: None,
+                log_dir: &scratch.dir,
+            })
+        })
+        .collect();
+    for agent in &agents {
+        wait_for(
+            &format!("{} to route to every agent", agent.name),
+            CONVERGED,
+            POLL,
+            || {
+                let status = agent.status().ok_or("no status yet")?;
+                let reachable: Vec<String> = routes(&status).into_iter().map(|(to, _, _)| to).collect();
+                let missing: Vec<&String> = names
+                    .iter()
+                    .filter(|name| **name != agent.name && !reachable.contains(name))
+                    .collect();
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("no route to {missing:?}\n{}", agent.log_tail()))
+                }
+            },
+        );
+    }
+    Mesh {
+        agents,
+        _scratch: scratch,
+        names,
+        job_file,
+        results,
+        admin,
+    }
+}
+
+fn job_yaml(mesh: &str, uid: &str, names: &[String], rule: &str, byzantine: usize) -> String {
+    format!(
+        r#"apiVersion: x0tta6bl4.io/v1alpha1
+kind: FLTrainingRound
+metadata: {{name: digits, namespace: it, uid: {uid}}}
+spec:
+  meshRef: {{name: {mesh}}}
+  model: {{kind: logisticRegression, inputDim: 64, classes: 10, dataset: digits}}
+  rounds: {ROUNDS}
+  localEpochs: {LOCAL_EPOCHS}
+  learningRate: "{LEARNING_RATE}"
+  participants: {{minimum: {n}}}
+  aggregation: {{rule: {rule}, byzantine: {byzantine}}}
+  quorumTimeout: 15s
+status:
+  phase: Running
+  participants: [{list}]
+  aggregator: n0
+"#,
+        n = names.len(),
+        list = names.join(", "),
+    )
+}
+
+fn record(results: &Path, round: u32) -> Option<RoundRecord> {
+    let text = std::fs::read_to_string(results.join("digits").join(format!("round-{round}.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Waits for a round's record; fails at once with the aggregator's error if the round failed.
+fn wait_record(mesh: &Mesh, round: u32) -> RoundRecord {
+    wait_for(&format!("round {round}'s record"), ROUNDS_DONE, POLL, || {
+        if let Ok(error) =
+            std::fs::read_to_string(mesh.results.join("digits").join(format!("round-{round}.error")))
+        {
+            panic!("round {round} failed: {error}\n{}", diagnosis(mesh));
+        }
+        record(&mesh.results, round).ok_or_else(|| diagnosis(mesh))
+    })
+}
+
+fn records(mesh: &Mesh) -> Vec<RoundRecord> {
+    (1..=ROUNDS).map(|round| wait_record(mesh, round)).collect()
+}
+
+/// The federated counters of every agent, for a failure's message.
+fn diagnosis(mesh: &Mesh) -> String {
+    mesh.agents
+        .iter()
+        .map(|agent| {
+            let counters = agent.status().map(|s| s["counters"].clone()).unwrap_or_default();
+            let fl: serde_json::Map<String, serde_json::Value> = counters
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| name.contains("_fl_") || name.contains("data_messages"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            format!("{}: {}", agent.name, serde_json::Value::Object(fl))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn accuracy(record: &RoundRecord) -> f64 {
+    record.accuracy.parse().unwrap()
+}
+
+/// POST over plain HTTP/1.1; returns the status code.
+fn post(addr: SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request =
+        format!("POST {path} HTTP/1.1\r\nHost: agent\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The same rounds with every participant honest and FedAvg, computed in this process with the
+/// agents' own training code: the reference the Byzantine run is held to.
+fn honest_reference(uid: &str, names: &[String]) -> f64 {
+    let seed = job::seed(uid);
+    let shape = ModelShape::new(ModelKind::LogisticRegression, 64, 10);
+    let (_, test) = participant::split(DatasetName::Digits, names.len(), seed).unwrap();
+    let mut model = shape.initial_parameters(seed);
+    for round in 1..=ROUNDS {
+        let request = TrainRequest {
+            job_uid: uid.into(),
+            round,
+            aggregator: names[0].clone(),
+            key_epoch: 1,
+            base_digest: digest(&model),
+            shape,
+            dataset: DatasetName::Digits,
+            local_epochs: LOCAL_EPOCHS,
+            batch_size: job::BATCH_SIZE,
+            learning_rate: LEARNING_RATE,
+            seed,
+            participants: names.to_vec(),
+            values: model.clone(),
+        };
+        let updates: Vec<_> = names
+            .iter()
+            .map(|name| participant::local_update(&request, name, None).unwrap())
+            .collect();
+        let contributions: Vec<Contribution> = updates
+            .iter()
+            .map(|u| Contribution {
+                participant: &u.participant,
+                examples: u.examples,
+                values: &u.values,
+            })
+            .collect();
+        apply(&mut model, &fedavg(&contributions).unwrap().values);
+    }
+    f64::from(evaluate(&shape, &model, &test).unwrap().accuracy) * 100.0
+}
+
+/// 5 agents, LR on digits, FedAvg, 5 rounds of 3 local epochs. The threshold, 90%: chance
+/// is 10% and a centrally trained LR reaches ~96% on this split; the in-process run of this
+/// exact setup (`honest_reference`, the agents' own code) reaches 94.4%, and the agents must
+/// match it to 0.2 points, so 90% is a floor only a broken pipeline falls below.
+#[test]
+fn five_agents_complete_a_job_and_an_injected_tampered_update_is_rejected() {
+    let mesh = start("flhonest", 8, 5, &[], 2);
+    let uid = "5e1f0000-honest";
+    std::fs::write(
+        &mesh.job_file,
+        job_yaml("flhonest", uid, &mesh.names, "fedavg", 0),
+    )
+    .unwrap();
+    let first = wait_record(&mesh, 1);
+    assert!(first.rejected.is_empty(), "{first:?}");
+    // Round 4 has not started yet (rounds take a fraction of a second each; the last is still
+    // ahead): the aggregator holds the claim until round 4, then refuses it.
+    assert_eq!(
+        post(
+            mesh.admin,
+            &format!("/fl/inject?job=digits&round={ROUNDS}&kind=tampered")
+        ),
+        Some(200)
+    );
+    let records = records(&mesh);
+    for record in &records {
+        assert_eq!(record.participants, mesh.names, "{record:?}");
+        assert_eq!(
+            record.accepted, mesh.names,
+            "every honest update is used: {record:?}"
+        );
+        assert_eq!(record.model_digest.len(), 64);
+        assert!(record.previous.is_empty() && record.hash.is_empty(), "unsealed");
+    }
+    let last = &records[ROUNDS as usize - 1];
+    assert!(
+        last.rejected
+            .iter()
+            .any(|r| r.participant == "n2" && r.reason.starts_with("BadSignature")),
+        "{last:?}"
+    );
+    let reference = honest_reference(uid, &mesh.names);
+    let reached = accuracy(last);
+    eprintln!(
+        "honest run: accuracy per round {:?}, in-process reference {reference:.1}",
+        records.iter().map(accuracy).collect::<Vec<_>>()
+    );
+    assert!(reached >= 90.0, "accuracy {reached} below 90%: {records:?}");
+    assert!(
+        (reached - reference).abs() < 0.2,
+        "the agents and the in-process run agree: {reached} vs {reference}"
+    );
+    let status = mesh.agents[0].status().unwrap();
+    assert!(counter(&status, "x0_agent_fl_updates_total", "outcome=BadSignature") >= 1.0);
+}
+
+/// 2 of 7 agents send sign-flipped updates (−4·u); Multi-Krum with f = 2 (n = 7 > 2f + 2)
+/// rejects both every round, and the model stays within 5 points of an honest FedAvg run.
+#[test]
+fn two_sign_flipping_agents_of_seven_are_rejected_by_multi_krum() {
+    let mesh = start("flbyz", 9, 7, &[2, 5], 1);
+    let uid = "5e1f0000-byzantine";
+    std::fs::write(
+        &mesh.job_file,
+        job_yaml("flbyz", uid, &mesh.names, "multiKrum", 2),
+    )
+    .unwrap();
+    // An unsigned update too, from n1, for the last round.
+    wait_record(&mesh, 1);
+    assert_eq!(
+        post(
+            mesh.admin,
+            &format!("/fl/inject?job=digits&round={ROUNDS}&kind=unsigned")
+        ),
+        Some(200)
+    );
+    let records = records(&mesh);
+    let honest: Vec<String> = ["n0", "n1", "n3", "n4", "n6"].map(String::from).to_vec();
+    for record in &records {
+        assert_eq!(record.accepted, honest, "{record:?}");
+        for attacker in ["n2", "n5"] {
+            assert!(
+                record
+                    .rejected
+                    .iter()
+                    .any(|r| r.participant == attacker && r.reason.starts_with("multiKrum: krum score")),
+                "{attacker} rejected with its Krum score: {record:?}"
+            );
+        }
+    }
+    let last = &records[ROUNDS as usize - 1];
+    assert!(
+        last.rejected
+            .iter()
+            .any(|r| r.participant == "n1" && r.reason.starts_with("MissingSignature")),
+        "{last:?}"
+    );
+    let reference = honest_reference(uid, &mesh.names);
+    let reached = accuracy(last);
+    eprintln!(
+        "Byzantine run: accuracy per round {:?}, honest reference {reference:.1}",
+        records.iter().map(accuracy).collect::<Vec<_>>()
+    );
+    assert!(
+        reached >= reference - 5.0,
+        "{reached} vs honest {reference}: {records:?}"
+    );
+}
