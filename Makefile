@@ -79,9 +79,13 @@ demo-failover: ## On the running demo: kill an agent, show the measured reroute,
 demo-ebpf: ## On the running demo: per-peer eBPF counts in the MeshNodes, 30% loss by hand raises a link's cost (root)
 	e2e/demo-agents.sh ebpf 0 1
 
+.PHONY: demo-fl
+demo-fl: ## On the running demo: the FLTrainingRound runs its rounds on the agents to Completed (root)
+	e2e/demo-agents.sh fl demo-round
+
 .PHONY: demo-check
-demo-check: ## The demo end to end, then gone: up, eBPF, failover, down (root)
-	$(MAKE) demo && $(MAKE) demo-ebpf && $(MAKE) demo-failover; rc=$$?; $(MAKE) demo-down; exit $$rc
+demo-check: ## The demo end to end, then gone: up, federated rounds, eBPF, failover, down (root)
+	$(MAKE) demo && $(MAKE) demo-fl && $(MAKE) demo-ebpf && $(MAKE) demo-failover; rc=$$?; $(MAKE) demo-down; exit $$rc
 
 .PHONY: demo-down
 demo-down: ## Stop the demo and remove everything it created

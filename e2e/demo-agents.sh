@@ -25,6 +25,9 @@
 #                         remove that fault now
 #   demo-agents.sh datapath <i>
 #                         agent i's eBPF view: interfaces, per-peer counters, faults (JSON)
+#   demo-agents.sh fl [job]
+#                         wait for the FLTrainingRound (default demo-round) to complete on the
+#                         agents, check its final accuracy and verify its hash chain
 #   demo-agents.sh down   stop the agents and forwarders, delete the namespaces and the state
 #                         (idempotent; works without the cluster)
 #
@@ -663,10 +666,54 @@ ebpf() {
   show_ebpf_records
 }
 
+# fl [name]: the "done when" of the federated-learning issue on the running demo. Waits for the
+# FLTrainingRound (examples/flround.yaml, applied by make demo) to run its rounds on the agents
+# and reach Completed, printing `kubectl get flrounds` as it advances; checks the final accuracy
+# against FL_MIN_ACCURACY (default 85%) and verifies the rounds' hash chain.
+fl() {
+  need
+  local job=${1:-demo-round} deadline=$((SECONDS + ${X0_FL_TIMEOUT:-300})) last="" current phase accuracy
+  log "waiting (at most ${X0_FL_TIMEOUT:-300}s) for FLTrainingRound $job to complete"
+  while :; do
+    phase="$(kctl get flround "$job" -o jsonpath='{.status.phase}' 2>/dev/null || true)"
+    current="$(kctl get flround "$job" 2>&1)"
+    if [[ "$(without_age <<<"$current")" != "$last" ]]; then
+      printf '%s\n' "$current"
+      last="$(without_age <<<"$current")"
+    fi
+    [[ $phase == Completed ]] && break
+    if [[ $phase == Failed ]] || ((SECONDS >= deadline)); then
+      kctl get flround "$job" -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}' >&2 || true
+      agent_tails_existing
+      die "FLTrainingRound $job did not complete (phase '${phase:-none}')"
+    fi
+    sleep 2
+  done
+  kctl get flround "$job" -o jsonpath='{range .status.records[*]}round {.round}: accuracy {.accuracy}%, accepted {.accepted}, rejected {.rejected}{"\n"}{end}' >&2
+  accuracy="$(kctl get flround "$job" -o jsonpath='{.status.accuracy}')"
+  accuracy="${accuracy%\%}"
+  awk -v a="$accuracy" -v min="${FL_MIN_ACCURACY:-85}" 'BEGIN { exit !(a + 0 >= min + 0) }' ||
+    die "final accuracy ${accuracy}% is below ${FL_MIN_ACCURACY:-85}%"
+  log "FLTrainingRound $job completed: final accuracy ${accuracy}%"
+  KUBECONFIG="$CLUSTER_STATE/kubeconfig" "$ROOT/target/debug/x0tta6bl4-operator" verify-chain -n "$NS" "$job" ||
+    die "the hash chain of $job does not verify"
+}
+
+# The last lines of every agent log the state directory has.
+agent_tails_existing() {
+  local f
+  for f in "$STATE"/agent-*.log; do
+    [[ -f $f ]] || continue
+    printf -- '----- last 15 lines of %s -----\n' "$f" >&2
+    tail -n 15 "$f" >&2 || true
+  done
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
   failover) failover "${2:-0}" ;;
+  fl) fl "${2:-demo-round}" ;;
   ebpf) ebpf "${2:-0}" "${3:-1}" ;;
   inject-loss)
     (($# == 5)) || die "usage: $0 inject-loss <i> <j> <percent> <seconds>"
@@ -683,7 +730,7 @@ case "${1:-}" in
     fault_api "$2" GET /datapath && printf '\n'
     ;;
   *)
-    echo "usage: $0 up|down|failover [i]|ebpf [i] [j]|inject-loss <i> <j> <percent> <seconds>|clear-fault <i> <j>|datapath <i>" >&2
+    echo "usage: $0 up|down|failover [i]|fl [job]|ebpf [i] [j]|inject-loss <i> <j> <percent> <seconds>|clear-fault <i> <j>|datapath <i>" >&2
     exit 2
     ;;
 esac

@@ -15,7 +15,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use x0tta6bl4_api::condition::{self, READY};
-use x0tta6bl4_api::fl_protocol::{JOB_LABEL, RECORD_KEY, ROUND_LABEL, SEALED_KEY, round_config_map};
+use x0tta6bl4_api::fl_protocol::{
+    ERROR_KEY, JOB_LABEL, RECORD_KEY, ROUND_LABEL, SEALED_KEY, round_config_map,
+};
 use x0tta6bl4_api::fl_record::{Rejection, RoundRecord};
 use x0tta6bl4_api::{FLTrainingRound, MeshNode};
 use x0tta6bl4_crypto::SigningKey;
@@ -208,6 +210,45 @@ async fn the_operator_staffs_a_job_seals_its_rounds_and_the_chain_verifies() {
     let (ok, text) = verify_chain(&ns.name, "fl-e2e");
     assert!(!ok, "a tampered chain must not verify: {text}");
     assert!(text.contains("round 1"), "{text}");
+    // A round the aggregator could not aggregate fails the job, with the aggregator's reason.
+    let failing = jobs
+        .create(&PostParams::default(), &job("fl-fail", 3))
+        .await
+        .unwrap();
+    wait_until(
+        "fl-fail to start",
+        TIMEOUT,
+        || async { get_opt(&jobs, "fl-fail").await.and_then(|j| j.status) },
+        |s| s.as_ref().is_some_and(|s| s.phase == "Running"),
+    )
+    .await;
+    let map: ConfigMap = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {
+            "name": round_config_map("fl-fail", 1),
+            "labels": {JOB_LABEL: "fl-fail", ROUND_LABEL: "1"},
+            "ownerReferences": [{"apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "FLTrainingRound",
+                "name": "fl-fail", "uid": failing.uid().unwrap()}]
+        },
+        "data": {ERROR_KEY: "median needs more than 2f = 2 updates, 2 arrived"}
+    }))
+    .unwrap();
+    maps.create(&PostParams::default(), &map).await.unwrap();
+    let failed = wait_until(
+        "fl-fail to fail",
+        TIMEOUT,
+        || async { get_opt(&jobs, "fl-fail").await.and_then(|j| j.status) },
+        |s| s.as_ref().is_some_and(|s| s.phase == "Failed"),
+    )
+    .await
+    .unwrap();
+    let ready = condition::find(&failed.conditions, READY).unwrap();
+    assert_eq!(ready.reason, "RoundFailed");
+    assert!(
+        ready.message.contains("round 1 failed: median needs"),
+        "{}",
+        ready.message
+    );
     assert_eq!(
         operator.metric("x0_reconcile_errors_total").await,
         0.0,

@@ -21,6 +21,9 @@ pub const ROUND_LABEL: &str = "x0tta6bl4.io/round";
 pub const RECORD_KEY: &str = "record.json";
 /// The record sealed into the chain by the operator (JSON of a `RoundRecord`).
 pub const SEALED_KEY: &str = "sealed.json";
+/// Written by the aggregator instead of a record when a round could not be aggregated (the
+/// rule's precondition failed, too few updates): why. The operator fails the job with it.
+pub const ERROR_KEY: &str = "error.txt";
 /// The global model after the round: binaryData, little-endian f32.
 pub const MODEL_KEY: &str = "model.f32";
 /// Largest model a round ConfigMap carries (ConfigMaps are limited to 1 MiB).

@@ -20,7 +20,7 @@ use x0tta6bl4_api::fl_record::RoundRecord;
 use super::job;
 
 /// Why a round produced no model, next to where its record would be.
-pub const ERROR_KEY: &str = "error.txt";
+pub use x0tta6bl4_api::fl_protocol::ERROR_KEY;
 
 pub trait ResultSink: Send + Sync + 'static {
     /// The highest round with a written result, and that round's model.

@@ -13,7 +13,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use x0tta6bl4_api::condition::{self, DEGRADED, Desired, PROGRESSING, READY, Status};
-use x0tta6bl4_api::fl_protocol::{JOB_LABEL, RECORD_KEY, SEALED_KEY};
+use x0tta6bl4_api::fl_protocol::{ERROR_KEY, JOB_LABEL, RECORD_KEY, ROUND_LABEL, SEALED_KEY};
 use x0tta6bl4_api::fl_record::RoundRecord;
 use x0tta6bl4_api::{FLTrainingRound, FLTrainingRoundStatus, MeshNetwork, MeshNode};
 
@@ -83,6 +83,9 @@ async fn plan(
         let message = x0tta6bl4_api::join_field_errors(&errors);
         return Ok((waiting("InvalidSpec", message), FAILED, Action::await_change()));
     }
+    if let Some(message) = unsupported(&job.spec) {
+        return Ok((waiting("Unsupported", message), FAILED, Action::await_change()));
+    }
     if status.phase == COMPLETED || status.phase == FAILED {
         return Ok((current(status), phase_of(status), Action::await_change()));
     }
@@ -144,7 +147,7 @@ async fn plan(
         });
     }
 
-    let results = round_results(ctx, namespace, name).await?;
+    let (results, failures) = round_results(ctx, namespace, name).await?;
     for seal in chain::advance(status, &results) {
         write_seal(ctx, namespace, &seal.config_map, &seal.sealed).await?;
         tracing::info!(job = %name, round = seal.sealed.round, hash = %seal.sealed.hash, "round sealed into the chain");
@@ -160,6 +163,19 @@ async fn plan(
             Desired::new(DEGRADED, Status::False, "AsExpected", "every round is done"),
         ];
         return Ok((conditions, COMPLETED, Action::await_change()));
+    }
+    if let Some((_, why)) = failures
+        .iter()
+        .find(|(round, _)| *round == status.completed_rounds + 1)
+    {
+        let message = format!("round {} failed: {why}", status.completed_rounds + 1);
+        tracing::warn!(job = %name, %message, "federated job failed");
+        let conditions = vec![
+            Desired::new(READY, Status::False, "RoundFailed", message.clone()),
+            Desired::new(PROGRESSING, Status::False, "RoundFailed", message.clone()),
+            Desired::new(DEGRADED, Status::True, "RoundFailed", message),
+        ];
+        return Ok((conditions, FAILED, Action::await_change()));
     }
     let mut conditions = running(status, job.spec.rounds);
     let aggregator_live = records
@@ -179,6 +195,28 @@ async fn plan(
         );
     }
     Ok((conditions, RUNNING, Action::requeue(RUNNING_RETRY)))
+}
+
+/// Spec features the agents of this release do not run yet: refused by name, never ignored.
+fn unsupported(spec: &x0tta6bl4_api::FLTrainingRoundSpec) -> Option<String> {
+    use x0tta6bl4_api::fl_round::{Dataset, StragglerMode};
+    if spec.straggler_policy.mode == StragglerMode::AcceptStale {
+        return Some(
+            "spec.stragglerPolicy.mode: acceptStale is not run by this release's agents; use drop".into(),
+        );
+    }
+    if spec.aggregation.hierarchical.is_some() {
+        return Some(
+            "spec.aggregation.hierarchical: per-zone aggregation is not run by this release's agents".into(),
+        );
+    }
+    if spec.model.dataset == Dataset::LinkTelemetry {
+        return Some(
+            "spec.model.dataset: linkTelemetry is not collected by this release's agents; use digits or iris"
+                .into(),
+        );
+    }
+    None
 }
 
 fn running(status: &FLTrainingRoundStatus, rounds: i32) -> Vec<Desired> {
@@ -257,9 +295,14 @@ async fn candidates(ctx: &Context, records: &[MeshNode], now: &Time) -> Result<V
     Ok(candidates)
 }
 
-/// The round results of a job, from its ConfigMaps; one that cannot be read is skipped (and
-/// logged) rather than stopping the chain behind it forever.
-async fn round_results(ctx: &Context, namespace: &str, job: &str) -> Result<Vec<RoundResult>> {
+/// The round results of a job, from its ConfigMaps, and the rounds the aggregator reported as
+/// failed (round, why); a result that cannot be read is skipped (and logged) rather than
+/// stopping the chain behind it forever.
+async fn round_results(
+    ctx: &Context,
+    namespace: &str,
+    job: &str,
+) -> Result<(Vec<RoundResult>, Vec<(i32, String)>)> {
     let maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
         .list(&ListParams::default().labels(&format!("{JOB_LABEL}={job}")))
         .await
@@ -267,10 +310,15 @@ async fn round_results(ctx: &Context, namespace: &str, job: &str) -> Result<Vec<
             "listing the round ConfigMaps of {namespace}/{job}"
         )))?;
     let mut results = Vec::new();
+    let mut failures = Vec::new();
     for map in maps.items {
         let config_map = map.name_any();
+        let round = map.labels().get(ROUND_LABEL).and_then(|r| r.parse::<i32>().ok());
         let data = map.data.unwrap_or_default();
         let Some(record) = data.get(RECORD_KEY) else {
+            if let (Some(round), Some(why)) = (round, data.get(ERROR_KEY)) {
+                failures.push((round, why.clone()));
+            }
             continue;
         };
         match serde_json::from_str::<RoundRecord>(record) {
@@ -282,7 +330,7 @@ async fn round_results(ctx: &Context, namespace: &str, job: &str) -> Result<Vec<
             Err(error) => tracing::warn!(%config_map, %error, "round record unreadable; skipped"),
         }
     }
-    Ok(results)
+    Ok((results, failures))
 }
 
 async fn write_seal(ctx: &Context, namespace: &str, config_map: &str, sealed: &RoundRecord) -> Result<()> {
