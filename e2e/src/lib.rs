@@ -380,3 +380,84 @@ impl Drop for Agent {
         self.kill();
     }
 }
+
+/// The agents of the mesh `demo`, run by a test as local processes.
+pub struct DemoAgents {
+    pub agents: Vec<Agent>,
+    /// Each agent's loopback address (sessions on :47101, /metrics and /status on :47102).
+    pub ips: Vec<String>,
+    /// The rendered agent configuration they run with.
+    pub config: PathBuf,
+    /// The DaemonSet pods they authenticate as, in the same order.
+    pub pods: Vec<k8s_openapi::api::core::v1::Pod>,
+}
+
+/// Waits until the `demo` DaemonSet has a ready pod on every node, then starts one agent per
+/// pod on `<subnet>.<i + 1>` with the mesh's rendered configuration.
+pub async fn start_demo_agents(
+    client: &Client,
+    namespace: &str,
+    subnet: &str,
+    timeout: Duration,
+) -> DemoAgents {
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+    use kube::api::ListParams;
+    use x0tta6bl4_api::MeshNetwork;
+
+    let meshes: Api<MeshNetwork> = Api::namespaced(client.clone(), namespace);
+    let nodes = node_count();
+    wait_until(
+        "demo's DaemonSet pods ready",
+        timeout,
+        || async {
+            get_opt(&meshes, "demo")
+                .await
+                .and_then(|m| m.status)
+                .map(|s| s.ready_nodes)
+        },
+        |ready| *ready == Some(nodes),
+    )
+    .await;
+    let config_map = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get("demo-agent-config")
+        .await
+        .expect("the mesh's agent ConfigMap");
+    let config = std::env::temp_dir().join(format!("x0-e2e-agents-{namespace}.json"));
+    let rendered = config_map
+        .data
+        .unwrap_or_default()
+        .remove("agent.yaml")
+        .unwrap_or_default();
+    std::fs::write(&config, rendered).expect("write the agent configuration");
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
+        .await
+        .expect("list the agent pods")
+        .items;
+    let ips: Vec<String> = (0..pods.len()).map(|i| format!("{subnet}.{}", i + 1)).collect();
+    let agents = pods
+        .iter()
+        .zip(&ips)
+        .map(|(pod, ip)| {
+            let node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            Agent::start(
+                &node,
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                namespace,
+                ip,
+                &config,
+            )
+            .expect("start an agent")
+        })
+        .collect();
+    DemoAgents {
+        agents,
+        ips,
+        config,
+        pods,
+    }
+}

@@ -6,7 +6,6 @@
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams};
 use x0tta6bl4_api::condition::{self, CONVERGED};
 use x0tta6bl4_api::{MeshNetwork, MeshNode};
@@ -82,47 +81,7 @@ async fn agents_rotate_their_keys_through_the_operator_without_losing_a_session(
     let meshes: Api<MeshNetwork> = Api::namespaced(client.clone(), &ns.name);
     let records: Api<MeshNode> = Api::namespaced(client.clone(), &ns.name);
     let nodes = node_count();
-    wait_until(
-        "the DaemonSet's pods ready",
-        TIMEOUT,
-        || async {
-            get_opt(&meshes, "demo")
-                .await
-                .and_then(|m| m.status)
-                .map(|s| s.ready_nodes)
-        },
-        |ready| *ready == Some(nodes),
-    )
-    .await;
-    let config_map = Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
-        .get("demo-agent-config")
-        .await
-        .unwrap();
-    let config = std::env::temp_dir().join(format!("x0-e2e-rotation-{}.json", ns.name));
-    std::fs::write(&config, &config_map.data.unwrap()["agent.yaml"]).unwrap();
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns.name)
-        .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
-        .await
-        .unwrap();
-    let ips: Vec<String> = (0..pods.items.len())
-        .map(|i| format!("127.0.2.{}", i + 1))
-        .collect();
-    let agents: Vec<Agent> = pods
-        .items
-        .iter()
-        .zip(&ips)
-        .map(|(pod, ip)| {
-            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
-            Agent::start(
-                &node,
-                pod.metadata.name.as_deref().unwrap(),
-                &ns.name,
-                ip,
-                &config,
-            )
-            .unwrap()
-        })
-        .collect();
+    let DemoAgents { agents, ips, .. } = start_demo_agents(&client, &ns.name, "127.0.2", TIMEOUT).await;
 
     let full = nodes * (nodes - 1);
     wait_until(

@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use x0tta6bl4_api::MeshNetwork;
 use x0tta6bl4_api::condition::{self, CONVERGED};
 use x0tta6bl4_e2e::*;
@@ -30,44 +29,12 @@ async fn agents_form_a_post_quantum_mesh_and_the_mesh_network_reports_convergenc
     kubectl_ok(&["apply", "-n", &ns.name, "-f", example.to_str().unwrap()]);
     let meshes: Api<MeshNetwork> = Api::namespaced(client.clone(), &ns.name);
     let nodes = node_count();
-    wait_until(
-        "demo's DaemonSet pods ready",
-        TIMEOUT,
-        || async {
-            get_opt(&meshes, "demo")
-                .await
-                .and_then(|m| m.status)
-                .map(|s| s.ready_nodes)
-        },
-        |ready| *ready == Some(nodes),
-    )
-    .await;
-    let config_map = Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
-        .get("demo-agent-config")
-        .await
-        .unwrap();
-    let config = std::env::temp_dir().join(format!("x0-e2e-agents-{}.json", ns.name));
-    std::fs::write(&config, &config_map.data.unwrap()["agent.yaml"]).unwrap();
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns.name)
-        .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
-        .await
-        .unwrap();
-    let mut agents: Vec<Agent> = pods
-        .items
-        .iter()
-        .enumerate()
-        .map(|(i, pod)| {
-            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
-            Agent::start(
-                &node,
-                pod.metadata.name.as_deref().unwrap(),
-                &ns.name,
-                &format!("127.0.1.{}", i + 1),
-                &config,
-            )
-            .unwrap()
-        })
-        .collect();
+    let DemoAgents {
+        mut agents,
+        config,
+        pods,
+        ..
+    } = start_demo_agents(&client, &ns.name, "127.0.1", TIMEOUT).await;
 
     // Every agent pair on loopback can connect: n × (n − 1) session ends, all post-quantum.
     let full = nodes * (nodes - 1);
@@ -98,7 +65,6 @@ async fn agents_form_a_post_quantum_mesh_and_the_mesh_network_reports_convergenc
 
     // It restarts (same key, same endorsement) and the mesh converges again.
     let pod = pods
-        .items
         .iter()
         .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&victim.node))
         .unwrap();

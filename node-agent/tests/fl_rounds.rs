@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Agent, AgentSpec, Scratch, counter, routes, wait_for};
+use common::{Agent, AgentSpec, Scratch, counter, loopback, routes, wait_for};
 use x0tta6bl4_api::fl_record::RoundRecord;
 use x0tta6bl4_fl::aggregate::{Contribution, fedavg};
 use x0tta6bl4_fl::dataset::DatasetName;
@@ -22,11 +22,6 @@ const ROUNDS_DONE: Duration = Duration::from_secs(90);
 const ROUNDS: u32 = 5;
 const LOCAL_EPOCHS: u32 = 3;
 const LEARNING_RATE: f64 = 0.5;
-
-fn address(octet: u8, agent: usize) -> String {
-    let run = u8::try_from(std::process::id() % 200).unwrap_or(0) + 20;
-    format!("127.{run}.{octet}.{}", agent + 10)
-}
 
 /// Fields drop in order: the agents are killed before their directory is removed.
 struct Mesh {
@@ -49,7 +44,7 @@ fn start(mesh: &str, octet: u8, n: usize, byzantine: &[usize], injector: usize) 
     let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
     let job_file = scratch.dir.join("job.yaml");
     let results = scratch.dir.join("results");
-    let admin: SocketAddr = format!("{}:9191", address(octet, injector)).parse().unwrap();
+    let admin: SocketAddr = format!("{}:9191", loopback(octet, injector)).parse().unwrap();
     let (job_arg, results_arg, admin_arg) = (
         job_file.to_str().unwrap().to_owned(),
         results.to_str().unwrap().to_owned(),
@@ -59,7 +54,7 @@ fn start(mesh: &str, octet: u8, n: usize, byzantine: &[usize], injector: usize) 
         .iter()
         .map(|name| scratch.node(&authority, mesh, name))
         .collect();
-    let listen: Vec<String> = (0..n).map(|i| address(octet, i)).collect();
+    let listen: Vec<String> = (0..n).map(|i| loopback(octet, i)).collect();
     let agents: Vec<Agent> = (0..n)
         .map(|i| {
             let mut extra = vec!["--fl-job", job_arg.as_str(), "--fl-results", results_arg.as_str()];

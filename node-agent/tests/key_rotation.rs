@@ -6,23 +6,18 @@
 //! refused for an unknown key.
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Agent, AgentSpec, NodeFiles, Scratch, admin, counter, ping, routes, wait_for};
+use common::{
+    Agent, AgentSpec, NodeFiles, Scratch, admin, counter, loopback, loopback_metrics, ping, routes, wait_for,
+};
 use serde_json::Value;
 
-fn address(agent: u8) -> String {
-    let run = u8::try_from(std::process::id() % 200).unwrap_or(0) + 20;
-    format!("127.{run}.8.{}", agent + 10)
-}
-
-fn metrics(agent: u8) -> SocketAddr {
-    format!("{}:9090", address(agent)).parse().unwrap()
-}
+/// This file's number in the loopback addresses.
+const TEST: u8 = 8;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
@@ -83,9 +78,9 @@ fn key_rotation_under_traffic_loses_no_session() {
         .iter()
         .map(|name| scratch.node(&authority, "rotation", name))
         .collect();
-    let peer = |i: u8| format!("{}:7946", address(i));
+    let peer = |i: u8| format!("{}:7946", loopback(TEST, usize::from(i)));
     let peers = [vec![peer(1)], vec![peer(2)], Vec::new()];
-    let listen: Vec<String> = (0..3).map(address).collect();
+    let listen: Vec<String> = (0..3).map(|i| loopback(TEST, i)).collect();
     let agents: Vec<Agent> = (0..3u8)
         .map(|i| {
             let index = usize::from(i);
@@ -93,7 +88,7 @@ fn key_rotation_under_traffic_loses_no_session() {
                 node: &nodes[index],
                 config: &config,
                 listen: &listen[index],
-                metrics: metrics(i),
+                metrics: loopback_metrics(TEST, usize::from(i)),
                 advertise: Some(&listen[index]),
                 peers: peers[index].clone(),
                 extra: Vec::new(),

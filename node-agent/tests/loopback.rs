@@ -4,21 +4,11 @@
 //! counted.
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Agent, AgentSpec, Scratch, alive_neighbours, counter, ping, routes, wait_for};
-
-/// A loopback address of its own for each agent of each test, so tests (and concurrent runs)
-/// never share a port.
-fn address(test: u8, agent: u8) -> String {
-    let run = u8::try_from(std::process::id() % 200).unwrap_or(0) + 20;
-    format!("127.{run}.{test}.{}", agent + 10)
-}
-
-fn metrics(test: u8, agent: u8) -> SocketAddr {
-    format!("{}:9090", address(test, agent)).parse().unwrap()
-}
+use common::{
+    Agent, AgentSpec, Scratch, alive_neighbours, counter, loopback, loopback_metrics, ping, routes, wait_for,
+};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
@@ -34,9 +24,9 @@ fn three_agents_in_a_line_route_and_ping_across_two_hops() {
         .iter()
         .map(|name| scratch.node(&authority, "line", name))
         .collect();
-    let peer = |i: u8| format!("{}:7946", address(TEST, i));
+    let peer = |i: u8| format!("{}:7946", loopback(TEST, usize::from(i)));
     let peers = [vec![peer(1)], vec![peer(0), peer(2)], vec![peer(1)]];
-    let listen: Vec<String> = (0..3).map(|i| address(TEST, i)).collect();
+    let listen: Vec<String> = (0..3).map(|i| loopback(TEST, i)).collect();
     let mut agents: Vec<Agent> = (0..3u8)
         .map(|i| {
             let index = usize::from(i);
@@ -44,7 +34,7 @@ fn three_agents_in_a_line_route_and_ping_across_two_hops() {
                 node: &nodes[index],
                 config: &config,
                 listen: &listen[index],
-                metrics: metrics(TEST, i),
+                metrics: loopback_metrics(TEST, usize::from(i)),
                 advertise: Some(&listen[index]),
                 peers: peers[index].clone(),
                 extra: Vec::new(),
@@ -114,14 +104,14 @@ fn a_classical_peer_and_an_unendorsed_key_get_no_session_and_are_counted() {
     let classical = scratch.node(&authority, "refusals", "classical");
     let stranger = scratch.node(&other_authority, "refusals", "stranger");
     let hybrid = scratch.node(&authority, "refusals", "hybrid");
-    let listen: Vec<String> = (0..4).map(|i| address(TEST, i)).collect();
+    let listen: Vec<String> = (0..4).map(|i| loopback(TEST, i)).collect();
     let endpoint = |i: usize| format!("{}:7946", listen[i]);
     let start = |i: usize, node, config, peers: Vec<String>, extra: Vec<&'static str>| {
         Agent::start(&AgentSpec {
             node,
             config,
             listen: &listen[i],
-            metrics: metrics(TEST, u8::try_from(i).unwrap()),
+            metrics: loopback_metrics(TEST, i),
             advertise: None,
             peers,
             extra,
@@ -218,12 +208,12 @@ async fn garbage_from_an_authenticated_peer_is_counted_and_never_crashes_the_age
     let config = scratch.config("garbage", true);
     let victim = scratch.node(&authority, "garbage", "victim");
     let rogue = scratch.node(&authority, "garbage", "rogue");
-    let listen = address(TEST, 0);
+    let listen = loopback(TEST, 0);
     let agent = Agent::start(&AgentSpec {
         node: &victim,
         config: &config,
         listen: &listen,
-        metrics: metrics(TEST, 0),
+        metrics: loopback_metrics(TEST, 0),
         advertise: None,
         peers: Vec::new(),
         extra: Vec::new(),

@@ -16,30 +16,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{Agent, AgentSpec, NodeFiles, Scratch, counter, get, wait_for};
+use common::{Agent, AgentSpec, NodeFiles, Scratch, counter, get, ip, netns_enabled, wait_for};
 
 const NODES: usize = 3;
 const DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
 const FAULT_API: &str = "127.0.0.1:47190";
-
-fn enabled() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
-    root && std::env::var("X0_NETNS_TESTS").as_deref() == Ok("1")
-}
-
-fn ip(args: &[&str]) {
-    let output = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// The namespaces of one run, removed on drop (with them the veths, and the filters on them).
 ///
@@ -231,7 +213,7 @@ fn name(i: usize) -> String {
 
 #[test]
 fn agents_count_each_neighbour_on_its_own_interface_and_injected_loss_raises_the_link_cost() {
-    if !enabled() {
+    if !netns_enabled() {
         eprintln!("skipped: needs root and X0_NETNS_TESTS=1 (run `make netns`)");
         return;
     }

@@ -15,29 +15,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Agent, AgentSpec, NodeFiles, Scratch, alive_neighbours, ping, unix_micros, wait_for};
+use common::{
+    Agent, AgentSpec, NodeFiles, Scratch, alive_neighbours, ip, netns_enabled, ping, unix_micros, wait_for,
+};
 
 const NODES: usize = 5;
 const DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(10);
-
-fn enabled() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
-    root && std::env::var("X0_NETNS_TESTS").as_deref() == Ok("1")
-}
-
-fn ip(args: &[&str]) {
-    let output = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// The namespaces and links of one run; removed on drop (deleting a namespace removes the
 /// veth ends inside it, and so their peers).
@@ -219,7 +203,7 @@ fn ms(micros: u64) -> f64 {
 
 #[test]
 fn a_ring_of_five_agents_converges_reroutes_around_a_killed_agent_and_rejoins() {
-    if !enabled() {
+    if !netns_enabled() {
         eprintln!("skipped: needs root and X0_NETNS_TESTS=1 (run `make netns`)");
         return;
     }

@@ -5,20 +5,13 @@
 //! node-agent issue: "a peer that lies about its link metric is detected and quarantined".
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Agent, AgentSpec, Scratch, counter, ping, routes, wait_for};
+use common::{Agent, AgentSpec, Scratch, counter, loopback, loopback_metrics, ping, routes, wait_for};
 use serde_json::Value;
 
-fn address(agent: u8) -> String {
-    let run = u8::try_from(std::process::id() % 200).unwrap_or(0) + 20;
-    format!("127.{run}.7.{}", agent + 10)
-}
-
-fn metrics(agent: u8) -> SocketAddr {
-    format!("{}:9090", address(agent)).parse().unwrap()
-}
+/// This file's number in the loopback addresses.
+const TEST: u8 = 7;
 
 const DEADLINE: Duration = Duration::from_secs(40);
 const POLL: Duration = Duration::from_millis(100);
@@ -57,10 +50,10 @@ fn a_peer_lying_about_its_link_cost_is_detected_quarantined_and_routed_around() 
         .iter()
         .map(|name| scratch.node(&authority, "healing", name))
         .collect();
-    let peer = |i: u8| format!("{}:7946", address(i));
+    let peer = |i: u8| format!("{}:7946", loopback(TEST, usize::from(i)));
     // a(0) – b(1) – d(3) and a(0) – c(2) – d(3).
     let peers = [vec![peer(1), peer(2)], vec![peer(3)], vec![peer(3)], Vec::new()];
-    let listen: Vec<String> = (0..4).map(address).collect();
+    let listen: Vec<String> = (0..4).map(|i| loopback(TEST, i)).collect();
     let agents: Vec<Agent> = (0..4u8)
         .map(|i| {
             let index = usize::from(i);
@@ -68,7 +61,7 @@ fn a_peer_lying_about_its_link_cost_is_detected_quarantined_and_routed_around() 
                 node: &nodes[index],
                 config: &config,
                 listen: &listen[index],
-                metrics: metrics(i),
+                metrics: loopback_metrics(TEST, usize::from(i)),
                 advertise: Some(&listen[index]),
                 peers: peers[index].clone(),
                 extra: if i == 2 {

@@ -15,6 +15,40 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_x0tta6bl4-node-agent");
 pub const TRUST_DOMAIN: &str = "x0.test";
 pub const NAMESPACE: &str = "it";
 
+/// A loopback address of its own for agent `agent` of test `test` (each test file picks its
+/// own number), so tests and concurrent runs never share a port.
+pub fn loopback(test: u8, agent: usize) -> String {
+    let run = u8::try_from(std::process::id() % 200).unwrap_or(0) + 20;
+    format!("127.{run}.{test}.{}", agent + 10)
+}
+
+/// Where that agent serves /status and /metrics.
+pub fn loopback_metrics(test: u8, agent: usize) -> SocketAddr {
+    format!("{}:9090", loopback(test, agent))
+        .parse()
+        .expect("a socket address")
+}
+
+/// Network-namespace tests run only as root and when asked to (X0_NETNS_TESTS=1).
+pub fn netns_enabled() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    root && std::env::var("X0_NETNS_TESTS").as_deref() == Ok("1")
+}
+
+/// Runs `ip` with `args`, panicking with its error output on failure.
+pub fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 pub fn unix_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
