@@ -156,6 +156,7 @@ async fn the_operator_staffs_a_job_seals_its_rounds_and_the_chain_verifies() {
                 participant: running.participants[2].clone(),
                 reason: "bad signature".into(),
             }],
+            down_weighted: Vec::new(),
             loss: "0.8".into(),
             accuracy: format!("{}.5", 70 + round),
             duration_ms: 1500,

@@ -32,6 +32,9 @@ pub struct RoundRecord {
     /// Updates refused or left out, with the reason.
     #[serde(default)]
     pub rejected: Vec<Rejection>,
+    /// Updates used with less influence than an ordinary one (clipped, trimmed, stale), and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub down_weighted: Vec<Rejection>,
     /// Mean test loss of the new global model, as a decimal string.
     pub loss: String,
     /// Test accuracy of the new global model, in percent, as a decimal string.
@@ -96,6 +99,15 @@ impl RoundRecord {
         field(self.accuracy.as_bytes());
         field(&self.duration_ms.to_be_bytes());
         field(self.model_digest.as_bytes());
+        // Appended only when present, so a record without any hashes as it always did.
+        if !self.down_weighted.is_empty() {
+            field(b"down-weighted");
+            field(&(self.down_weighted.len() as u64).to_be_bytes());
+            for entry in &self.down_weighted {
+                field(entry.participant.as_bytes());
+                field(entry.reason.as_bytes());
+            }
+        }
         hex(&hasher.finalize())
     }
 
@@ -152,6 +164,7 @@ mod tests {
                 participant: "c".into(),
                 reason: "bad signature".into(),
             }],
+            down_weighted: Vec::new(),
             loss: "0.41".into(),
             accuracy: accuracy.into(),
             duration_ms: 1200,

@@ -93,6 +93,13 @@ pub struct FLTrainingRoundSpec {
     /// What happens to updates that arrive after the quorum timeout.
     #[serde(default)]
     pub straggler_policy: StragglerPolicy,
+
+    /// Seed of the initial model and of the data split. Two jobs with the same seed, model,
+    /// dataset and participants start from the same model on the same shards (to compare an
+    /// honest run with an attacked one); unset, it is derived from the job's UID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub seed: Option<i64>,
 }
 
 fn default_rounds() -> i32 {
@@ -240,10 +247,19 @@ pub enum AggregationRule {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HierarchicalSpec {
-    /// Node label whose value names a participant's zone.
+    /// Node label whose value names a participant's zone (participants without it form the
+    /// zone "unzoned").
     #[serde(default = "default_zone_label")]
     #[schemars(length(min = 1, max = 317))]
     pub zone_label: String,
+    /// How the zones' aggregates are combined (each zone counts as one participant weighing
+    /// its examples); `aggregation.rule` and `aggregation.byzantine` apply inside each zone.
+    #[serde(default = "default_rule")]
+    pub global_rule: AggregationRule,
+    /// Number of Byzantine zones the global rule must tolerate.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10000))]
+    pub global_byzantine: i32,
 }
 
 fn default_zone_label() -> String {
@@ -339,6 +355,9 @@ pub struct FLTrainingRoundStatus {
     /// The ConfigMap holding the current global model (key `model.f32`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub model_config_map: String,
+    /// Hierarchical jobs: each participant's zone (node name → zone), fixed when the job starts.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub zones: std::collections::BTreeMap<String, String>,
 }
 
 impl FLTrainingRoundSpec {

@@ -255,6 +255,21 @@ impl TrustStore {
             .map(|((_, epoch), (key, _, _))| (*epoch, key))
     }
 
+    /// Every key of `node` valid at `now_unix`, newest epoch first (more than one while a
+    /// rotated-out key's endorsement overlaps its successor's).
+    pub fn valid_keys(&self, node: &NodeId, now_unix: u64) -> Vec<&VerifyingKey> {
+        let mut keys: Vec<(u32, &VerifyingKey)> = self
+            .keys
+            .iter()
+            .filter(|((id, _), (_, not_before, not_after))| {
+                id == node && now_unix >= *not_before && now_unix < *not_after
+            })
+            .map(|((_, epoch), (key, _, _))| (*epoch, key))
+            .collect();
+        keys.sort_by_key(|(epoch, _)| std::cmp::Reverse(*epoch));
+        keys.into_iter().map(|(_, key)| key).collect()
+    }
+
     /// Forgets keys whose endorsement has run out, so memory stays bounded by live keys.
     pub fn prune(&mut self, now_unix: u64) {
         self.keys.retain(|_, (_, _, not_after)| *not_after > now_unix);
@@ -318,6 +333,12 @@ mod tests {
         assert_eq!(store.newest_key(&id, 150), Some((2, rotated.verifying_key())));
         assert_eq!(store.newest_key(&id, 250), Some((2, rotated.verifying_key())));
         assert_eq!(store.newest_key(&NodeId([9; 32]), 150), None);
+        assert_eq!(
+            store.valid_keys(&id, 150),
+            vec![rotated.verifying_key(), node.verifying_key()],
+            "both during the overlap, newest first"
+        );
+        assert_eq!(store.valid_keys(&id, 250), vec![rotated.verifying_key()]);
     }
 
     #[test]

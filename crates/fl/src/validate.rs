@@ -128,18 +128,39 @@ impl fmt::Display for Rejection {
 #[derive(Debug)]
 pub struct UpdateValidator {
     expect: RoundExpectations,
-    keys: HashMap<String, VerifyingKey>,
+    keys: HashMap<String, Vec<VerifyingKey>>,
     admitted: HashSet<String>,
 }
 
 impl UpdateValidator {
     /// `keys`: the round's selected participants and their ML-DSA-65 public keys.
     pub fn new(expect: RoundExpectations, keys: HashMap<String, VerifyingKey>) -> Self {
+        Self::with_keys(
+            expect,
+            keys.into_iter().map(|(name, key)| (name, vec![key])).collect(),
+        )
+    }
+
+    /// `keys`: every currently endorsed key of each participant. An update names its
+    /// participant, not the key epoch it was signed under, and a participant that rotates its
+    /// key during a round has two endorsed keys for a while: either signature is accepted.
+    pub fn with_keys(expect: RoundExpectations, keys: HashMap<String, Vec<VerifyingKey>>) -> Self {
         Self {
             expect,
             keys,
             admitted: HashSet::new(),
         }
+    }
+
+    /// Replaces the participants' keys (a key endorsed since the round started), keeping who
+    /// has been admitted.
+    pub fn set_keys(&mut self, keys: HashMap<String, Vec<VerifyingKey>>) {
+        self.keys = keys;
+    }
+
+    /// What this validator expects (its round).
+    pub fn expectations(&self) -> &RoundExpectations {
+        &self.expect
     }
 
     /// Participants admitted so far.
@@ -169,16 +190,16 @@ impl UpdateValidator {
             SignedUpdate::decode(bytes).map_err(|e| reject(None, RejectionReason::Malformed(e)))?;
         let SignedUpdate { update, signature } = signed;
         let who = Some(update.participant.as_str());
-        let Some(key) = self.keys.get(&update.participant) else {
+        let Some(keys) = self.keys.get(&update.participant).filter(|k| !k.is_empty()) else {
             return Err(reject(who, RejectionReason::UnknownParticipant));
         };
         if signature.is_empty() {
             return Err(reject(who, RejectionReason::MissingSignature));
         }
-        if key
-            .verify(SigningContext::ModelUpdate, &bytes[..signed_len], &signature)
-            .is_err()
-        {
+        if !keys.iter().any(|key| {
+            key.verify(SigningContext::ModelUpdate, &bytes[..signed_len], &signature)
+                .is_ok()
+        }) {
             return Err(reject(who, RejectionReason::BadSignature));
         }
         let reason = if update.round_uid != self.expect.round_uid {
@@ -380,6 +401,35 @@ mod tests {
             fx.validator
                 .admit(&signed_bytes(update("alice"), &fx.alice))
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_update_signed_under_either_endorsed_key_of_a_rotating_participant_is_admitted() {
+        let old = SigningKey::generate().unwrap();
+        let new = SigningKey::generate().unwrap();
+        let expect = RoundExpectations::new(UID, 3, [7; 32], 4);
+        let mut validator = UpdateValidator::new(
+            expect.clone(),
+            HashMap::from([("alice".to_string(), new.verifying_key().clone())]),
+        );
+        // Signed just before Alice rotated; the round's keys were taken after.
+        let before_rotation = signed_bytes(update("alice"), &old);
+        assert_eq!(
+            reason(validator.admit(&before_rotation)),
+            RejectionReason::BadSignature
+        );
+        validator.set_keys(HashMap::from([(
+            "alice".to_string(),
+            vec![new.verifying_key().clone(), old.verifying_key().clone()],
+        )]));
+        assert!(validator.admit(&before_rotation).is_ok());
+        assert_eq!(validator.expectations(), &expect);
+        let mut fresh = UpdateValidator::with_keys(expect, HashMap::from([("alice".to_string(), vec![])]));
+        assert_eq!(
+            reason(fresh.admit(&signed_bytes(update("alice"), &new))),
+            RejectionReason::UnknownParticipant,
+            "a participant with no endorsed key"
         );
     }
 

@@ -73,6 +73,7 @@ mod tests {
                 participants: vec!["a".into(), "b".into()],
                 accepted: vec!["a".into(), "b".into()],
                 rejected: Vec::new(),
+                down_weighted: Vec::new(),
                 loss: "0.5".into(),
                 accuracy: format!("{}", 80 + round),
                 duration_ms: 100,

@@ -123,6 +123,7 @@ async fn plan(
                 tracing::info!(job = %name, %message, "federated job started");
                 status.participants = selection.participants;
                 status.aggregator = selection.aggregator;
+                status.zones = selection.zones;
                 (
                     running(status, job.spec.rounds),
                     RUNNING,
@@ -139,7 +140,11 @@ async fn plan(
                 PENDING,
                 Action::requeue(WAITING_RETRY),
             ),
-            Err(error @ SelectError::RuleCannotHold { .. }) => (
+            Err(
+                error @ (SelectError::RuleCannotHold { .. }
+                | SelectError::ZoneCannotHold { .. }
+                | SelectError::TooFewZones { .. }),
+            ) => (
                 waiting("RuleCannotHold", error.to_string()),
                 PENDING,
                 Action::requeue(WAITING_RETRY),
@@ -199,17 +204,7 @@ async fn plan(
 
 /// Spec features the agents of this release do not run yet: refused by name, never ignored.
 fn unsupported(spec: &x0tta6bl4_api::FLTrainingRoundSpec) -> Option<String> {
-    use x0tta6bl4_api::fl_round::{Dataset, StragglerMode};
-    if spec.straggler_policy.mode == StragglerMode::AcceptStale {
-        return Some(
-            "spec.stragglerPolicy.mode: acceptStale is not run by this release's agents; use drop".into(),
-        );
-    }
-    if spec.aggregation.hierarchical.is_some() {
-        return Some(
-            "spec.aggregation.hierarchical: per-zone aggregation is not run by this release's agents".into(),
-        );
-    }
+    use x0tta6bl4_api::fl_round::Dataset;
     if spec.model.dataset == Dataset::LinkTelemetry {
         return Some(
             "spec.model.dataset: linkTelemetry is not collected by this release's agents; use digits or iris"

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use sha2::{Digest as _, Sha256};
-use x0tta6bl4_api::fl_round::{AggregationRule, FLTrainingRoundSpec};
+use x0tta6bl4_api::fl_round::{AggregationRule, FLTrainingRoundSpec, HierarchicalSpec};
 
 /// An agent that could take part.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,12 @@ pub struct Candidate {
 pub struct Selection {
     pub participants: Vec<String>,
     pub aggregator: String,
+    /// Hierarchical jobs: each participant's zone; empty otherwise.
+    pub zones: BTreeMap<String, String>,
 }
+
+/// The zone of a participant whose node lacks the zone label.
+pub const UNZONED: &str = "unzoned";
 
 /// Why no selection can be made now.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +40,25 @@ pub enum SelectError {
         "spec.aggregation.rule {rule} with spec.aggregation.byzantine {byzantine} needs {needed} participants, {available} available"
     )]
     RuleCannotHold {
+        rule: &'static str,
+        byzantine: usize,
+        needed: usize,
+        available: usize,
+    },
+    #[error(
+        "zone {zone}: spec.aggregation.rule {rule} with spec.aggregation.byzantine {byzantine} needs {needed} participants per zone, the zone has {available}"
+    )]
+    ZoneCannotHold {
+        zone: String,
+        rule: &'static str,
+        byzantine: usize,
+        needed: usize,
+        available: usize,
+    },
+    #[error(
+        "spec.aggregation.hierarchical.globalRule {rule} with globalByzantine {byzantine} needs {needed} zones, the participants are in {available}"
+    )]
+    TooFewZones {
         rule: &'static str,
         byzantine: usize,
         needed: usize,
@@ -117,7 +141,8 @@ pub fn select(
         .min(eligible.len());
     let byzantine = usize::try_from(spec.aggregation.byzantine).unwrap_or(0);
     let (rule, needed) = needed_for(spec.aggregation.rule, byzantine);
-    if count < needed {
+    // A hierarchical job's rule holds per zone (checked once the sample is drawn).
+    if count < needed && spec.aggregation.hierarchical.is_none() {
         return Err(SelectError::RuleCannotHold {
             rule,
             byzantine,
@@ -138,10 +163,62 @@ pub fn select(
     eligible.truncate(count);
     let aggregator = eligible[0].clone();
     eligible.sort();
+    let zones = match &spec.aggregation.hierarchical {
+        Some(hierarchical) => zones_of(spec, hierarchical, &eligible, candidates)?,
+        None => BTreeMap::new(),
+    };
     Ok(Selection {
         participants: eligible,
         aggregator,
+        zones,
     })
+}
+
+/// Each participant's zone, checked against the rule inside each zone and the global rule
+/// across zones.
+fn zones_of(
+    spec: &FLTrainingRoundSpec,
+    hierarchical: &HierarchicalSpec,
+    participants: &[String],
+    candidates: &[Candidate],
+) -> Result<BTreeMap<String, String>, SelectError> {
+    let zones: BTreeMap<String, String> = participants
+        .iter()
+        .map(|node| {
+            let zone = candidates
+                .iter()
+                .find(|c| c.node == *node)
+                .and_then(|c| c.labels.get(&hierarchical.zone_label))
+                .map_or(UNZONED, String::as_str);
+            (node.clone(), zone.to_owned())
+        })
+        .collect();
+    let mut sizes: BTreeMap<&str, usize> = BTreeMap::new();
+    for zone in zones.values() {
+        *sizes.entry(zone).or_default() += 1;
+    }
+    let byzantine = usize::try_from(spec.aggregation.byzantine).unwrap_or(0);
+    let (rule, needed) = needed_for(spec.aggregation.rule, byzantine);
+    if let Some((zone, available)) = sizes.iter().find(|(_, size)| **size < needed) {
+        return Err(SelectError::ZoneCannotHold {
+            zone: (*zone).to_owned(),
+            rule,
+            byzantine,
+            needed,
+            available: *available,
+        });
+    }
+    let global_byzantine = usize::try_from(hierarchical.global_byzantine).unwrap_or(0);
+    let (global_rule, global_needed) = needed_for(hierarchical.global_rule, global_byzantine);
+    if sizes.len() < global_needed {
+        return Err(SelectError::TooFewZones {
+            rule: global_rule,
+            byzantine: global_byzantine,
+            needed: global_needed,
+            available: sizes.len(),
+        });
+    }
+    Ok(zones)
 }
 
 #[cfg(test)]
@@ -221,6 +298,51 @@ mod tests {
             select(&spec(&bulyan), &candidates(10), "uid"),
             Err(SelectError::RuleCannotHold { needed: 11, .. })
         ));
+    }
+
+    #[test]
+    fn a_hierarchical_job_records_zones_and_checks_the_rule_per_zone() {
+        let yaml = format!(
+            "{BASE}participants: {{minimum: 3}}\naggregation: {{rule: median, byzantine: 1, hierarchical: {{zoneLabel: zone, globalRule: median}}}}\n"
+        );
+        // Six agents, alternating zones a and b: three per zone, enough for median with f = 1.
+        let six = select(&spec(&yaml), &candidates(6), "uid").unwrap();
+        assert_eq!(six.zones["node-0"], "a");
+        assert_eq!(six.zones["node-1"], "b");
+        assert_eq!(six.zones.len(), 6);
+        // Five agents: zone b has two, which median cannot hold with f = 1, though five could.
+        assert_eq!(
+            select(&spec(&yaml), &candidates(5), "uid").unwrap_err(),
+            SelectError::ZoneCannotHold {
+                zone: "b".into(),
+                rule: "median",
+                byzantine: 1,
+                needed: 3,
+                available: 2
+            }
+        );
+        // A node without the label is in the zone "unzoned"; median across zones needs three
+        // zones to tolerate one Byzantine zone.
+        let mut unlabelled = candidates(6);
+        unlabelled[5].labels.clear();
+        let global = yaml.replace("globalRule: median", "globalRule: median, globalByzantine: 1");
+        assert!(matches!(
+            select(&spec(&global), &candidates(6), "uid"),
+            Err(SelectError::TooFewZones {
+                needed: 3,
+                available: 2,
+                ..
+            })
+        ));
+        let loose = yaml.replace("rule: median, byzantine: 1", "rule: fedavg");
+        let zones = select(&spec(&loose), &unlabelled, "uid").unwrap().zones;
+        assert_eq!(zones["node-5"], UNZONED);
+        assert!(
+            select(&spec(BASE), &candidates(3), "uid")
+                .unwrap()
+                .zones
+                .is_empty()
+        );
     }
 
     #[test]
