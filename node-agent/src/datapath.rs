@@ -416,6 +416,8 @@ pub struct DatapathSetup {
     pub fault_api: Option<SocketAddr>,
     /// The endpoints the agent dials: their routes pick the interfaces when none are given.
     pub peers: watch::Receiver<BTreeSet<PeerEndpoint>>,
+    /// Gets each reading's counters and fault map: the linkTelemetry dataset's rates and labels.
+    pub telemetry: crate::fl::telemetry::SharedRecorder,
 }
 
 fn attach(setup: &DatapathSetup) -> Result<Datapath, DatapathError> {
@@ -578,7 +580,14 @@ pub async fn run(
             if let Err(error) = maps.sweep_expired(monotonic_now_ns()) {
                 tracing::warn!(%error, "could not remove expired faults");
             }
-            poller.poll(&*maps, &metrics)
+            let counters = poller.poll(&*maps, &metrics);
+            if let (Ok(counters), Ok(faults)) = (&counters, maps.faults()) {
+                let faults = faults
+                    .into_iter()
+                    .map(|(peer, fault)| (peer, fault.expires_at_ns));
+                setup.telemetry.lock().observe_datapath(counters, faults);
+            }
+            counters
         };
         match counters {
             Ok(counters) => mesh.link_counters(counters).await,

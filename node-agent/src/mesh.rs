@@ -291,6 +291,8 @@ pub struct Mesh {
     next_prune: Instant,
     link_labels: BTreeSet<String>,
     healing: SelfHealing,
+    /// Where each live link's sample goes every second (the linkTelemetry dataset).
+    telemetry: crate::fl::telemetry::SharedRecorder,
     /// When the current node key came into use (for the key age in the status).
     key_since_unix_us: u64,
 }
@@ -305,6 +307,7 @@ pub struct MeshParts {
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     pub healing: HealingConfig,
+    pub telemetry: crate::fl::telemetry::SharedRecorder,
     /// When the node key the agent starts with was made.
     pub key_created_unix: u64,
 }
@@ -384,6 +387,7 @@ impl Mesh {
             next_prune: now + PRUNE_INTERVAL,
             link_labels: BTreeSet::new(),
             healing: SelfHealing::new(parts.healing, parts.clock.now()),
+            telemetry: parts.telemetry,
             key_since_unix_us: parts.key_created_unix.saturating_mul(1_000_000),
         };
         (mesh, inbox, inputs, delivered, connected_rx)

@@ -247,6 +247,9 @@ pub async fn run_mesh(
     );
     // A restarted agent's advertisements must be newer than its last run's.
     router.set_sequence_floor(unix_micros());
+    // Link windows for the linkTelemetry dataset: sampled by the mesh, counters and faults from
+    // the datapath, read by federated training.
+    let telemetry = crate::fl::telemetry::SharedRecorder::default();
     let (mesh, inbox, inputs, deliveries, connected) = Mesh::new(MeshParts {
         self_id,
         facts: AgentFacts {
@@ -263,6 +266,7 @@ pub async fn run_mesh(
         metrics: Arc::clone(&metrics),
         clock,
         healing,
+        telemetry: telemetry.clone(),
         key_created_unix: stored.created_unix,
     });
     on_running(crate::mesh::MeshHandle::new(inbox.clone()), shutdown.clone());
@@ -275,6 +279,7 @@ pub async fn run_mesh(
             ports: vec![config.tcp_port, config.udp_port],
             fault_api: args.fault_api,
             peers: peers.subscribe(),
+            telemetry: telemetry.clone(),
         },
         crate::datapath::DatapathMetrics::register(&metrics.registry),
         crate::mesh::MeshHandle::new(inbox.clone()),
@@ -305,6 +310,7 @@ pub async fn run_mesh(
             trust: Arc::clone(&trust),
             mesh: crate::mesh::MeshHandle::new(inbox.clone()),
             registry: metrics.registry.clone(),
+            telemetry,
         },
         deliveries,
         shutdown.clone(),

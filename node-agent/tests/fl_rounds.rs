@@ -203,7 +203,7 @@ fn honest_reference(uid: &str, names: &[String]) -> f64 {
             key_epoch: 1,
             base_digest: digest(&model),
             shape,
-            dataset: DatasetName::Digits,
+            dataset: job::JobDataset::Shipped(DatasetName::Digits),
             local_epochs: LOCAL_EPOCHS,
             batch_size: job::BATCH_SIZE,
             learning_rate: LEARNING_RATE,

@@ -8,6 +8,9 @@
 //!   Dirichlet split over 10 labels is meaningfully non-IID.
 //! - iris (UCI, CC BY 4.0): 150 examples, 4 features, 3 classes; the CRD's default, kept for
 //!   small demos.
+//!
+//! Data made elsewhere (an agent's own recordings) becomes a [`Dataset`] through
+//! [`Dataset::from_rows`], which checks its shape.
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -47,7 +50,57 @@ pub enum SplitError {
     },
 }
 
+/// Why rows do not make a dataset.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InvalidDataset {
+    #[error("a dataset needs at least one feature and one class")]
+    EmptyShape,
+    #[error("{features} feature values are not {examples} examples of {dim}")]
+    Ragged {
+        features: usize,
+        examples: usize,
+        dim: usize,
+    },
+    #[error("label {label} is not one of {classes} classes")]
+    LabelOutOfRange { label: u32, classes: usize },
+    #[error("feature values must be finite")]
+    NotFinite,
+}
+
 impl Dataset {
+    /// A dataset from row-major features (`labels.len()` rows of `dim`) and labels below
+    /// `classes`; refused unless every row is complete, every value finite and every label a
+    /// class.
+    pub fn from_rows(
+        features: Vec<f32>,
+        labels: Vec<u32>,
+        dim: usize,
+        classes: usize,
+    ) -> Result<Self, InvalidDataset> {
+        if dim == 0 || classes == 0 {
+            return Err(InvalidDataset::EmptyShape);
+        }
+        if labels.len().checked_mul(dim) != Some(features.len()) {
+            return Err(InvalidDataset::Ragged {
+                features: features.len(),
+                examples: labels.len(),
+                dim,
+            });
+        }
+        if let Some(&label) = labels.iter().find(|&&l| l as usize >= classes) {
+            return Err(InvalidDataset::LabelOutOfRange { label, classes });
+        }
+        if features.iter().any(|x| !x.is_finite()) {
+            return Err(InvalidDataset::NotFinite);
+        }
+        Ok(Dataset {
+            features,
+            labels,
+            dim,
+            classes,
+        })
+    }
+
     /// Loads a shipped dataset, with every feature scaled into [0, 1] by its maximum over the
     /// whole set (digits: /16). Scaling by a fixed, public constant per feature keeps
     /// participants' inputs comparable without any of them sharing statistics of its data.
@@ -294,6 +347,40 @@ mod tests {
             assert!(top < 0.25, "top share {top}");
         }
         assert_eq!(shards, d.dirichlet_split(20, 0.5, 10, 3).unwrap());
+    }
+
+    #[test]
+    fn rows_make_a_dataset_only_when_their_shape_holds() {
+        let d = Dataset::from_rows(vec![0.0, 1.0, 0.5, 0.25], vec![1, 0], 2, 2).unwrap();
+        assert_eq!((d.len(), d.dim, d.classes), (2, 2, 2));
+        assert_eq!(d.example(1), &[0.5, 0.25]);
+        assert_eq!(d.class_counts(), vec![1, 1]);
+        assert_eq!(
+            Dataset::from_rows(vec![0.0; 3], vec![0, 1], 2, 2),
+            Err(InvalidDataset::Ragged {
+                features: 3,
+                examples: 2,
+                dim: 2
+            })
+        );
+        assert_eq!(
+            Dataset::from_rows(vec![0.0; 4], vec![0, 2], 2, 2),
+            Err(InvalidDataset::LabelOutOfRange { label: 2, classes: 2 })
+        );
+        assert_eq!(
+            Dataset::from_rows(vec![0.0, f32::NAN], vec![0], 2, 2),
+            Err(InvalidDataset::NotFinite)
+        );
+        assert_eq!(
+            Dataset::from_rows(Vec::new(), Vec::new(), 0, 2),
+            Err(InvalidDataset::EmptyShape)
+        );
+        // No rows is a valid, empty dataset: whether it is enough is the caller's call.
+        assert!(
+            Dataset::from_rows(Vec::new(), Vec::new(), 3, 2)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

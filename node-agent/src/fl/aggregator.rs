@@ -36,13 +36,15 @@ struct Plan {
     job: Arc<FLTrainingRound>,
     uid: String,
     shape: ModelShape,
-    dataset: x0tta6bl4_fl::dataset::DatasetName,
+    dataset: job::JobDataset,
     rule: Rule,
     seed: u64,
     participants: Vec<String>,
     rounds: u32,
     quorum_timeout: Duration,
-    test: Dataset,
+    /// The held-out set. A linkTelemetry job's is this agent's own held-out windows, taken
+    /// when the first round is evaluated and kept, so every round is scored on the same ones.
+    test: std::sync::OnceLock<Dataset>,
 }
 
 impl Plan {
@@ -55,7 +57,10 @@ impl Plan {
         if participants.is_empty() {
             return Err("the status lists no participants".into());
         }
-        let (_, test) = participant::split(dataset, participants.len(), seed)?;
+        let test = std::sync::OnceLock::new();
+        if let job::JobDataset::Shipped(name) = dataset {
+            let _ = test.set(participant::split(name, participants.len(), seed)?.1);
+        }
         let quorum_timeout =
             x0tta6bl4_api::duration::parse(&job.spec.quorum_timeout).map_err(|e| e.to_string())?;
         Ok(Plan {
@@ -70,6 +75,14 @@ impl Plan {
             quorum_timeout,
             test,
         })
+    }
+
+    fn test(&self, ctx: &FlContext) -> Result<&Dataset, String> {
+        if let Some(test) = self.test.get() {
+            return Ok(test);
+        }
+        let test = participant::test_set(self.dataset, self.participants.len(), self.seed, &ctx.telemetry)?;
+        Ok(self.test.get_or_init(|| test))
     }
 }
 
@@ -336,7 +349,7 @@ async fn run_round(
     if new_model.iter().any(|v| !v.is_finite()) {
         return Err("the aggregate made the model non-finite (diverged)".into());
     }
-    let evaluation = evaluate(&plan.shape, &new_model, &plan.test).map_err(|e| e.to_string())?;
+    let evaluation = evaluate(&plan.shape, &new_model, plan.test(ctx)?).map_err(|e| e.to_string())?;
     let record = RoundRecord {
         round: round as i32,
         participants: plan.participants.clone(),

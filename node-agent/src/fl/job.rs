@@ -15,6 +15,8 @@ use x0tta6bl4_fl::aggregate::Rule;
 use x0tta6bl4_fl::dataset::DatasetName;
 use x0tta6bl4_fl::model::{ModelKind, ModelShape};
 
+use super::telemetry;
+
 /// The jobs of this agent's mesh, by name.
 pub type Jobs = BTreeMap<String, Arc<FLTrainingRound>>;
 
@@ -71,11 +73,45 @@ pub fn shape(job: &FLTrainingRound) -> Result<ModelShape, String> {
     ))
 }
 
-pub fn dataset(job: &FLTrainingRound) -> Result<DatasetName, String> {
-    match job.spec.model.dataset {
-        Dataset::Iris => Ok(DatasetName::Iris),
-        Dataset::Digits => Ok(DatasetName::Digits),
-        Dataset::LinkTelemetry => Err("the linkTelemetry dataset is not trained by agents yet".into()),
+/// What a job trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobDataset {
+    /// A dataset shipped with the agent: every agent splits it alike by the job's seed, each
+    /// participant trains on its shard and the aggregator evaluates on the held-out part.
+    Shipped(DatasetName),
+    /// Each agent's own recorded link windows ([`telemetry`]): a participant trains on its
+    /// own, the aggregator evaluates on the held-out part of its own.
+    LinkTelemetry,
+}
+
+/// The job's dataset; a linkTelemetry job's model must take [`telemetry::FEATURES`] inputs
+/// and tell [`telemetry::CLASSES`] classes.
+pub fn dataset(job: &FLTrainingRound) -> Result<JobDataset, String> {
+    let model = &job.spec.model;
+    match model.dataset {
+        Dataset::Iris => Ok(JobDataset::Shipped(DatasetName::Iris)),
+        Dataset::Digits => Ok(JobDataset::Shipped(DatasetName::Digits)),
+        Dataset::LinkTelemetry => {
+            if usize::try_from(model.input_dim).ok() != Some(telemetry::FEATURES) {
+                return Err(format!(
+                    "spec.model.inputDim is {}, but a linkTelemetry window has {} features \
+                     ({} samples of {})",
+                    model.input_dim,
+                    telemetry::FEATURES,
+                    telemetry::WINDOW,
+                    telemetry::SAMPLE_FEATURES
+                ));
+            }
+            if usize::try_from(model.classes).ok() != Some(telemetry::CLASSES) {
+                return Err(format!(
+                    "spec.model.classes is {}, but linkTelemetry windows have {} classes \
+                     (healthy, faulty)",
+                    model.classes,
+                    telemetry::CLASSES
+                ));
+            }
+            Ok(JobDataset::LinkTelemetry)
+        }
     }
 }
 
@@ -246,12 +282,42 @@ status:
             shape(job).unwrap(),
             ModelShape::new(ModelKind::Mlp { hidden: 8 }, 64, 10)
         );
-        assert_eq!(dataset(job).unwrap(), DatasetName::Digits);
+        assert_eq!(dataset(job).unwrap(), JobDataset::Shipped(DatasetName::Digits));
         assert_eq!(rule(job), Rule::MultiKrum { f: 2, m: None });
         assert_eq!(running_aggregator(job), Some("a"));
         assert_eq!(participants(job), ["a", "b", "c"]);
         assert!(parse_jobs(JOB, "other").unwrap().is_empty(), "another mesh's job");
         assert_ne!(seed("1111-2222"), seed("1111-2223"));
+    }
+
+    #[test]
+    fn a_link_telemetry_job_needs_the_window_shape() {
+        let spec = format!(
+            "model: {{kind: logisticRegression, inputDim: {}, classes: 2, dataset: linkTelemetry}}",
+            telemetry::FEATURES
+        );
+        let text = JOB.replace(
+            "model: {kind: mlp, inputDim: 64, hiddenDim: 8, classes: 10, dataset: digits}",
+            &spec,
+        );
+        let jobs = parse_jobs(&text, "fl").unwrap();
+        assert_eq!(dataset(&jobs["demo"]).unwrap(), JobDataset::LinkTelemetry);
+        let wrong_dim = parse_jobs(
+            &text.replace(&format!("inputDim: {}", telemetry::FEATURES), "inputDim: 64"),
+            "fl",
+        )
+        .unwrap();
+        let error = dataset(&wrong_dim["demo"]).unwrap_err();
+        assert!(
+            error.contains("spec.model.inputDim is 64") && error.contains(&telemetry::FEATURES.to_string()),
+            "{error}"
+        );
+        let wrong_classes = parse_jobs(&text.replace("classes: 2", "classes: 3"), "fl").unwrap();
+        assert!(
+            dataset(&wrong_classes["demo"])
+                .unwrap_err()
+                .contains("spec.model.classes is 3")
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! key_epoch u32                       (epoch of the aggregator key that signed)
 //! base_digest [32]                    (SHA-256 of `values`, model::digest)
 //! kind u8 (0 LR, 1 MLP) | hidden u32 | input u32 | classes u32
-//! dataset u8 (0 iris, 1 digits)
+//! dataset u8 (0 iris, 1 digits, 2 linkTelemetry: each agent's own windows)
 //! local_epochs u32 | batch_size u32 | learning_rate f64 | seed u64
 //! participants u16 | each: len u8 | node name
 //! dim u32 | values dim × f32
@@ -27,6 +27,8 @@ use x0tta6bl4_crypto::SigningContext;
 use x0tta6bl4_crypto::SigningKey;
 use x0tta6bl4_fl::dataset::DatasetName;
 use x0tta6bl4_fl::model::{ModelKind, ModelShape};
+
+use super::job::JobDataset;
 
 pub const MAGIC: [u8; 4] = *b"X6FT";
 pub const VERSION: u8 = 1;
@@ -48,7 +50,7 @@ pub struct TrainRequest {
     pub key_epoch: u32,
     pub base_digest: [u8; 32],
     pub shape: ModelShape,
-    pub dataset: DatasetName,
+    pub dataset: JobDataset,
     pub local_epochs: u32,
     pub batch_size: u32,
     pub learning_rate: f64,
@@ -103,8 +105,9 @@ impl TrainRequest {
             out.extend_from_slice(&n.to_le_bytes());
         }
         out.push(match self.dataset {
-            DatasetName::Iris => 0,
-            DatasetName::Digits => 1,
+            JobDataset::Shipped(DatasetName::Iris) => 0,
+            JobDataset::Shipped(DatasetName::Digits) => 1,
+            JobDataset::LinkTelemetry => 2,
         });
         out.extend_from_slice(&self.local_epochs.to_le_bytes());
         out.extend_from_slice(&self.batch_size.to_le_bytes());
@@ -167,8 +170,9 @@ impl TrainRequest {
             _ => return Err(MessageError::BadField("model kind")),
         };
         let dataset = match r.u8()? {
-            0 => DatasetName::Iris,
-            1 => DatasetName::Digits,
+            0 => JobDataset::Shipped(DatasetName::Iris),
+            1 => JobDataset::Shipped(DatasetName::Digits),
+            2 => JobDataset::LinkTelemetry,
             _ => return Err(MessageError::BadField("dataset")),
         };
         let local_epochs = r.u32()?;
@@ -279,7 +283,7 @@ mod tests {
             key_epoch: 2,
             base_digest: x0tta6bl4_fl::model::digest(&values),
             shape: ModelShape::new(kind, 4, 3),
-            dataset: DatasetName::Iris,
+            dataset: JobDataset::Shipped(DatasetName::Iris),
             local_epochs: 1,
             batch_size: 16,
             learning_rate: 0.5,
@@ -316,6 +320,40 @@ mod tests {
                 .verify(SigningContext::FlControl, &tampered[..len], sig)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn each_dataset_has_its_code_and_an_unknown_code_is_refused() {
+        let req = request(vec![0.5; 15], vec!["a".into()], None);
+        let encode = |dataset| {
+            let mut bytes = TrainRequest {
+                dataset,
+                ..req.clone()
+            }
+            .signed_bytes()
+            .unwrap();
+            bytes.extend_from_slice(&0u16.to_le_bytes());
+            bytes
+        };
+        let iris = encode(JobDataset::Shipped(DatasetName::Iris));
+        let telemetry = encode(JobDataset::LinkTelemetry);
+        let differ: Vec<usize> = (0..iris.len()).filter(|&i| iris[i] != telemetry[i]).collect();
+        let [at] = differ[..] else {
+            panic!("one byte names the dataset: {differ:?}")
+        };
+        assert_eq!((iris[at], telemetry[at]), (0, 2));
+        assert_eq!(encode(JobDataset::Shipped(DatasetName::Digits))[at], 1);
+        let (decoded, _, _) = TrainRequest::decode(&telemetry).unwrap();
+        assert_eq!(decoded.dataset, JobDataset::LinkTelemetry);
+        for code in [3u8, 0x80, 0xff] {
+            let mut unknown = telemetry.clone();
+            unknown[at] = code;
+            assert_eq!(
+                TrainRequest::decode(&unknown).unwrap_err(),
+                MessageError::BadField("dataset"),
+                "code {code}"
+            );
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod messages;
 pub mod metrics;
 pub mod participant;
 pub mod sink;
+pub mod telemetry;
 
 use job::{JobSource, Jobs};
 use messages::TrainRequest;
@@ -79,6 +80,9 @@ pub struct FlContext {
     pub mesh: MeshHandle,
     pub metrics: FlMetrics,
     pub attack: Option<Attack>,
+    /// This agent's link windows: what it trains on, and the aggregator tests on, for a
+    /// linkTelemetry job.
+    pub telemetry: telemetry::SharedRecorder,
     /// Updates of this agent to itself (it is a participant and the aggregator).
     pub loopback: mpsc::Sender<Delivery>,
 }
@@ -101,7 +105,20 @@ impl FlContext {
                 let ctx = Arc::clone(&ctx);
                 let request = request.clone();
                 tokio::task::spawn_blocking(move || {
-                    let update = participant::local_update(&request, &ctx.node_name, ctx.attack)?;
+                    // A snapshot: training must not hold the recorder the mesh samples into.
+                    let recorded = match request.dataset {
+                        job::JobDataset::LinkTelemetry => {
+                            let windows = ctx.telemetry.lock().training_set(request.seed)?;
+                            tracing::info!(
+                                job = %request.job_uid, round = request.round, windows = windows.len(),
+                                faulty = windows.class_counts()[1], "training on this agent's link telemetry"
+                            );
+                            Some(windows)
+                        }
+                        job::JobDataset::Shipped(_) => None,
+                    };
+                    let update =
+                        participant::local_update_on(&request, &ctx.node_name, ctx.attack, recorded)?;
                     update
                         .sign(&ctx.identity.get().key)
                         .and_then(|signed| signed.encode())
@@ -161,6 +178,8 @@ pub struct FlSetup {
     pub trust: Arc<RwLock<TrustStore>>,
     pub mesh: MeshHandle,
     pub registry: prometheus::Registry,
+    /// The link windows the mesh and the datapath record.
+    pub telemetry: telemetry::SharedRecorder,
 }
 
 /// Consumes the payloads delivered to this agent until `shutdown`: federated flows are
@@ -178,6 +197,7 @@ pub async fn run(setup: FlSetup, deliveries: mpsc::Receiver<Delivery>, shutdown:
         trust: setup.trust,
         mesh: setup.mesh,
         attack: setup.args.fl_byzantine,
+        telemetry: setup.telemetry,
         loopback,
     });
     if let Some(attack) = ctx.attack {

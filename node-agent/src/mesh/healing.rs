@@ -1,10 +1,12 @@
 //! The self-healing loop inside the mesh actor: runs [`SelfHealing`] when it is due, sends
-//! what its actions make the router say, and logs and counts every finding and action.
+//! what its actions make the router say, and logs and counts every finding and action. Each
+//! pass also hands what it monitored of every live link to the link-telemetry recorder.
 use x0tta6bl4_routing::healing::{Action, Incident};
 
 use super::{Mesh, short};
 use crate::clock::unix_micros;
 use crate::convergence::Event;
+use crate::fl::telemetry::LinkReading;
 use crate::status::{IncidentReport, QuarantineReport};
 
 /// Incidents shown in /status (the knowledge keeps more).
@@ -25,6 +27,28 @@ impl Mesh {
             i64::try_from(self.healing.quarantined().filter(|q| q.enforced).count()).unwrap_or(i64::MAX),
         );
         self.dispatch(cycle.outputs);
+        self.record_links();
+    }
+
+    /// One sample of every live link for the linkTelemetry dataset (the recorder keeps at
+    /// most one a second).
+    fn record_links(&self) {
+        let live: Vec<LinkReading> = self
+            .router
+            .neighbours()
+            .into_iter()
+            .filter(|n| n.alive)
+            .map(|n| LinkReading {
+                peer: n.peer,
+                address: self.sessions.get(&n.peer).and_then(|s| s.remote).map(|r| r.ip()),
+                loss_percent: n.quality.loss_percent,
+                rtt: n.quality.rtt,
+            })
+            .collect();
+        // The fault map's clock, so a fault's expiry is compared on the clock that set it.
+        self.telemetry
+            .lock()
+            .sample(x0tta6bl4_datapath::monotonic_now_ns(), &live);
     }
 
     fn record_incident(&mut self, incident: &Incident) {
