@@ -263,8 +263,15 @@ pub fn metric_sum(body: &str, name: &str) -> f64 {
 
 /// A raw HTTP/1.1 GET on loopback, enough for /metrics and probes.
 pub async fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    http_request("127.0.0.1", port, "GET", path).await
+}
+
+/// A raw HTTP/1.1 request without a body to `host:port` (an agent's loopback address).
+pub async fn http_request(host: &str, port: u16, method: &str, path: &str) -> std::io::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
@@ -301,12 +308,26 @@ impl Agent {
         ip: &str,
         config: &std::path::Path,
     ) -> anyhow::Result<Self> {
+        Self::start_in_mesh("demo", node, pod, namespace, ip, config, &[])
+    }
+
+    /// [`Agent::start`] for the agents of mesh `mesh` (its service account), with `extra`
+    /// command-line arguments (test settings such as `--fl-byzantine`).
+    pub fn start_in_mesh(
+        mesh: &str,
+        node: &str,
+        pod: &str,
+        namespace: &str,
+        ip: &str,
+        config: &std::path::Path,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("x0-e2e-agent-{namespace}-{node}"));
         std::fs::create_dir_all(&dir)?;
         let token = kubectl_ok(&[
             "create",
             "token",
-            "demo-agent",
+            &format!("{mesh}-agent"),
             "-n",
             namespace,
             "--bound-object-kind",
@@ -350,6 +371,7 @@ impl Agent {
             .args(["--state-dir", dir.join("state").to_str().unwrap_or_default()])
             .args(["--listen-addr", &format!("{ip}:47101"), "--advertise-address", ip])
             .args(["--metrics-addr", &format!("{ip}:47102")])
+            .args(extra)
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log_file.try_clone()?))
@@ -372,6 +394,11 @@ impl Agent {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// The agent's whole log (stdout and stderr).
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
     }
 }
 
@@ -400,17 +427,34 @@ pub async fn start_demo_agents(
     subnet: &str,
     timeout: Duration,
 ) -> DemoAgents {
+    start_mesh_agents(client, namespace, "demo", node_count(), subnet, timeout, |_| {
+        Vec::new()
+    })
+    .await
+}
+
+/// Waits until mesh `mesh`'s DaemonSet has `nodes` ready pods, then starts one agent per pod
+/// (sorted by node name) on `<subnet>.<i + 1>` with the mesh's rendered configuration and the
+/// arguments `extra(node)`.
+pub async fn start_mesh_agents(
+    client: &Client,
+    namespace: &str,
+    mesh: &str,
+    nodes: i32,
+    subnet: &str,
+    timeout: Duration,
+    extra: impl Fn(&str) -> Vec<String>,
+) -> DemoAgents {
     use k8s_openapi::api::core::v1::{ConfigMap, Pod};
     use kube::api::ListParams;
     use x0tta6bl4_api::MeshNetwork;
 
     let meshes: Api<MeshNetwork> = Api::namespaced(client.clone(), namespace);
-    let nodes = node_count();
     wait_until(
-        "demo's DaemonSet pods ready",
+        &format!("{mesh}'s DaemonSet pods ready"),
         timeout,
         || async {
-            get_opt(&meshes, "demo")
+            get_opt(&meshes, mesh)
                 .await
                 .and_then(|m| m.status)
                 .map(|s| s.ready_nodes)
@@ -419,37 +463,42 @@ pub async fn start_demo_agents(
     )
     .await;
     let config_map = Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .get("demo-agent-config")
+        .get(&format!("{mesh}-agent-config"))
         .await
         .expect("the mesh's agent ConfigMap");
-    let config = std::env::temp_dir().join(format!("x0-e2e-agents-{namespace}.json"));
+    let config = std::env::temp_dir().join(format!("x0-e2e-agents-{namespace}-{mesh}.json"));
     let rendered = config_map
         .data
         .unwrap_or_default()
         .remove("agent.yaml")
         .unwrap_or_default();
     std::fs::write(&config, rendered).expect("write the agent configuration");
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
+    let node_of = |pod: &Pod| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default()
+    };
+    let mut pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={mesh}")))
         .await
         .expect("list the agent pods")
         .items;
+    pods.sort_by_key(node_of);
     let ips: Vec<String> = (0..pods.len()).map(|i| format!("{subnet}.{}", i + 1)).collect();
     let agents = pods
         .iter()
         .zip(&ips)
         .map(|(pod, ip)| {
-            let node = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .unwrap_or_default();
-            Agent::start(
+            let node = node_of(pod);
+            Agent::start_in_mesh(
+                mesh,
                 &node,
                 pod.metadata.name.as_deref().unwrap_or_default(),
                 namespace,
                 ip,
                 &config,
+                &extra(&node),
             )
             .expect("start an agent")
         })

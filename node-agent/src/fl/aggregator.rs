@@ -11,15 +11,19 @@ use tokio_util::sync::CancellationToken;
 use x0tta6bl4_api::FLTrainingRound;
 use x0tta6bl4_api::fl_protocol::TRAIN_FLOW;
 use x0tta6bl4_api::fl_record::{Rejection, RoundRecord};
-use x0tta6bl4_fl::aggregate::{Contribution, Rule, aggregate};
+use x0tta6bl4_crypto::mldsa::VerifyingKey;
+use x0tta6bl4_fl::aggregate::{
+    Aggregate, Contribution, Rule, Verdict, Zone, aggregate, aggregate_hierarchical,
+};
 use x0tta6bl4_fl::dataset::Dataset;
 use x0tta6bl4_fl::model::{ModelShape, digest};
 use x0tta6bl4_fl::training::{apply, evaluate};
 use x0tta6bl4_fl::update::{ModelUpdate, SignedUpdate};
-use x0tta6bl4_fl::validate::{RoundExpectations, UpdateValidator};
+use x0tta6bl4_fl::validate::{Rejection as Refusal, RejectionReason, RoundExpectations, UpdateValidator};
 
 use super::messages::TrainRequest;
 use super::sink::ResultSink;
+use super::stragglers::{Late, OpenRounds, Stale, StalePolicy};
 use super::{FlContext, Incoming, job, participant};
 
 /// Updates claiming a later round, held until that round starts (per round, times the
@@ -37,7 +41,6 @@ struct Plan {
     uid: String,
     shape: ModelShape,
     dataset: job::JobDataset,
-    rule: Rule,
     seed: u64,
     participants: Vec<String>,
     rounds: u32,
@@ -52,7 +55,7 @@ impl Plan {
         let shape = job::shape(&job)?;
         let dataset = job::dataset(&job)?;
         let uid = job::uid(&job).to_owned();
-        let seed = job::seed(&uid);
+        let seed = job::job_seed(&job);
         let participants = job::participants(&job).to_vec();
         if participants.is_empty() {
             return Err("the status lists no participants".into());
@@ -64,7 +67,6 @@ impl Plan {
         let quorum_timeout =
             x0tta6bl4_api::duration::parse(&job.spec.quorum_timeout).map_err(|e| e.to_string())?;
         Ok(Plan {
-            rule: job::rule(&job),
             rounds: u32::try_from(job.spec.rounds).unwrap_or(0),
             job,
             uid,
@@ -86,6 +88,60 @@ impl Plan {
     }
 }
 
+/// How a job's admitted updates are combined, fixed over the job.
+struct Combine {
+    /// The spec's rule (inside each zone, for a hierarchical job).
+    rule: Rule,
+    /// Hierarchical jobs: the rule across zones and each participant's zone.
+    hierarchy: Option<(Rule, BTreeMap<String, String>)>,
+}
+
+impl Combine {
+    fn new(job: &FLTrainingRound) -> Result<Self, String> {
+        let hierarchy = match &job.spec.aggregation.hierarchical {
+            None => None,
+            Some(spec) => {
+                let zones = job.status.as_ref().map(|s| s.zones.clone()).unwrap_or_default();
+                if zones.is_empty() {
+                    return Err("a hierarchical job whose status lists no zones".into());
+                }
+                Some((job::rule_from(spec.global_rule, spec.global_byzantine), zones))
+            }
+        };
+        Ok(Combine {
+            rule: job::rule(job),
+            hierarchy,
+        })
+    }
+
+    fn name(&self) -> String {
+        match &self.hierarchy {
+            None => self.rule.name().to_owned(),
+            Some((global, _)) => format!("{} per zone, {} across zones", self.rule.name(), global.name()),
+        }
+    }
+
+    fn aggregate(&self, contributions: &[Contribution], center: Option<&[f32]>) -> Result<Aggregate, String> {
+        match &self.hierarchy {
+            None => aggregate(&self.rule, contributions, center).map_err(|e| e.to_string()),
+            Some((global, zone_of)) => {
+                let mut by_zone: BTreeMap<&str, Vec<Contribution>> = BTreeMap::new();
+                for c in contributions {
+                    let zone = zone_of.get(c.participant).map_or("unzoned", String::as_str);
+                    by_zone.entry(zone).or_default().push(*c);
+                }
+                let zones: Vec<Zone> = by_zone
+                    .into_iter()
+                    .map(|(name, contributions)| Zone { name, contributions })
+                    .collect();
+                aggregate_hierarchical(&zones, &self.rule, global, center)
+                    .map(|h| h.aggregate)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
 /// Runs the job's remaining rounds; returns when they are done, the job fails, or `cancel`
 /// (the job was deleted or left Running).
 pub async fn run(
@@ -96,8 +152,8 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let name = job::name(&job).to_owned();
-    let plan = match Plan::new(Arc::clone(&job)) {
-        Ok(plan) => plan,
+    let (plan, combine) = match Plan::new(Arc::clone(&job)).and_then(|plan| Ok((plan, Combine::new(&job)?))) {
+        Ok(ready) => ready,
         Err(error) => {
             tracing::error!(job = %name, %error, "cannot run the federated job");
             return;
@@ -125,14 +181,20 @@ pub async fn run(
         tracing::error!(job = %name, "the stored model does not fit the spec's model");
         return;
     }
-    tracing::info!(job = %name, first_round = round, rounds = plan.rounds, rule = plan.rule.name(), "aggregating federated job");
+    tracing::info!(job = %name, first_round = round, rounds = plan.rounds, rule = %combine.name(), "aggregating federated job");
     let mut center: Option<Vec<f32>> = None;
     let mut early: BTreeMap<u32, Vec<Incoming>> = BTreeMap::new();
+    let mut open = OpenRounds::new(StalePolicy::from_spec(&job.spec.straggler_policy));
     while round <= plan.rounds {
         let started = Instant::now();
+        let mut state = RoundState {
+            incoming: &mut incoming,
+            early: &mut early,
+            open: &mut open,
+        };
         let outcome = tokio::select! {
             () = cancel.cancelled() => return,
-            outcome = run_round(&ctx, &plan, round, &model, center.as_deref(), &mut incoming, &mut early) => outcome,
+            outcome = run_round(&ctx, &plan, &combine, round, &model, center.as_deref(), &mut state) => outcome,
         };
         let (record, step) = match outcome {
             Ok((mut record, step, new_model)) => {
@@ -166,7 +228,7 @@ pub async fn run(
         tracing::info!(
             job = %name, round, accuracy = %record.accuracy, loss = %record.loss,
             accepted = record.accepted.len(), rejected = record.rejected.len(),
-            duration_ms = record.duration_ms, "round complete"
+            down_weighted = record.down_weighted.len(), duration_ms = record.duration_ms, "round complete"
         );
         center = Some(step);
         round += 1;
@@ -176,16 +238,147 @@ pub async fn run(
     cancel.cancelled().await;
 }
 
+/// What a round takes over from the previous one and hands on to the next.
+struct RoundState<'a> {
+    incoming: &'a mut mpsc::Receiver<Incoming>,
+    /// Updates that claimed a round not started yet.
+    early: &'a mut BTreeMap<u32, Vec<Incoming>>,
+    /// Past rounds still accepting stragglers.
+    open: &'a mut OpenRounds,
+}
+
+/// Every currently endorsed key of each participant.
+fn participant_keys(ctx: &FlContext, participants: &[String]) -> HashMap<String, Vec<VerifyingKey>> {
+    let now = crate::clock::unix_seconds();
+    let trust = ctx
+        .trust
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    participants
+        .iter()
+        .map(|p| {
+            let node = x0tta6bl4_crypto::NodeId(ctx.node_id(p).0);
+            (
+                p.clone(),
+                trust.valid_keys(&node, now).into_iter().cloned().collect(),
+            )
+        })
+        .collect()
+}
+
+/// Admits `bytes`; if the signature does not verify under the keys the round started with,
+/// looks the participant's keys up again (one endorsed since) and tries once more.
+pub fn admit_with_fresh_keys(
+    validator: &mut UpdateValidator,
+    bytes: &[u8],
+    keys: impl FnOnce() -> HashMap<String, Vec<VerifyingKey>>,
+) -> Result<ModelUpdate, Refusal> {
+    match validator.admit(bytes) {
+        Err(refusal)
+            if matches!(
+                refusal.reason,
+                RejectionReason::BadSignature | RejectionReason::UnknownParticipant
+            ) =>
+        {
+            validator.set_keys(keys());
+            validator.admit(bytes)
+        }
+        result => result,
+    }
+}
+
+/// Refusals listed per round at most (times the participants, plus a margin): unauthenticated
+/// senders must not grow a record without bound; the rest are counted in one line.
+const LISTED_PER_PARTICIPANT: usize = 4;
+
+/// The updates of one round as they are judged.
+struct Collector<'a> {
+    ctx: &'a FlContext,
+    participants: &'a [String],
+    round: u32,
+    validator: UpdateValidator,
+    admitted: HashMap<String, ModelUpdate>,
+    stale: HashMap<String, Stale>,
+    rejected: Vec<Rejection>,
+    unlisted: usize,
+}
+
+impl Collector<'_> {
+    fn keys(&self) -> HashMap<String, Vec<VerifyingKey>> {
+        participant_keys(self.ctx, self.participants)
+    }
+
+    /// Judges one update: a straggler's against its own round while that is open, everything
+    /// else against this round.
+    fn judge(&mut self, update: Incoming, claimed_round: Option<u32>, open: &mut OpenRounds) {
+        if let Some(claimed) = claimed_round.filter(|c| *c < self.round) {
+            match open.admit(&update.bytes, claimed, self.round, || self.keys()) {
+                Late::Admitted(stale) => {
+                    self.ctx
+                        .metrics
+                        .updates
+                        .with_label_values(&["stale_admitted"])
+                        .inc();
+                    let participant = stale.update.participant.clone();
+                    let fresher = self
+                        .stale
+                        .get(&participant)
+                        .is_some_and(|held| held.staleness <= stale.staleness);
+                    if !fresher {
+                        self.stale.insert(participant, stale);
+                    }
+                    return;
+                }
+                Late::Refused { round, rejection } => {
+                    return self.refuse(update.source, rejection, Some(round));
+                }
+                Late::NotOpen => {}
+            }
+        }
+        let keys = || participant_keys(self.ctx, self.participants);
+        match admit_with_fresh_keys(&mut self.validator, &update.bytes, keys) {
+            Ok(admitted) => {
+                self.ctx.metrics.updates.with_label_values(&["admitted"]).inc();
+                self.admitted.insert(admitted.participant.clone(), admitted);
+            }
+            Err(refusal) => self.refuse(update.source, refusal, None),
+        }
+    }
+
+    fn refuse(&mut self, source: String, refusal: Refusal, for_round: Option<u32>) {
+        self.ctx
+            .metrics
+            .updates
+            .with_label_values(&[refusal.reason.code()])
+            .inc();
+        if self.rejected.len() >= LISTED_PER_PARTICIPANT * self.participants.len() + 16 {
+            self.unlisted += 1;
+            return;
+        }
+        let round = for_round
+            .map(|r| format!(" (late update for round {r})"))
+            .unwrap_or_default();
+        self.rejected.push(Rejection {
+            participant: refusal.claimed_participant.unwrap_or(source),
+            reason: format!("{}: {}{round}", refusal.reason.code(), refusal.reason),
+        });
+    }
+
+    fn complete(&self) -> bool {
+        self.admitted.len() >= self.participants.len()
+    }
+}
+
 /// One round: the record (duration filled in by the caller), the aggregate step and the new
 /// model; or why the round cannot complete.
 async fn run_round(
     ctx: &Arc<FlContext>,
     plan: &Plan,
+    combine: &Combine,
     round: u32,
     model: &[f32],
     center: Option<&[f32]>,
-    incoming: &mut mpsc::Receiver<Incoming>,
-    early: &mut BTreeMap<u32, Vec<Incoming>>,
+    state: &mut RoundState<'_>,
 ) -> Result<(RoundRecord, Vec<f32>, Vec<f32>), String> {
     let base_digest = digest(model);
     let identity = ctx.identity.get();
@@ -223,78 +416,48 @@ async fn run_round(
         }
     }
 
-    let now = crate::clock::unix_seconds();
-    let keys: HashMap<String, _> = {
-        let trust = ctx
-            .trust
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        plan.participants
-            .iter()
-            .filter_map(|p| {
-                Some((
-                    p.clone(),
-                    trust
-                        .newest_key(&x0tta6bl4_crypto::NodeId(ctx.node_id(p).0), now)?
-                        .1
-                        .clone(),
-                ))
-            })
-            .collect()
+    let mut collector = Collector {
+        ctx,
+        participants: &plan.participants,
+        round,
+        validator: UpdateValidator::with_keys(
+            RoundExpectations::new(plan.uid.clone(), round, base_digest, model.len()),
+            participant_keys(ctx, &plan.participants),
+        ),
+        admitted: HashMap::new(),
+        stale: HashMap::new(),
+        rejected: Vec::new(),
+        unlisted: 0,
     };
-    let mut validator = UpdateValidator::new(
-        RoundExpectations::new(plan.uid.clone(), round, base_digest, model.len()),
-        keys,
-    );
-    let mut admitted: HashMap<String, ModelUpdate> = HashMap::new();
-    let mut rejected: Vec<Rejection> = Vec::new();
-    let mut judge = |update: Incoming, admitted: &mut HashMap<String, ModelUpdate>| match validator
-        .admit(&update.bytes)
-    {
-        Ok(u) => {
-            ctx.metrics.updates.with_label_values(&["admitted"]).inc();
-            admitted.insert(u.participant.clone(), u);
-        }
-        Err(refusal) => {
-            ctx.metrics
-                .updates
-                .with_label_values(&[refusal.reason.code()])
-                .inc();
-            rejected.push(Rejection {
-                participant: refusal.claimed_participant.unwrap_or(update.source),
-                reason: format!("{}: {}", refusal.reason.code(), refusal.reason),
-            });
-        }
-    };
-    for update in early.remove(&round).unwrap_or_default() {
-        judge(update, &mut admitted);
+    for update in state.early.remove(&round).unwrap_or_default() {
+        collector.judge(update, Some(round), state.open);
     }
     let deadline = tokio::time::Instant::now() + plan.quorum_timeout;
     let mut resend = tokio::time::interval_at(tokio::time::Instant::now() + RESEND_EVERY, RESEND_EVERY);
-    while admitted.len() < plan.participants.len() {
+    while !collector.complete() {
         let update = tokio::select! {
             () = tokio::time::sleep_until(deadline) => break,
             _ = resend.tick() => {
                 // A participant that has not learnt of the job yet (its watch lags), or whose
                 // request was lost, gets it again; one that already trained drops the copy.
-                for participant in plan.participants.iter().filter(|p| !admitted.contains_key(*p) && **p != ctx.node_name) {
+                for participant in plan.participants.iter().filter(|p| !collector.admitted.contains_key(*p) && **p != ctx.node_name) {
                     let _ = ctx.mesh.send(ctx.node_id(participant), TRAIN_FLOW, bytes.clone()).await;
                 }
                 continue;
             }
-            update = incoming.recv() => match update {
+            update = state.incoming.recv() => match update {
                 Some(update) => update,
                 None => return Err("the agent is stopping".into()),
             },
         };
-        // A claim of a later round of this job waits for it (bounded); everything else is
-        // judged now, where a stale or foreign update is refused with its reason.
-        if let Ok((claimed, _)) = SignedUpdate::decode(&update.bytes)
-            && claimed.update.round_uid == plan.uid
-            && claimed.update.round > round
-            && claimed.update.round <= plan.rounds
-        {
-            let held = early.entry(claimed.update.round).or_default();
+        // A claim of a later round of this job waits for it (bounded); an earlier round's is
+        // a straggler's; everything else is judged now, where a foreign update is refused.
+        let claimed = SignedUpdate::decode(&update.bytes)
+            .ok()
+            .filter(|(claimed, _)| claimed.update.round_uid == plan.uid)
+            .map(|(claimed, _)| claimed.update.round);
+        if let Some(later) = claimed.filter(|c| *c > round && *c <= plan.rounds) {
+            let held = state.early.entry(later).or_default();
             if held.len() < EARLY_PER_PARTICIPANT * plan.participants.len() {
                 held.push(update);
             } else {
@@ -302,10 +465,19 @@ async fn run_round(
             }
             continue;
         }
-        judge(update, &mut admitted);
+        collector.judge(update, claimed, state.open);
     }
+    let Collector {
+        validator,
+        admitted,
+        stale,
+        mut rejected,
+        unlisted,
+        ..
+    } = collector;
+    state.open.close(validator);
     for participant in &plan.participants {
-        if !admitted.contains_key(participant) {
+        if !admitted.contains_key(participant) && !stale.contains_key(participant) {
             rejected.push(Rejection {
                 participant: participant.clone(),
                 reason: format!(
@@ -315,33 +487,67 @@ async fn run_round(
             });
         }
     }
+    if unlisted > 0 {
+        rejected.push(Rejection {
+            participant: "(more)".into(),
+            reason: format!("{unlisted} further refused updates, counted in x0_agent_fl_updates_total"),
+        });
+    }
 
-    // In the participants' order, so the record reads the same on every run.
-    let used: Vec<&ModelUpdate> = plan.participants.iter().filter_map(|p| admitted.get(p)).collect();
-    let contributions: Vec<Contribution> = used
+    // A straggler's update stands in only for a participant without a fresh one.
+    let used_stale: BTreeMap<&str, (&Stale, Vec<f32>)> = stale
         .iter()
-        .map(|u| Contribution {
-            participant: &u.participant,
-            examples: u.examples,
-            values: &u.values,
+        .filter(|(participant, _)| !admitted.contains_key(*participant))
+        .map(|(participant, s)| (participant.as_str(), (s, s.weighted_values())))
+        .collect();
+    // In the participants' order, so the record reads the same on every run.
+    let contributions: Vec<Contribution> = plan
+        .participants
+        .iter()
+        .filter_map(|p| match (admitted.get(p), used_stale.get(p.as_str())) {
+            (Some(u), _) => Some(Contribution {
+                participant: &u.participant,
+                examples: u.examples,
+                values: &u.values,
+            }),
+            (None, Some((s, values))) => Some(Contribution {
+                participant: &s.update.participant,
+                examples: s.update.examples,
+                values,
+            }),
+            (None, None) => None,
         })
         .collect();
-    let result = aggregate(&plan.rule, &contributions, center).map_err(|e| {
+    let result = combine.aggregate(&contributions, center).map_err(|e| {
         format!(
             "{} refused with {} admitted update(s) of {}: {e}",
-            plan.rule.name(),
+            combine.name(),
             contributions.len(),
             plan.participants.len()
         )
     })?;
     let mut accepted = Vec::new();
+    let mut down_weighted: Vec<Rejection> = used_stale
+        .values()
+        .map(|(s, _)| Rejection {
+            participant: s.update.participant.clone(),
+            reason: s.reason(round),
+        })
+        .collect();
     for outcome in &result.outcomes {
         match &outcome.verdict {
-            x0tta6bl4_fl::aggregate::Verdict::Rejected { reason } => rejected.push(Rejection {
+            Verdict::Rejected { reason } => rejected.push(Rejection {
                 participant: outcome.participant.clone(),
-                reason: format!("{}: {reason}", plan.rule.name()),
+                reason: format!("{}: {reason}", combine.rule.name()),
             }),
-            _ => accepted.push(outcome.participant.clone()),
+            Verdict::DownWeighted { reason, .. } => {
+                accepted.push(outcome.participant.clone());
+                down_weighted.push(Rejection {
+                    participant: outcome.participant.clone(),
+                    reason: format!("{}: {reason}", combine.rule.name()),
+                });
+            }
+            Verdict::Accepted { .. } => accepted.push(outcome.participant.clone()),
         }
     }
     let mut new_model = model.to_vec();
@@ -355,6 +561,7 @@ async fn run_round(
         participants: plan.participants.clone(),
         accepted,
         rejected,
+        down_weighted,
         loss: format!("{:.4}", evaluation.loss),
         accuracy: format!("{:.1}", evaluation.accuracy * 100.0),
         duration_ms: 0,

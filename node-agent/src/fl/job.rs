@@ -115,9 +115,23 @@ pub fn dataset(job: &FLTrainingRound) -> Result<JobDataset, String> {
     }
 }
 
+/// The job's seed: `spec.seed` if set (two jobs compared on the same model and shards), else
+/// derived from the UID.
+pub fn job_seed(job: &FLTrainingRound) -> u64 {
+    job.spec
+        .seed
+        .and_then(|s| u64::try_from(s).ok())
+        .unwrap_or_else(|| seed(uid(job)))
+}
+
 pub fn rule(job: &FLTrainingRound) -> Rule {
-    let f = usize::try_from(job.spec.aggregation.byzantine).unwrap_or(0);
-    match job.spec.aggregation.rule {
+    rule_from(job.spec.aggregation.rule, job.spec.aggregation.byzantine)
+}
+
+/// A spec rule with the number of Byzantine inputs it must tolerate.
+pub fn rule_from(rule: AggregationRule, byzantine: i32) -> Rule {
+    let f = usize::try_from(byzantine).unwrap_or(0);
+    match rule {
         AggregationRule::Fedavg => Rule::FedAvg,
         AggregationRule::Median => Rule::Median { f },
         AggregationRule::TrimmedMean => Rule::TrimmedMean { f },
@@ -131,8 +145,13 @@ pub fn rule(job: &FLTrainingRound) -> Rule {
     }
 }
 
-/// The aggregator named in the status, if the job is running.
+/// The aggregator named in the status, if the job is running. A job being deleted (its
+/// deletionTimestamp set, for example while a foreground deletion removes its ConfigMaps) is
+/// no longer running: its aggregator stops and participants refuse its requests.
 pub fn running_aggregator(job: &FLTrainingRound) -> Option<&str> {
+    if job.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
     let status = job.status.as_ref()?;
     (status.phase == "Running" && !status.aggregator.is_empty()).then_some(status.aggregator.as_str())
 }

@@ -1,6 +1,6 @@
 //! The federated-learning counters, registered next to the agent's own (so /metrics and the
 //! counters of /status show them).
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct FlMetrics {
@@ -12,6 +12,8 @@ pub struct FlMetrics {
     pub rounds: IntCounterVec,
     /// Local training runs, by outcome.
     pub trained: IntCounterVec,
+    /// Jobs this agent is aggregating now (0 once a deleted job has stopped).
+    pub aggregating: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -48,6 +50,15 @@ impl FlMetrics {
                 "Local training runs for a round, by outcome",
                 &["outcome"],
             ),
+            aggregating: {
+                let gauge = IntGauge::new(
+                    "x0_agent_fl_jobs_aggregating",
+                    "Federated jobs this agent is aggregating now",
+                )
+                .expect("valid metric definition");
+                let _ = registry.register(Box::new(gauge.clone()));
+                gauge
+            },
         }
     }
 

@@ -34,6 +34,7 @@ pub mod messages;
 pub mod metrics;
 pub mod participant;
 pub mod sink;
+pub mod stragglers;
 pub mod telemetry;
 
 use job::{JobSource, Jobs};
@@ -58,6 +59,13 @@ pub struct FlArgs {
     /// Test only: send attacked updates (sign-flip, scale, noise, label-flip, alie, ipm).
     #[arg(long, hide = true, value_parser = participant::parse_attack)]
     pub fl_byzantine: Option<Attack>,
+    /// Test only: hold each trained update this long before sending it (a straggler).
+    #[arg(long, hide = true, value_parser = humantime_millis)]
+    pub fl_straggle: Option<std::time::Duration>,
+}
+
+fn humantime_millis(text: &str) -> Result<std::time::Duration, String> {
+    x0tta6bl4_api::duration::parse(text).map_err(|e| e.to_string())
 }
 
 /// An update as it reaches the aggregator: its bytes and whom the mesh says sent it.
@@ -83,6 +91,8 @@ pub struct FlContext {
     /// This agent's link windows: what it trains on, and the aggregator tests on, for a
     /// linkTelemetry job.
     pub telemetry: telemetry::SharedRecorder,
+    /// Test only: delay before each update is sent.
+    pub straggle: Option<std::time::Duration>,
     /// Updates of this agent to itself (it is a participant and the aggregator).
     pub loopback: mpsc::Sender<Delivery>,
 }
@@ -139,6 +149,14 @@ impl FlContext {
                     return;
                 }
             };
+            if let Some(delay) = ctx.straggle {
+                tracing::warn!(
+                    ?delay,
+                    round = request.round,
+                    "test mode: holding the update back (straggler)"
+                );
+                tokio::time::sleep(delay).await;
+            }
             ctx.metrics.trained.with_label_values(&["sent"]).inc();
             if let Err(error) = route_update(&ctx, &request.aggregator, bytes).await {
                 tracing::warn!(aggregator = %request.aggregator, %error, "cannot send the update");
@@ -198,6 +216,7 @@ pub async fn run(setup: FlSetup, deliveries: mpsc::Receiver<Delivery>, shutdown:
         mesh: setup.mesh,
         attack: setup.args.fl_byzantine,
         telemetry: setup.telemetry,
+        straggle: setup.args.fl_straggle,
         loopback,
     });
     if let Some(attack) = ctx.attack {
@@ -333,6 +352,7 @@ impl<S: ResultSink> Dispatcher<S> {
         self.aggregating.retain(|uid, running| {
             let keep = mine.contains_key(uid) && !running.updates.is_closed();
             if !keep {
+                tracing::info!(job = %uid, "federated job stopped here (deleted, finished or reassigned)");
                 running.cancel.cancel();
             }
             keep
@@ -360,6 +380,7 @@ impl<S: ResultSink> Dispatcher<S> {
                 cancel,
             ));
         }
+        self.ctx.metrics.aggregating.set(self.aggregating.len() as i64);
     }
 
     fn on_delivery(&mut self, delivery: Delivery) {

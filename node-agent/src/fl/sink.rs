@@ -261,6 +261,7 @@ mod tests {
             participants: vec!["a".into()],
             accepted: vec!["a".into()],
             rejected: Vec::new(),
+            down_weighted: Vec::new(),
             loss: "1".into(),
             accuracy: "50.0".into(),
             duration_ms: 1,
