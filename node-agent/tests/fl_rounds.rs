@@ -22,6 +22,10 @@ const ROUNDS_DONE: Duration = Duration::from_secs(90);
 const ROUNDS: u32 = 5;
 const LOCAL_EPOCHS: u32 = 3;
 const LEARNING_RATE: f64 = 0.5;
+/// A straggler's delay: longer than the straggler test's quorum timeout (4 s), so its update
+/// misses its round, and short enough that it lands in the next one even when its first
+/// request came a resend (1 s) late.
+const STRAGGLE: &str = "5s";
 
 /// Fields drop in order: the agents are killed before their directory is removed.
 struct Mesh {
@@ -38,6 +42,18 @@ struct Mesh {
 /// the `byzantine` ones attack; agent `injector` serves the injection endpoint. Returns once
 /// every agent has a route to every other, so round 1's requests find their way.
 fn start(mesh: &str, octet: u8, n: usize, byzantine: &[usize], injector: usize) -> Mesh {
+    start_with(mesh, octet, n, byzantine, &[], injector)
+}
+
+/// [`start`], with the `stragglers` holding each update back for [`STRAGGLE`].
+fn start_with(
+    mesh: &str,
+    octet: u8,
+    n: usize,
+    byzantine: &[usize],
+    stragglers: &[usize],
+    injector: usize,
+) -> Mesh {
     let scratch = Scratch::new(mesh);
     let authority = scratch.authority("authority");
     let config = scratch.config(mesh, true);
@@ -60,6 +76,9 @@ fn start(mesh: &str, octet: u8, n: usize, byzantine: &[usize], injector: usize) 
             let mut extra = vec!["--fl-job", job_arg.as_str(), "--fl-results", results_arg.as_str()];
             if byzantine.contains(&i) {
                 extra.extend(["--fl-byzantine", "sign-flip"]);
+            }
+            if stragglers.contains(&i) {
+                extra.extend(["--fl-straggle", STRAGGLE]);
             }
             if i == injector {
                 extra.extend(["--fl-admin", admin_arg.as_str()]);
@@ -108,6 +127,18 @@ fn start(mesh: &str, octet: u8, n: usize, byzantine: &[usize], injector: usize) 
 }
 
 fn job_yaml(mesh: &str, uid: &str, names: &[String], rule: &str, byzantine: usize) -> String {
+    job_yaml_with(mesh, uid, names, rule, byzantine, "quorumTimeout: 15s")
+}
+
+/// A job whose spec ends with `tail` (its quorum timeout and straggler policy).
+fn job_yaml_with(
+    mesh: &str,
+    uid: &str,
+    names: &[String],
+    rule: &str,
+    byzantine: usize,
+    tail: &str,
+) -> String {
     format!(
         r#"apiVersion: x0tta6bl4.io/v1alpha1
 kind: FLTrainingRound
@@ -120,7 +151,7 @@ spec:
   learningRate: "{LEARNING_RATE}"
   participants: {{minimum: {n}}}
   aggregation: {{rule: {rule}, byzantine: {byzantine}}}
-  quorumTimeout: 15s
+  {tail}
 status:
   phase: Running
   participants: [{list}]
@@ -335,4 +366,59 @@ fn two_sign_flipping_agents_of_seven_are_rejected_by_multi_krum() {
         reached >= reference - 5.0,
         "{reached} vs honest {reference}: {records:?}"
     );
+}
+
+/// acceptStale: n3 holds every update back 5 s while rounds wait 4 s. Round 1 goes without it
+/// (NoUpdate); from round 2 on, its update for the round before arrives late, is verified
+/// against that round (its signature and base model) and used at half weight, listed as
+/// down-weighted with the reason.
+#[test]
+fn a_late_update_is_used_in_the_next_round_at_half_weight_under_accept_stale() {
+    let mesh = start_with("flstale", 10, 4, &[], &[3], 0);
+    let uid = "5e1f0000-stale";
+    let tail =
+        "quorumTimeout: 4s\n  stragglerPolicy: {mode: acceptStale, maxStaleness: 1, staleWeightPercent: 50}";
+    std::fs::write(
+        &mesh.job_file,
+        job_yaml_with("flstale", uid, &mesh.names, "fedavg", 0, tail),
+    )
+    .unwrap();
+    let records = records(&mesh);
+    let first = &records[0];
+    assert!(
+        first
+            .rejected
+            .iter()
+            .any(|r| r.participant == "n3" && r.reason.starts_with("NoUpdate")),
+        "{first:?}"
+    );
+    assert!(first.down_weighted.is_empty(), "{first:?}");
+    for record in &records[1..] {
+        let stale: Vec<&str> = record
+            .down_weighted
+            .iter()
+            .filter(|d| d.participant == "n3")
+            .map(|d| d.reason.as_str())
+            .collect();
+        let expected = format!(
+            "Stale: trained on round {}'s model, used in round {} with weight 0.500",
+            record.round - 1,
+            record.round
+        );
+        assert_eq!(stale, vec![expected.as_str()], "{record:?}");
+        assert_eq!(
+            record.accepted, mesh.names,
+            "n3's stale update is used: {record:?}"
+        );
+        assert!(record.rejected.is_empty(), "{record:?}");
+    }
+    let reached = accuracy(&records[ROUNDS as usize - 1]);
+    eprintln!(
+        "acceptStale run: accuracy per round {:?}",
+        records.iter().map(accuracy).collect::<Vec<_>>()
+    );
+    // The honest 5-agent run reaches 94%; a floor only a broken pipeline falls below.
+    assert!(reached >= 80.0, "{records:?}");
+    let status = mesh.agents[0].status().unwrap();
+    assert!(counter(&status, "x0_agent_fl_updates_total", "outcome=stale_admitted") >= 4.0);
 }

@@ -1,0 +1,415 @@
+//! Federated jobs trained by seven real agents in the cluster (kube mode: each authenticates as
+//! its DaemonSet pod, the operator selects and seals, the aggregator agent runs the rounds over
+//! the post-quantum mesh):
+//! - an honest FedAvg run, then the same job (same `spec.seed`: same initial model and shards)
+//!   with two agents restarted as sign-flippers under Multi-Krum (f = 2): both are rejected
+//!   every round with their Krum score, and the accuracy stays within 5 points of the honest
+//!   run; an unsigned and a tampered update injected by hand are rejected and listed;
+//! - a hierarchical job (median inside each zone, FedAvg across zones) completes with the
+//!   zones in its status;
+//! - deleting a running job stops its aggregator and removes its round ConfigMaps.
+//!
+//! The seven nodes are made for this test (their own label, so other tests' meshes do not
+//! see them) and removed at its end.
+#![cfg(feature = "e2e")]
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use x0tta6bl4_api::condition::{self, CONVERGED};
+use x0tta6bl4_api::fl_protocol::JOB_LABEL;
+use x0tta6bl4_api::fl_record::RoundRecord;
+use x0tta6bl4_api::{FLTrainingRound, FLTrainingRoundStatus, MeshNetwork};
+use x0tta6bl4_e2e::*;
+
+const MESH: &str = "fl7";
+const NODES: usize = 7;
+/// The label that keeps these nodes apart from the cluster's own.
+const NODE_LABEL: &str = "x0tta6bl4.io/e2e-fl";
+const SUBNET: &str = "127.0.4";
+const BYZANTINE: [&str; 2] = ["x0-fl-2", "x0-fl-5"];
+/// Serves POST /fl/inject.
+const INJECTOR: &str = "x0-fl-1";
+const ADMIN_PORT: u16 = 47103;
+const TIMEOUT: Duration = Duration::from_secs(120);
+const JOB_TIMEOUT: Duration = Duration::from_secs(300);
+const ROUNDS: i32 = 5;
+const SEED: i64 = 20261122;
+
+fn node_name(i: usize) -> String {
+    format!("x0-fl-{i}")
+}
+
+/// The test's fake nodes, deleted when it ends (even on a failure).
+struct FakeNodes;
+
+impl FakeNodes {
+    fn create() -> Self {
+        let manifests: String = (0..NODES)
+            .map(|i| {
+                // Zone a holds x0-fl-0..3, zone b x0-fl-4..6: one sign-flipper in each.
+                let zone = if i < 4 { "a" } else { "b" };
+                format!(
+                    "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations: {{kwok.x-k8s.io/node: fake}}\n  labels:\n    type: kwok-fl\n    {NODE_LABEL}: \"true\"\n    kubernetes.io/hostname: {name}\n    topology.kubernetes.io/zone: zone-{zone}\nspec:\n  taints: [{{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}}]\nstatus:\n  addresses: [{{type: InternalIP, address: 10.2.0.{ip}}}, {{type: Hostname, address: {name}}}]\n",
+                    name = node_name(i),
+                    ip = i + 1
+                )
+            })
+            .collect();
+        let file = std::env::temp_dir().join("x0-e2e-fl-nodes.yaml");
+        std::fs::write(&file, manifests).unwrap();
+        kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+        FakeNodes
+    }
+}
+
+impl Drop for FakeNodes {
+    fn drop(&mut self) {
+        kubectl(&[
+            "delete",
+            "nodes",
+            "-l",
+            &format!("{NODE_LABEL}=true"),
+            "--wait=false",
+        ]);
+    }
+}
+
+fn mesh() -> MeshNetwork {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNetwork", "metadata": {"name": MESH},
+        "spec": {
+            "nodeSelector": {NODE_LABEL: "true"},
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+            "routing": {"helloInterval": "100ms", "neighbourTimeout": "1s"},
+            "crypto": {"requirePostQuantum": true},
+            "identity": {"trustDomain": "x0tta6bl4.local"}
+        }
+    }))
+    .unwrap()
+}
+
+fn job(name: &str, rounds: i32, aggregation: serde_json::Value) -> FLTrainingRound {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "FLTrainingRound", "metadata": {"name": name},
+        "spec": {
+            "meshRef": {"name": MESH},
+            "model": {"kind": "logisticRegression", "inputDim": 64, "classes": 10, "dataset": "digits"},
+            "rounds": rounds,
+            "localEpochs": 3,
+            "learningRate": "0.5",
+            "participants": {"minimum": NODES},
+            "aggregation": aggregation,
+            "quorumTimeout": "30s",
+            "seed": SEED
+        }
+    }))
+    .unwrap()
+}
+
+async fn converged(meshes: &Api<MeshNetwork>) -> Option<(String, i32)> {
+    let status = get_opt(meshes, MESH).await?.status?;
+    let c = condition::find(&status.conditions, CONVERGED)?;
+    Some((c.status.clone(), status.pq_sessions))
+}
+
+async fn wait_converged(meshes: &Api<MeshNetwork>, what: &str) {
+    let full = (NODES * (NODES - 1)) as i32;
+    wait_until(
+        what,
+        TIMEOUT,
+        || async { converged(meshes).await },
+        |c| c.as_ref().is_some_and(|(s, pq)| s == "True" && *pq == full),
+    )
+    .await;
+}
+
+/// Runs `job` to Completed (a Failed job fails the test with its message) and returns its
+/// status; prints `kubectl get flrounds` as a user would see it.
+async fn complete(
+    jobs: &Api<FLTrainingRound>,
+    namespace: &str,
+    job: FLTrainingRound,
+) -> FLTrainingRoundStatus {
+    let name = job.metadata.name.clone().unwrap();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let status = wait_until(
+        &format!("FLTrainingRound {name} Completed"),
+        JOB_TIMEOUT,
+        || async { get_opt(jobs, &name).await.and_then(|j| j.status) },
+        |s| {
+            let phase = s.as_ref().map(|s| s.phase.as_str());
+            assert_ne!(phase, Some("Failed"), "{name} failed: {s:?}");
+            phase == Some("Completed")
+        },
+    )
+    .await
+    .unwrap();
+    println!(
+        "{}",
+        kubectl_ok(&["get", "flrounds", "-n", namespace, "-o", "wide"])
+    );
+    status
+}
+
+fn accuracy(status: &FLTrainingRoundStatus) -> f64 {
+    status.accuracy.trim_end_matches('%').parse().unwrap()
+}
+
+fn rejected_for<'a>(record: &'a RoundRecord, participant: &str) -> Vec<&'a str> {
+    record
+        .rejected
+        .iter()
+        .filter(|r| r.participant == participant)
+        .map(|r| r.reason.as_str())
+        .collect()
+}
+
+async fn agent_metric(ip: &str, name: &str) -> Option<f64> {
+    let body = http_request(ip, 47102, "GET", "/metrics").await.ok()?;
+    Some(metric_sum(&body, name))
+}
+
+#[tokio::test]
+async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_stops() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-flagents").await;
+    let _nodes = FakeNodes::create();
+    let operator = Operator::start("flagents", "x0-e2e-flagents").await.unwrap();
+    operator.wait_ready(TIMEOUT).await;
+    let meshes: Api<MeshNetwork> = Api::namespaced(client.clone(), &ns.name);
+    meshes.create(&PostParams::default(), &mesh()).await.unwrap();
+    let injector_ip = format!("{SUBNET}.{}", 2);
+    let admin = |node: &str| {
+        if node == INJECTOR {
+            vec!["--fl-admin".to_owned(), format!("{injector_ip}:{ADMIN_PORT}")]
+        } else {
+            Vec::new()
+        }
+    };
+    let DemoAgents {
+        mut agents,
+        ips,
+        config,
+        pods,
+    } = start_mesh_agents(&client, &ns.name, MESH, NODES as i32, SUBNET, TIMEOUT, admin).await;
+    let nodes: Vec<String> = agents.iter().map(|a| a.node.clone()).collect();
+    assert_eq!(nodes, (0..NODES).map(node_name).collect::<Vec<_>>());
+    assert_eq!(ips[1], injector_ip);
+    wait_converged(&meshes, "seven honest agents converged").await;
+    let jobs: Api<FLTrainingRound> = Api::namespaced(client.clone(), &ns.name);
+
+    // 1. Every agent honest, FedAvg: the reference.
+    let honest = complete(
+        &jobs,
+        &ns.name,
+        job("honest", ROUNDS, serde_json::json!({"rule": "fedavg"})),
+    )
+    .await;
+    assert_eq!(honest.participants, nodes);
+    for record in &honest.records {
+        assert_eq!(record.accepted, nodes, "{record:?}");
+        assert!(record.rejected.is_empty(), "{record:?}");
+    }
+    let reference = accuracy(&honest);
+    println!("honest FedAvg run: final accuracy {reference}%");
+
+    // 2. Two agents restart as sign-flippers (same keys and endorsements).
+    for byzantine in BYZANTINE {
+        let index = nodes.iter().position(|n| n == byzantine).unwrap();
+        agents[index].kill();
+        let pod = pods
+            .iter()
+            .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(byzantine))
+            .unwrap();
+        agents[index] = Agent::start_in_mesh(
+            MESH,
+            byzantine,
+            pod.metadata.name.as_deref().unwrap(),
+            &ns.name,
+            &ips[index],
+            &config,
+            &["--fl-byzantine".to_owned(), "sign-flip".to_owned()],
+        )
+        .unwrap();
+    }
+    wait_converged(&meshes, "converged again with the two sign-flippers").await;
+    let attacked = job(
+        "byzantine",
+        ROUNDS,
+        serde_json::json!({"rule": "multiKrum", "byzantine": 2}),
+    );
+    jobs.create(&PostParams::default(), &attacked).await.unwrap();
+    wait_until(
+        "the attacked job's first round",
+        JOB_TIMEOUT,
+        || async { get_opt(&jobs, "byzantine").await.and_then(|j| j.status) },
+        |s| s.as_ref().is_some_and(|s| s.completed_rounds >= 1),
+    )
+    .await;
+    // By hand, from x0-fl-1, for the last round (held by the aggregator until it starts): an
+    // update without a signature and one changed after signing.
+    for kind in ["unsigned", "tampered"] {
+        let response = http_request(
+            &injector_ip,
+            ADMIN_PORT,
+            "POST",
+            &format!("/fl/inject?job=byzantine&round={ROUNDS}&kind={kind}"),
+        )
+        .await
+        .unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+    let status = wait_until(
+        "FLTrainingRound byzantine Completed",
+        JOB_TIMEOUT,
+        || async { get_opt(&jobs, "byzantine").await.and_then(|j| j.status) },
+        |s| {
+            let phase = s.as_ref().map(|s| s.phase.as_str());
+            assert_ne!(phase, Some("Failed"), "{s:?}");
+            phase == Some("Completed")
+        },
+    )
+    .await
+    .unwrap();
+    println!("{}", kubectl_ok(&["get", "flrounds", "-n", &ns.name]));
+    let honest_nodes: Vec<String> = nodes
+        .iter()
+        .filter(|n| !BYZANTINE.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(status.records.len(), ROUNDS as usize);
+    for record in &status.records {
+        assert_eq!(record.accepted, honest_nodes, "{record:?}");
+        for attacker in BYZANTINE {
+            let reasons = rejected_for(record, attacker);
+            assert!(
+                reasons.iter().any(|r| r.starts_with("multiKrum: krum score")),
+                "{attacker} rejected with its Krum score in round {}: {reasons:?}",
+                record.round
+            );
+        }
+    }
+    let last = status.records.last().unwrap();
+    let injected = rejected_for(last, INJECTOR);
+    assert!(
+        injected.iter().any(|r| r.starts_with("MissingSignature"))
+            && injected.iter().any(|r| r.starts_with("BadSignature")),
+        "the injected updates are listed: {last:?}"
+    );
+    let attacked_accuracy = accuracy(&status);
+    println!(
+        "2 of 7 sign-flipping, multiKrum f=2: final accuracy {attacked_accuracy}% (honest FedAvg {reference}%); round 5 rejected: {:?}",
+        last.rejected
+    );
+    assert!(
+        attacked_accuracy >= reference - 5.0,
+        "{attacked_accuracy} vs honest {reference}"
+    );
+    let verified = std::process::Command::new(env_path("X0_OPERATOR_BIN"))
+        .args(["verify-chain", "-n", &ns.name, "byzantine"])
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{verified:?}");
+
+    // 3. Hierarchical: median inside zones a and b (one sign-flipper in each), FedAvg across.
+    let zoned = complete(
+        &jobs,
+        &ns.name,
+        job(
+            "zoned",
+            3,
+            serde_json::json!({"rule": "median", "byzantine": 1,
+                "hierarchical": {"zoneLabel": "topology.kubernetes.io/zone", "globalRule": "fedavg"}}),
+        ),
+    )
+    .await;
+    assert_eq!(zoned.zones.len(), NODES, "{:?}", zoned.zones);
+    assert_eq!(zoned.zones["x0-fl-3"], "zone-a");
+    assert_eq!(zoned.zones["x0-fl-4"], "zone-b");
+    // Chance is 10%; an unfiltered sign-flipper at 4x would drive FedAvg down, not up.
+    println!(
+        "hierarchical job: accuracy per round {:?}",
+        zoned
+            .records
+            .iter()
+            .map(|r| r.accuracy.clone())
+            .collect::<Vec<_>>()
+    );
+    assert!(accuracy(&zoned) > 50.0, "{zoned:?}");
+
+    // 4. A long job deleted while it runs: its aggregator stops and its ConfigMaps go.
+    let long = jobs
+        .create(
+            &PostParams::default(),
+            &job(
+                "deleted",
+                1000,
+                serde_json::json!({"rule": "multiKrum", "byzantine": 2}),
+            ),
+        )
+        .await
+        .unwrap();
+    let running = wait_until(
+        "the long job's second round",
+        JOB_TIMEOUT,
+        || async { get_opt(&jobs, "deleted").await.and_then(|j| j.status) },
+        |s| s.as_ref().is_some_and(|s| s.completed_rounds >= 2),
+    )
+    .await
+    .unwrap();
+    let aggregator_ip = ips[nodes.iter().position(|n| *n == running.aggregator).unwrap()].clone();
+    assert_eq!(
+        agent_metric(&aggregator_ip, "x0_agent_fl_jobs_aggregating").await,
+        Some(1.0)
+    );
+    jobs.delete("deleted", &DeleteParams::foreground()).await.unwrap();
+    wait_until(
+        "the aggregator to stop the deleted job",
+        TIMEOUT,
+        || async { agent_metric(&aggregator_ip, "x0_agent_fl_jobs_aggregating").await },
+        |n| *n == Some(0.0),
+    )
+    .await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let selector = format!("{JOB_LABEL}=deleted");
+    wait_until(
+        "the deleted job's round ConfigMaps to be gone",
+        TIMEOUT,
+        || async {
+            maps.list(&ListParams::default().labels(&selector))
+                .await
+                .map(|l| l.items.len())
+                .ok()
+        },
+        |n| *n == Some(0),
+    )
+    .await;
+    wait_until(
+        "the deleted job to be gone",
+        TIMEOUT,
+        || async { get_opt(&jobs, "deleted").await.is_none() },
+        |gone| *gone,
+    )
+    .await;
+    let aggregator = agents.iter().find(|a| a.node == running.aggregator).unwrap();
+    let log = std::fs::read_to_string(aggregator.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("federated job stopped here") && log.contains(long.metadata.uid.as_deref().unwrap()),
+        "{}",
+        aggregator.log_tail()
+    );
+    for agent in &agents {
+        let log = std::fs::read_to_string(agent.log_path()).unwrap_or_default();
+        assert!(!log.contains("panicked"), "{}: {}", agent.node, agent.log_tail());
+    }
+    assert_eq!(
+        operator.metric("x0_reconcile_errors_total").await,
+        0.0,
+        "{}",
+        operator.log_tail()
+    );
+    drop(agents);
+    ns.delete_and_wait().await;
+}
