@@ -166,6 +166,44 @@ pub enum Dataset {
     LinkTelemetry,
 }
 
+/// Features per window of the `linkTelemetry` dataset (the agent's recorder: 5 one-second
+/// samples of 4 link metrics).
+pub const LINK_TELEMETRY_FEATURES: i32 = 20;
+
+impl Dataset {
+    /// (features per example, classes) of the data the agents train on: a model must match.
+    pub fn dimensions(self) -> (i32, i32) {
+        match self {
+            Dataset::Iris => (4, 3),
+            Dataset::Digits => (64, 10),
+            Dataset::LinkTelemetry => (LINK_TELEMETRY_FEATURES, 2),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataset::Iris => "iris",
+            Dataset::Digits => "digits",
+            Dataset::LinkTelemetry => "linkTelemetry",
+        }
+    }
+}
+
+impl ModelSpec {
+    /// Parameters of the model (weights and biases): (input + 1)·classes for logistic
+    /// regression, (input + 1)·hidden + (hidden + 1)·classes for the MLP.
+    pub fn parameter_count(&self) -> i64 {
+        let (input, classes) = (i64::from(self.input_dim), i64::from(self.classes));
+        match (self.kind, self.hidden_dim) {
+            (ModelKind::Mlp, Some(hidden)) => {
+                let hidden = i64::from(hidden);
+                (input + 1) * hidden + (hidden + 1) * classes
+            }
+            _ => (input + 1) * classes,
+        }
+    }
+}
+
 /// Which agents take part in a round.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -374,6 +412,38 @@ impl FLTrainingRoundSpec {
         if let Err(why) = duration::parse(&self.quorum_timeout) {
             errors.push(FieldError::new("spec.quorumTimeout", why.to_string()));
         }
+        let (features, classes) = self.model.dataset.dimensions();
+        let dataset = self.model.dataset.name();
+        if self.model.input_dim != features {
+            errors.push(FieldError::new(
+                "spec.model.inputDim",
+                format!(
+                    "the {dataset} dataset has {features} features per example, inputDim is {}",
+                    self.model.input_dim
+                ),
+            ));
+        }
+        if self.model.classes != classes {
+            errors.push(FieldError::new(
+                "spec.model.classes",
+                format!(
+                    "the {dataset} dataset has {classes} classes, classes is {}",
+                    self.model.classes
+                ),
+            ));
+        }
+        let bytes = self.model.parameter_count() * 4;
+        if bytes > crate::fl_protocol::MAX_MODEL_BYTES as i64 {
+            errors.push(FieldError::new(
+                "spec.model",
+                format!(
+                    "{} parameters ({} KiB) exceed the largest model a round ConfigMap holds ({} KiB)",
+                    self.model.parameter_count(),
+                    bytes / 1024,
+                    crate::fl_protocol::MAX_MODEL_BYTES / 1024
+                ),
+            ));
+        }
         if let Some(selector) = &self.participants.selector {
             for key in selector.match_labels.iter().flatten().map(|(k, _)| k) {
                 if let Err(why) = crate::labels::check_key(key) {
@@ -402,6 +472,38 @@ mod tests {
         assert_eq!(s.aggregation.rule, AggregationRule::Fedavg);
         assert_eq!(s.straggler_policy.mode, StragglerMode::Drop);
         assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_model_that_does_not_fit_its_dataset_or_a_config_map_names_its_field() {
+        let s: FLTrainingRoundSpec = serde_yaml::from_str(
+            "meshRef: {name: demo}\nmodel: {kind: logisticRegression, inputDim: 64, classes: 3, dataset: iris}",
+        )
+        .unwrap();
+        let errors = s.validate().unwrap_err();
+        assert_eq!(errors[0].field, "spec.model.inputDim");
+        assert_eq!(
+            errors[0].message,
+            "the iris dataset has 4 features per example, inputDim is 64"
+        );
+        let s: FLTrainingRoundSpec = serde_yaml::from_str(
+            "meshRef: {name: demo}\nmodel: {kind: mlp, inputDim: 64, hiddenDim: 4096, classes: 10, dataset: digits}",
+        )
+        .unwrap();
+        // (64 + 1)·4096 + (4096 + 1)·10 = 307 210 parameters, 1200 KiB.
+        assert_eq!(s.model.parameter_count(), 307_210);
+        let errors = s.validate().unwrap_err();
+        assert_eq!(errors[0].field, "spec.model");
+        assert!(
+            errors[0].message.starts_with("307210 parameters (1200 KiB)"),
+            "{}",
+            errors[0].message
+        );
+        let telemetry: FLTrainingRoundSpec = serde_yaml::from_str(
+            "meshRef: {name: demo}\nmodel: {kind: logisticRegression, inputDim: 20, classes: 2, dataset: linkTelemetry}",
+        )
+        .unwrap();
+        assert_eq!(telemetry.validate(), Ok(()));
     }
 
     #[test]

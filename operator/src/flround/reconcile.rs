@@ -83,9 +83,6 @@ async fn plan(
         let message = x0tta6bl4_api::join_field_errors(&errors);
         return Ok((waiting("InvalidSpec", message), FAILED, Action::await_change()));
     }
-    if let Some(message) = unsupported(&job.spec) {
-        return Ok((waiting("Unsupported", message), FAILED, Action::await_change()));
-    }
     if status.phase == COMPLETED || status.phase == FAILED {
         return Ok((current(status), phase_of(status), Action::await_change()));
     }
@@ -200,18 +197,6 @@ async fn plan(
         );
     }
     Ok((conditions, RUNNING, Action::requeue(RUNNING_RETRY)))
-}
-
-/// Spec features the agents of this release do not run yet: refused by name, never ignored.
-fn unsupported(spec: &x0tta6bl4_api::FLTrainingRoundSpec) -> Option<String> {
-    use x0tta6bl4_api::fl_round::Dataset;
-    if spec.model.dataset == Dataset::LinkTelemetry {
-        return Some(
-            "spec.model.dataset: linkTelemetry is not collected by this release's agents; use digits or iris"
-                .into(),
-        );
-    }
-    None
 }
 
 fn running(status: &FLTrainingRoundStatus, rounds: i32) -> Vec<Desired> {
