@@ -84,6 +84,10 @@ impl Plan {
             return Ok(test);
         }
         let test = participant::test_set(self.dataset, self.participants.len(), self.seed, &ctx.telemetry)?;
+        tracing::info!(
+            job = %self.uid, windows = test.len(), faulty = test.class_counts().get(1).copied().unwrap_or(0),
+            "evaluating on this agent's held-out link telemetry"
+        );
         Ok(self.test.get_or_init(|| test))
     }
 }
