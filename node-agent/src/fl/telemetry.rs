@@ -40,6 +40,9 @@ pub const WINDOW: usize = 5;
 pub const SAMPLE_FEATURES: usize = 4;
 /// Values per window: what `spec.model.inputDim` of a linkTelemetry job must be.
 pub const FEATURES: usize = WINDOW * SAMPLE_FEATURES;
+// The API checks a job's inputDim against its own copy of this number, before any agent sees
+// the job: the two must not drift apart.
+const _: () = assert!(FEATURES as i64 == x0tta6bl4_api::fl_round::LINK_TELEMETRY_FEATURES as i64);
 /// Healthy (0) and faulty (1): what `spec.model.classes` of a linkTelemetry job must be.
 pub const CLASSES: usize = 2;
 /// Windows kept (about 80 KiB each thousand).
