@@ -422,3 +422,46 @@ fn a_late_update_is_used_in_the_next_round_at_half_weight_under_accept_stale() {
     let status = mesh.agents[0].status().unwrap();
     assert!(counter(&status, "x0_agent_fl_updates_total", "outcome=stale_admitted") >= 4.0);
 }
+
+/// A model larger than one mesh payload (an MLP of 19 210 parameters: 75 KiB, the mesh carries
+/// at most 64 KiB per message) goes out and comes back in chunks, reassembled and verified
+/// whole: both rounds complete with every update accepted.
+#[test]
+fn a_model_larger_than_one_mesh_payload_travels_in_chunks() {
+    let mesh = start("flchunks", 11, 3, &[], 0);
+    let shape = ModelShape::new(ModelKind::Mlp { hidden: 256 }, 64, 10);
+    assert!(
+        shape.parameter_count() * 4 > x0tta6bl4_wire::MAX_DATA_PAYLOAD_LEN,
+        "the model must not fit one mesh payload"
+    );
+    std::fs::write(
+        &mesh.job_file,
+        format!(
+            r#"apiVersion: x0tta6bl4.io/v1alpha1
+kind: FLTrainingRound
+metadata: {{name: digits, namespace: it, uid: 5e1f0000-chunks}}
+spec:
+  meshRef: {{name: flchunks}}
+  model: {{kind: mlp, inputDim: 64, hiddenDim: 256, classes: 10, dataset: digits}}
+  rounds: 2
+  learningRate: "0.1"
+  participants: {{minimum: 3}}
+  quorumTimeout: 60s
+status:
+  phase: Running
+  participants: [{}]
+  aggregator: n0
+"#,
+            mesh.names.join(", ")
+        ),
+    )
+    .unwrap();
+    for round in 1..=2 {
+        let record = wait_record(&mesh, round);
+        assert_eq!(record.accepted, mesh.names, "{record:?}");
+        assert!(record.rejected.is_empty(), "{record:?}");
+        eprintln!("round {round} with a 75 KiB model: accuracy {}", record.accuracy);
+    }
+    let model = std::fs::read(mesh.results.join("digits").join("round-2.model.f32")).unwrap();
+    assert_eq!(model.len(), shape.parameter_count() * 4);
+}

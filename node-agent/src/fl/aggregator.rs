@@ -24,7 +24,7 @@ use x0tta6bl4_fl::validate::{Rejection as Refusal, RejectionReason, RoundExpecta
 use super::messages::TrainRequest;
 use super::sink::ResultSink;
 use super::stragglers::{Late, OpenRounds, Stale, StalePolicy};
-use super::{FlContext, Incoming, job, participant};
+use super::{FlContext, Incoming, job, participant, send_message};
 
 /// Updates claiming a later round, held until that round starts (per round, times the
 /// participants): an update can overtake its round's start only by a little, and the bound
@@ -411,11 +411,7 @@ async fn run_round(
         if *participant == ctx.node_name {
             // This agent trains too; its update comes back through the loopback like any other.
             ctx.train_and_submit(request.clone());
-        } else if let Err(error) = ctx
-            .mesh
-            .send(ctx.node_id(participant), TRAIN_FLOW, bytes.clone())
-            .await
-        {
+        } else if let Err(error) = send_message(ctx, participant, TRAIN_FLOW, &bytes).await {
             tracing::warn!(%participant, round, %error, "cannot send the training request");
         }
     }
@@ -445,7 +441,7 @@ async fn run_round(
                 // A participant that has not learnt of the job yet (its watch lags), or whose
                 // request was lost, gets it again; one that already trained drops the copy.
                 for participant in plan.participants.iter().filter(|p| !collector.admitted.contains_key(*p) && **p != ctx.node_name) {
-                    let _ = ctx.mesh.send(ctx.node_id(participant), TRAIN_FLOW, bytes.clone()).await;
+                    let _ = send_message(ctx, participant, TRAIN_FLOW, &bytes).await;
                 }
                 continue;
             }

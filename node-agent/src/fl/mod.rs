@@ -28,6 +28,7 @@ use crate::mesh::{Delivery, MeshHandle, SendError};
 use crate::rotation::CurrentIdentity;
 
 pub mod aggregator;
+pub mod chunks;
 pub mod inject;
 pub mod job;
 pub mod messages;
@@ -167,19 +168,46 @@ impl FlContext {
 
 /// Sends update bytes to the aggregator: over the mesh, or through the loopback if it is us.
 pub async fn route_update(ctx: &FlContext, aggregator: &str, bytes: Vec<u8>) -> Result<(), SendError> {
-    if aggregator == ctx.node_name {
-        let delivery = Delivery {
-            source: ctx.self_id,
-            flow: UPDATE_FLOW,
-            payload: bytes,
-        };
-        return ctx
-            .loopback
-            .send(delivery)
-            .await
-            .map_err(|_| SendError::ShuttingDown);
+    send_message(ctx, aggregator, UPDATE_FLOW, &bytes).await
+}
+
+/// Attempts at a chunk while the next hop's writer queue is full (a large model is many
+/// chunks queued at once), and the pause between them.
+const QUEUE_FULL_ATTEMPTS: u32 = 100;
+const QUEUE_FULL_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Sends a federated message (any size up to [`chunks::MAX_MESSAGE_BYTES`]) as chunks to
+/// agent `to`: over the mesh, or through the loopback if it is this agent.
+pub async fn send_message(ctx: &FlContext, to: &str, flow: u32, message: &[u8]) -> Result<(), SendError> {
+    let chunks = chunks::split(rand::random(), message).map_err(|_| SendError::TooLarge)?;
+    for chunk in chunks {
+        if to == ctx.node_name {
+            let delivery = Delivery {
+                source: ctx.self_id,
+                flow,
+                payload: chunk,
+            };
+            ctx.loopback
+                .send(delivery)
+                .await
+                .map_err(|_| SendError::ShuttingDown)?;
+            continue;
+        }
+        let mut attempt = 0;
+        loop {
+            match ctx.mesh.send(ctx.node_id(to), flow, chunk.clone()).await {
+                Err(SendError::QueueFull) if attempt < QUEUE_FULL_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+                }
+                result => {
+                    result?;
+                    break;
+                }
+            }
+        }
     }
-    ctx.mesh.send(ctx.node_id(aggregator), UPDATE_FLOW, bytes).await
+    Ok(())
 }
 
 /// What the agent needs to take part in federated jobs.
@@ -291,6 +319,7 @@ struct Dispatcher<S> {
     sink: Arc<S>,
     aggregating: HashMap<String, Aggregating>,
     handled: HashSet<(String, u32)>,
+    reassembler: chunks::Reassembler,
 }
 
 async fn serve<S: ResultSink>(
@@ -317,6 +346,7 @@ async fn serve<S: ResultSink>(
         sink,
         aggregating: HashMap::new(),
         handled: HashSet::new(),
+        reassembler: chunks::Reassembler::new(),
     };
     dispatcher.reconcile();
     loop {
@@ -383,7 +413,22 @@ impl<S: ResultSink> Dispatcher<S> {
         self.ctx.metrics.aggregating.set(self.aggregating.len() as i64);
     }
 
-    fn on_delivery(&mut self, delivery: Delivery) {
+    fn on_delivery(&mut self, mut delivery: Delivery) {
+        if matches!(delivery.flow, TRAIN_FLOW | UPDATE_FLOW) {
+            let metrics = &self.ctx.metrics;
+            let fed = self.reassembler.feed(
+                delivery.source,
+                delivery.flow,
+                &delivery.payload,
+                std::time::Instant::now(),
+                |reason| metrics.drop(reason),
+            );
+            match fed {
+                chunks::Fed::Complete(message) => delivery.payload = message,
+                chunks::Fed::Pending => return,
+                chunks::Fed::Dropped(reason) => return metrics.drop(reason),
+            }
+        }
         match delivery.flow {
             TRAIN_FLOW => self.on_request(delivery),
             UPDATE_FLOW => self.on_update(delivery),
