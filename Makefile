@@ -53,8 +53,8 @@ e2e: binaries ## End-to-end tests against a real local control plane
 	e2e/run.sh
 
 .PHONY: netns
-netns: ## Agents in rings of network namespaces: convergence, kill, reroute, rejoin; eBPF counts and injected loss (root)
-	X0_NETNS_TESTS=1 $(CARGO) test --locked -p x0tta6bl4-node-agent --test netns_ring --test netns_ebpf -- --nocapture
+netns: ## Agents in rings of network namespaces: convergence, kill, reroute, rejoin; eBPF counts and injected loss; a link-telemetry federated job (root)
+	X0_NETNS_TESTS=1 $(CARGO) test --locked -p x0tta6bl4-node-agent --test netns_ring --test netns_ebpf --test netns_link_telemetry -- --nocapture
 
 .PHONY: ebpf-test
 ebpf-test: ## eBPF datapath in the real kernel: programs, veth pairs in network namespaces (root)

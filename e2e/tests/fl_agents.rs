@@ -125,8 +125,7 @@ async fn wait_converged(meshes: &Api<MeshNetwork>, what: &str) {
     .await;
 }
 
-/// Runs `job` to Completed (a Failed job fails the test with its message) and returns its
-/// status; prints `kubectl get flrounds` as a user would see it.
+/// Runs `job` to Completed and returns its status.
 async fn complete(
     jobs: &Api<FLTrainingRound>,
     namespace: &str,
@@ -134,10 +133,16 @@ async fn complete(
 ) -> FLTrainingRoundStatus {
     let name = job.metadata.name.clone().unwrap();
     jobs.create(&PostParams::default(), &job).await.unwrap();
+    wait_completed(jobs, namespace, &name).await
+}
+
+/// Waits for job `name` to complete (a Failed job fails the test with its message) and prints
+/// `kubectl get flrounds` as a user would see it.
+async fn wait_completed(jobs: &Api<FLTrainingRound>, namespace: &str, name: &str) -> FLTrainingRoundStatus {
     let status = wait_until(
         &format!("FLTrainingRound {name} Completed"),
         JOB_TIMEOUT,
-        || async { get_opt(jobs, &name).await.and_then(|j| j.status) },
+        || async { get_opt(jobs, name).await.and_then(|j| j.status) },
         |s| {
             let phase = s.as_ref().map(|s| s.phase.as_str());
             assert_ne!(phase, Some("Failed"), "{name} failed: {s:?}");
@@ -146,10 +151,7 @@ async fn complete(
     )
     .await
     .unwrap();
-    println!(
-        "{}",
-        kubectl_ok(&["get", "flrounds", "-n", namespace, "-o", "wide"])
-    );
+    println!("{}", kubectl_ok(&["get", "flrounds", "-n", namespace]));
     status
 }
 
@@ -261,19 +263,7 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
         .unwrap();
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     }
-    let status = wait_until(
-        "FLTrainingRound byzantine Completed",
-        JOB_TIMEOUT,
-        || async { get_opt(&jobs, "byzantine").await.and_then(|j| j.status) },
-        |s| {
-            let phase = s.as_ref().map(|s| s.phase.as_str());
-            assert_ne!(phase, Some("Failed"), "{s:?}");
-            phase == Some("Completed")
-        },
-    )
-    .await
-    .unwrap();
-    println!("{}", kubectl_ok(&["get", "flrounds", "-n", &ns.name]));
+    let status = wait_completed(&jobs, &ns.name, "byzantine").await;
     let honest_nodes: Vec<String> = nodes
         .iter()
         .filter(|n| !BYZANTINE.contains(&n.as_str()))

@@ -159,7 +159,14 @@ pub async fn run(
     let (plan, combine) = match Plan::new(Arc::clone(&job)).and_then(|plan| Ok((plan, Combine::new(&job)?))) {
         Ok(ready) => ready,
         Err(error) => {
+            // Recorded as the next round's failure, so the operator fails the job with the
+            // reason (a condition the user sees) instead of the job waiting forever.
             tracing::error!(job = %name, %error, "cannot run the federated job");
+            let next = job.status.as_ref().map_or(0, |s| s.completed_rounds).max(0) + 1;
+            if let Err(error) = sink.fail(&job, next, &error).await {
+                tracing::warn!(job = %name, %error, "cannot record why the job cannot run");
+            }
+            cancel.cancelled().await;
             return;
         }
     };
