@@ -302,6 +302,38 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
         .output()
         .unwrap();
     assert!(verified.status.success(), "{verified:?}");
+    // The final model, fetched by its digest and checked against it: (64 + 1) x 10 parameters.
+    let model_file = std::env::temp_dir().join(format!("x0-e2e-{}-model.f32", ns.name));
+    let fetched = std::process::Command::new(env_path("X0_OPERATOR_BIN"))
+        .args([
+            "get-model",
+            "-n",
+            &ns.name,
+            "byzantine",
+            "-o",
+            model_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&fetched.stdout).into_owned();
+    assert!(fetched.status.success(), "{fetched:?}");
+    assert!(said.contains(&status.model_digest), "{said}");
+    assert_eq!(std::fs::metadata(&model_file).unwrap().len(), 650 * 4);
+    println!("{}", said.trim());
+    let unknown = std::process::Command::new(env_path("X0_OPERATOR_BIN"))
+        .args([
+            "get-model",
+            "-n",
+            &ns.name,
+            "byzantine",
+            "--digest",
+            &"0".repeat(64),
+            "-o",
+            model_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success(), "no round names that digest");
 
     // 3. Hierarchical: median inside zones a and b (one sign-flipper in each), FedAvg across.
     let zoned = complete(

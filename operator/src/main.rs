@@ -28,6 +28,24 @@ enum Command {
     Run(RunArgs),
     /// Verify the hash chain of a federated job's round records (from its round ConfigMaps).
     VerifyChain(VerifyChainArgs),
+    /// Write a federated job's model (the final one, or the one with --digest) to a file,
+    /// checked against its digest and the sealed record that names it.
+    GetModel(GetModelArgs),
+}
+
+#[derive(clap::Args)]
+struct GetModelArgs {
+    /// Namespace of the FLTrainingRound.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// Name of the FLTrainingRound.
+    name: String,
+    /// SHA-256 (hex) of the model wanted; default: the job's current model (status.modelDigest).
+    #[arg(long)]
+    digest: Option<String>,
+    /// Where to write the parameters (little-endian f32).
+    #[arg(long, short = 'o')]
+    output: std::path::PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -71,6 +89,10 @@ async fn main() -> anyhow::Result<()> {
         Command::VerifyChain(args) => {
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             return verify_chain(args).await;
+        }
+        Command::GetModel(args) => {
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            return get_model(args).await;
         }
     };
     // One TLS provider for the whole process (the API client and anything else), chosen here
@@ -198,5 +220,64 @@ async fn verify_chain(args: VerifyChainArgs) -> anyhow::Result<()> {
         "the chain ends at {head}, the FLTrainingRound status names {status_head}"
     );
     println!("{} rounds verified; chain head {head}", records.len());
+    Ok(())
+}
+
+/// Finds the round whose sealed record names the model's digest, reads the model from that
+/// round's ConfigMap, recomputes the digest and writes the parameters out only if it matches.
+async fn get_model(args: GetModelArgs) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, ListParams};
+    use x0tta6bl4_api::FLTrainingRound;
+    use x0tta6bl4_api::fl_protocol::{JOB_LABEL, MODEL_KEY, SEALED_KEY};
+    use x0tta6bl4_api::fl_record::RoundRecord;
+    use x0tta6bl4_crypto::model_digest::{model_digest, params_from_le_bytes};
+
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster)")?;
+    let job = Api::<FLTrainingRound>::namespaced(client.clone(), &args.namespace)
+        .get(&args.name)
+        .await
+        .with_context(|| format!("reading FLTrainingRound {}/{}", args.namespace, args.name))?;
+    let wanted = match args.digest {
+        Some(digest) => digest.to_ascii_lowercase(),
+        None => job.status.map(|s| s.model_digest).unwrap_or_default(),
+    };
+    anyhow::ensure!(
+        !wanted.is_empty(),
+        "the job has no model yet (status.modelDigest is empty)"
+    );
+    let maps = Api::<ConfigMap>::namespaced(client, &args.namespace)
+        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={}", args.name)))
+        .await
+        .context("listing the round ConfigMaps")?;
+    let (round, map) = maps
+        .items
+        .iter()
+        .find_map(|map| {
+            let sealed = map.data.as_ref()?.get(SEALED_KEY)?;
+            let record: RoundRecord = serde_json::from_str(sealed).ok()?;
+            (record.model_digest == wanted).then_some((record.round, map))
+        })
+        .with_context(|| format!("no sealed round of {} names model {wanted}", args.name))?;
+    let bytes = map
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get(MODEL_KEY))
+        .with_context(|| format!("round {round}'s ConfigMap has no {MODEL_KEY}"))?;
+    let params = params_from_le_bytes(&bytes.0)
+        .with_context(|| format!("round {round}'s {MODEL_KEY} is not a whole number of f32s"))?;
+    let found = hex::encode(model_digest(&params));
+    anyhow::ensure!(
+        found == wanted,
+        "round {round}'s {MODEL_KEY} hashes to {found}, its sealed record names {wanted}: refusing it"
+    );
+    std::fs::write(&args.output, &bytes.0).with_context(|| format!("writing {}", args.output.display()))?;
+    println!(
+        "round {round}: {} parameters, SHA-256 {found}, written to {}",
+        params.len(),
+        args.output.display()
+    );
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod keyfile;
 pub mod keyring;
 pub mod mldsa;
 pub mod mlkem;
+pub mod model_digest;
 pub mod node_id;
 
 pub use mldsa::{Signature, SigningContext, SigningKey, VerifyingKey};

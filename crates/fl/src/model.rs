@@ -3,7 +3,6 @@
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Uniform};
-use sha2::{Digest, Sha256};
 
 /// Model architectures (the CRD's `ModelKind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,12 +94,7 @@ impl ModelShape {
 /// carry the digest of the model they were trained from, and the round record carries the
 /// digest of the model a round produced.
 pub fn digest(params: &[f32]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update((params.len() as u64).to_le_bytes());
-    for p in params {
-        hasher.update(p.to_le_bytes());
-    }
-    hasher.finalize().into()
+    x0tta6bl4_crypto::model_digest::model_digest(params)
 }
 
 #[cfg(test)]

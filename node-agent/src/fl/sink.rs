@@ -43,19 +43,9 @@ pub trait ResultSink: Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
-pub fn model_bytes(model: &[f32]) -> Vec<u8> {
-    model.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-/// None unless the length is a whole number of f32s.
-pub fn model_from_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
-    bytes.len().is_multiple_of(4).then(|| {
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    })
-}
+pub use x0tta6bl4_crypto::model_digest::{
+    params_from_le_bytes as model_from_bytes, params_to_le_bytes as model_bytes,
+};
 
 /// Standalone: `<dir>/<job>/round-<k>.json` (the unsealed record), `round-<k>.model.f32`, and
 /// `round-<k>.error` for a round that failed. Files are written whole and renamed into place,
@@ -236,13 +226,6 @@ impl ResultSink for KubeSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn model_bytes_round_trip_and_ragged_bytes_are_refused() {
-        let model = vec![0.5f32, -1.25, 3.0];
-        assert_eq!(model_from_bytes(&model_bytes(&model)), Some(model));
-        assert_eq!(model_from_bytes(&[1, 2, 3]), None);
-    }
 
     #[tokio::test]
     async fn the_file_sink_resumes_from_its_newest_round() {
