@@ -30,8 +30,11 @@ use super::{FlContext, Incoming, job, participant, send_message};
 /// participants): an update can overtake its round's start only by a little, and the bound
 /// keeps unauthenticated claims from filling memory.
 const EARLY_PER_PARTICIPANT: usize = 4;
-/// How often the request is sent again to participants that have not answered.
-const RESEND_EVERY: Duration = Duration::from_secs(1);
+/// When the request is first sent again to participants that have not answered; each resend
+/// waits twice as long as the one before, up to [`RESEND_MAX`] (a request carries the whole
+/// model, and a participant still training needs no copy every second).
+const RESEND_FIRST: Duration = Duration::from_secs(1);
+const RESEND_MAX: Duration = Duration::from_secs(8);
 /// Attempts at writing a round's result before the job is given up.
 const WRITE_ATTEMPTS: u32 = 5;
 
@@ -440,11 +443,14 @@ async fn run_round(
         collector.judge(update, Some(round), state.open);
     }
     let deadline = tokio::time::Instant::now() + plan.quorum_timeout;
-    let mut resend = tokio::time::interval_at(tokio::time::Instant::now() + RESEND_EVERY, RESEND_EVERY);
+    let mut resend_gap = RESEND_FIRST;
+    let mut next_resend = tokio::time::Instant::now() + resend_gap;
     while !collector.complete() {
         let update = tokio::select! {
             () = tokio::time::sleep_until(deadline) => break,
-            _ = resend.tick() => {
+            () = tokio::time::sleep_until(next_resend) => {
+                resend_gap = (resend_gap * 2).min(RESEND_MAX);
+                next_resend += resend_gap;
                 // A participant that has not learnt of the job yet (its watch lags), or whose
                 // request was lost, gets it again; one that already trained drops the copy.
                 for participant in plan.participants.iter().filter(|p| !collector.admitted.contains_key(*p) && **p != ctx.node_name) {
