@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{
-    Agent, AgentSpec, NodeFiles, Scratch, admin, counter, loopback, loopback_metrics, ping, routes, wait_for,
-};
+use common::{NodeFiles, Scratch, admin, counter, ping, routes, start_on_loopback, wait_for};
 use serde_json::Value;
 
 /// This file's number in the loopback addresses.
@@ -61,6 +59,20 @@ fn sessions(status: &Value) -> Vec<(String, u64)> {
     sessions
 }
 
+/// Post-quantum sessions established so far, both directions.
+fn established(status: &Value) -> f64 {
+    ["inbound", "outbound"]
+        .iter()
+        .map(|direction| {
+            counter(
+                status,
+                "x0_agent_sessions_established_total",
+                &format!("direction={direction},key_exchange=X25519MLKEM768"),
+            )
+        })
+        .sum()
+}
+
 #[test]
 fn key_rotation_under_traffic_loses_no_session() {
     let scratch = Scratch::new("rotation");
@@ -78,25 +90,9 @@ fn key_rotation_under_traffic_loses_no_session() {
         .iter()
         .map(|name| scratch.node(&authority, "rotation", name))
         .collect();
-    let peer = |i: u8| format!("{}:7946", loopback(TEST, usize::from(i)));
-    let peers = [vec![peer(1)], vec![peer(2)], Vec::new()];
-    let listen: Vec<String> = (0..3).map(|i| loopback(TEST, i)).collect();
-    let agents: Vec<Agent> = (0..3u8)
-        .map(|i| {
-            let index = usize::from(i);
-            Agent::start(&AgentSpec {
-                node: &nodes[index],
-                config: &config,
-                listen: &listen[index],
-                metrics: loopback_metrics(TEST, usize::from(i)),
-                advertise: Some(&listen[index]),
-                peers: peers[index].clone(),
-                extra: Vec::new(),
-                netns: None,
-                log_dir: &scratch.dir,
-            })
-        })
-        .collect();
+    // A line: a dials b, b dials c.
+    let peers: [&[usize]; 3] = [&[1], &[2], &[]];
+    let agents = start_on_loopback(&scratch, TEST, &nodes, &config, &peers, |_| Vec::new());
 
     wait_for("a to route to c through b", DEADLINE, POLL, || {
         let a = agents[0].status().ok_or("no status yet")?;
@@ -108,21 +104,7 @@ fn key_rotation_under_traffic_loses_no_session() {
         ready.then_some(()).ok_or_else(|| format!("a: {:?}", routes(&a)))
     });
     let before: Vec<Vec<(String, u64)>> = agents.iter().map(|a| sessions(&a.status().unwrap())).collect();
-    let established_before: Vec<f64> = agents
-        .iter()
-        .map(|a| {
-            let status = a.status().unwrap();
-            counter(
-                &status,
-                "x0_agent_sessions_established_total",
-                "direction=inbound,key_exchange=X25519MLKEM768",
-            ) + counter(
-                &status,
-                "x0_agent_sessions_established_total",
-                "direction=outbound,key_exchange=X25519MLKEM768",
-            )
-        })
-        .collect();
+    let established_before: Vec<f64> = agents.iter().map(|a| established(&a.status().unwrap())).collect();
 
     // Traffic: a pings c in bursts until the rotations are over.
     let stop = Arc::new(AtomicBool::new(false));
@@ -192,17 +174,9 @@ fn key_rotation_under_traffic_loses_no_session() {
             "{}: every session is the one it started with",
             agent.name
         );
-        let established = counter(
-            &status,
-            "x0_agent_sessions_established_total",
-            "direction=inbound,key_exchange=X25519MLKEM768",
-        ) + counter(
-            &status,
-            "x0_agent_sessions_established_total",
-            "direction=outbound,key_exchange=X25519MLKEM768",
-        );
         assert_eq!(
-            established, established_before[i],
+            established(&status),
+            established_before[i],
             "{}: no new session",
             agent.name
         );

@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Agent, AgentSpec, Scratch, alive_neighbours, counter, loopback, loopback_metrics, ping, routes, wait_for,
+    Agent, AgentSpec, Scratch, alive_neighbours, counter, loopback, loopback_metrics, ping, routes,
+    start_on_loopback, wait_for,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -24,25 +25,9 @@ fn three_agents_in_a_line_route_and_ping_across_two_hops() {
         .iter()
         .map(|name| scratch.node(&authority, "line", name))
         .collect();
-    let peer = |i: u8| format!("{}:7946", loopback(TEST, usize::from(i)));
-    let peers = [vec![peer(1)], vec![peer(0), peer(2)], vec![peer(1)]];
-    let listen: Vec<String> = (0..3).map(|i| loopback(TEST, i)).collect();
-    let mut agents: Vec<Agent> = (0..3u8)
-        .map(|i| {
-            let index = usize::from(i);
-            Agent::start(&AgentSpec {
-                node: &nodes[index],
-                config: &config,
-                listen: &listen[index],
-                metrics: loopback_metrics(TEST, usize::from(i)),
-                advertise: Some(&listen[index]),
-                peers: peers[index].clone(),
-                extra: Vec::new(),
-                netns: None,
-                log_dir: &scratch.dir,
-            })
-        })
-        .collect();
+    // a and c dial b, b dials both.
+    let peers: [&[usize]; 3] = [&[1], &[0, 2], &[1]];
+    let mut agents = start_on_loopback(&scratch, TEST, &nodes, &config, &peers, |_| Vec::new());
 
     wait_for("a and c to route to each other through b", DEADLINE, POLL, || {
         let a = agents[0].status().ok_or("a has no status yet")?;

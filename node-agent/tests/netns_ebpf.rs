@@ -16,176 +16,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{Agent, AgentSpec, NodeFiles, Scratch, counter, get, ip, netns_enabled, wait_for};
+use common::ebpf_ring::{Ring, fault_api};
+use common::{Agent, NodeFiles, Scratch, counter, get, neighbour_cost as cost, netns_skipped, wait_for};
 
 const NODES: usize = 3;
 const DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
-const FAULT_API: &str = "127.0.0.1:47190";
-
-/// The namespaces of one run, removed on drop (with them the veths, and the filters on them).
-///
-/// Addresses (out of the way of netns_ring.rs, which uses .1-.22 of the same /24s):
-/// node i's own address 198.18.<tag>.<240+i>/32 on `lo`; link i (node i "right" to node i+1
-/// "left") 198.18.<tag>.<128+4i>/30; management 198.19.<tag>.<128+4i>/30 (host .1, node .2).
-struct Ring {
-    tag: u32,
-    namespaces: Vec<String>,
-}
-
-impl Ring {
-    fn own(&self, i: usize) -> String {
-        format!("198.18.{}.{}", self.tag, 240 + i)
-    }
-
-    fn right(&self, i: usize) -> String {
-        format!("198.18.{}.{}", self.tag, 128 + 4 * i + 1)
-    }
-
-    fn left_of_next(&self, i: usize) -> String {
-        format!("198.18.{}.{}", self.tag, 128 + 4 * i + 2)
-    }
-
-    fn management(&self, i: usize) -> SocketAddr {
-        format!("198.19.{}.{}:9090", self.tag, 128 + 4 * i + 2)
-            .parse()
-            .unwrap()
-    }
-
-    fn create() -> Ring {
-        let tag = std::process::id() % 250 + 1;
-        let namespaces: Vec<String> = (0..NODES).map(|i| format!("x0ebpf{tag}n{i}")).collect();
-        for namespace in &namespaces {
-            let _ = Command::new("ip").args(["netns", "del", namespace]).output();
-        }
-        let ring = Ring { tag, namespaces };
-        for (i, namespace) in ring.namespaces.iter().enumerate() {
-            ip(&["netns", "add", namespace]);
-            ip(&["-n", namespace, "link", "set", "lo", "up"]);
-            ip(&[
-                "-n",
-                namespace,
-                "addr",
-                "add",
-                &format!("{}/32", ring.own(i)),
-                "dev",
-                "lo",
-            ]);
-            let host_end = format!("x0e{tag}m{i}");
-            let _ = Command::new("ip").args(["link", "del", &host_end]).output();
-            ip(&[
-                "link", "add", &host_end, "type", "veth", "peer", "name", "mgmt", "netns", namespace,
-            ]);
-            let management = ring.management(i).ip().to_string();
-            let host = format!("198.19.{tag}.{}", 128 + 4 * i + 1);
-            ip(&["addr", "add", &format!("{host}/30"), "dev", &host_end]);
-            ip(&[
-                "-n",
-                namespace,
-                "addr",
-                "add",
-                &format!("{management}/30"),
-                "dev",
-                "mgmt",
-            ]);
-            ip(&["link", "set", &host_end, "up"]);
-            ip(&["-n", namespace, "link", "set", "mgmt", "up"]);
-        }
-        for i in 0..NODES {
-            let next = (i + 1) % NODES;
-            let (here, there) = (&ring.namespaces[i], &ring.namespaces[next]);
-            ip(&[
-                "-n", here, "link", "add", "right", "type", "veth", "peer", "name", "left", "netns", there,
-            ]);
-            ip(&[
-                "-n",
-                here,
-                "addr",
-                "add",
-                &format!("{}/30", ring.right(i)),
-                "dev",
-                "right",
-            ]);
-            ip(&[
-                "-n",
-                there,
-                "addr",
-                "add",
-                &format!("{}/30", ring.left_of_next(i)),
-                "dev",
-                "left",
-            ]);
-            ip(&["-n", here, "link", "set", "right", "up"]);
-            ip(&["-n", there, "link", "set", "left", "up"]);
-            // One hop to the neighbour's own address, from our own: sessions run between the
-            // advertised addresses, which live on `lo`, not on the veths they cross.
-            let (own_here, own_there) = (ring.own(i), ring.own(next));
-            ip(&[
-                "-n",
-                here,
-                "route",
-                "add",
-                &format!("{own_there}/32"),
-                "via",
-                &ring.left_of_next(i),
-                "dev",
-                "right",
-                "src",
-                &own_here,
-            ]);
-            ip(&[
-                "-n",
-                there,
-                "route",
-                "add",
-                &format!("{own_here}/32"),
-                "via",
-                &ring.right(i),
-                "dev",
-                "left",
-                "src",
-                &own_there,
-            ]);
-        }
-        ring
-    }
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        for namespace in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", namespace]).output();
-        }
-    }
-}
-
-/// A request to the fault endpoint of the agent in `namespace` (loopback there only).
-fn fault_api(namespace: &str, method: &str, path: &str) -> Result<String, String> {
-    let output = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            namespace,
-            "curl",
-            "-sS",
-            "--fail-with-body",
-            "--max-time",
-            "5",
-        ])
-        .args(["-X", method, &format!("http://{FAULT_API}{path}")])
-        .output()
-        .map_err(|error| format!("cannot run curl in {namespace}: {error}"))?;
-    let body = String::from_utf8_lossy(&output.stdout).into_owned();
-    if output.status.success() {
-        Ok(body)
-    } else {
-        Err(format!(
-            "{method} {path} in {namespace}: {body}{}",
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
 /// A gauge's value from /metrics.
 fn gauge(metrics: SocketAddr, name: &str) -> Option<f64> {
     let (200, body) = get(metrics, "/metrics")? else {
@@ -195,30 +31,17 @@ fn gauge(metrics: SocketAddr, name: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// Neighbour `name` of `status`, when alive.
-fn neighbour<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
-    status["neighbours"]
-        .as_array()?
-        .iter()
-        .find(|n| n["node_name"] == name && n["alive"] == true)
-}
-
-fn cost(status: &Value, name: &str) -> Option<u64> {
-    neighbour(status, name)?["cost"].as_u64()
-}
-
 fn name(i: usize) -> String {
     format!("node-{i}")
 }
 
 #[test]
 fn agents_count_each_neighbour_on_its_own_interface_and_injected_loss_raises_the_link_cost() {
-    if !netns_enabled() {
-        eprintln!("skipped: needs root and X0_NETNS_TESTS=1 (run `make netns`)");
+    if netns_skipped() {
         return;
     }
     let scratch = Scratch::new("ebpf");
-    let ring = Ring::create();
+    let ring = Ring::create("x0ebpf", "x0e", NODES);
     let authority = scratch.authority("authority");
     let config = scratch.config("ebpf", true);
     let text = std::fs::read_to_string(&config).expect("read the configuration");
@@ -237,25 +60,7 @@ fn agents_count_each_neighbour_on_its_own_interface_and_injected_loss_raises_the
         .map(|i| scratch.node(&authority, "ebpf", &name(i)))
         .collect();
     let agents: Vec<Agent> = (0..NODES)
-        .map(|i| {
-            let peers = (0..NODES)
-                .filter(|&j| j != i)
-                .map(|j| format!("{}:7946", ring.own(j)))
-                .collect();
-            let own = ring.own(i);
-            Agent::start(&AgentSpec {
-                node: &nodes[i],
-                config: &config,
-                listen: "0.0.0.0",
-                metrics: ring.management(i),
-                advertise: Some(&own),
-                peers,
-                // No --interface: the agent must find `left` and `right` from its peers' routes.
-                extra: vec!["--fault-api", FAULT_API],
-                netns: Some(&ring.namespaces[i]),
-                log_dir: &scratch.dir,
-            })
-        })
+        .map(|i| ring.start_agent(i, &nodes[i], &config, &[], &scratch.dir))
         .collect();
     let mut report = Vec::new();
 

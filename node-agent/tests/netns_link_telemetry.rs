@@ -9,16 +9,14 @@
 //! Needs root and `X0_NETNS_TESTS=1`; otherwise it passes without running. About three
 //! minutes: the recording is real time. Every wait polls a condition with a deadline.
 mod common;
-#[path = "common/ebpf_ring.rs"]
-mod ebpf_ring;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Agent, AgentSpec, NodeFiles, Scratch, alive_neighbours, netns_enabled, wait_for};
-use ebpf_ring::{FAULT_API, Ring, fault_api};
+use common::ebpf_ring::{Ring, fault_api};
+use common::{Agent, NodeFiles, Scratch, alive_neighbours, neighbour_cost as cost, netns_skipped, wait_for};
 use x0tta6bl4_api::fl_record::RoundRecord;
 use x0tta6bl4_node_agent::fl::telemetry;
 
@@ -39,14 +37,6 @@ const ROUND_DONE: Duration = Duration::from_secs(90);
 
 fn name(i: usize) -> String {
     format!("node-{i}")
-}
-
-fn cost(status: &Value, neighbour: &str) -> Option<u64> {
-    status["neighbours"]
-        .as_array()?
-        .iter()
-        .find(|n| n["node_name"] == neighbour && n["alive"] == true)?["cost"]
-        .as_u64()
 }
 
 fn job_yaml(names: &[String]) -> String {
@@ -99,12 +89,11 @@ fn logged(agent: &Agent, message: &str) -> Option<Value> {
 
 #[test]
 fn agents_learn_to_tell_faulty_link_windows_from_their_own_telemetry() {
-    if !netns_enabled() {
-        eprintln!("skipped: needs root and X0_NETNS_TESTS=1 (run `make netns`)");
+    if netns_skipped() {
         return;
     }
     let scratch = Scratch::new(MESH);
-    let ring = Ring::create("x0lt", NODES);
+    let ring = Ring::create("x0lt", "x0lt", NODES);
     let authority = scratch.authority("authority");
     let config = scratch.config(MESH, true);
     // The datapath on (the faults, and the packet rates), and a silence timeout that outlasts
@@ -123,31 +112,9 @@ fn agents_learn_to_tell_faulty_link_windows_from_their_own_telemetry() {
         job_file.to_str().unwrap().to_owned(),
         results.to_str().unwrap().to_owned(),
     );
+    let extra = ["--fl-job", &job_arg, "--fl-results", &results_arg];
     let agents: Vec<Agent> = (0..NODES)
-        .map(|i| {
-            let own = ring.own(i);
-            Agent::start(&AgentSpec {
-                node: &nodes[i],
-                config: &config,
-                listen: "0.0.0.0",
-                metrics: ring.management(i),
-                advertise: Some(&own),
-                peers: (0..NODES)
-                    .filter(|&j| j != i)
-                    .map(|j| format!("{}:7946", ring.own(j)))
-                    .collect(),
-                extra: vec![
-                    "--fault-api",
-                    FAULT_API,
-                    "--fl-job",
-                    &job_arg,
-                    "--fl-results",
-                    &results_arg,
-                ],
-                netns: Some(&ring.namespaces[i]),
-                log_dir: &scratch.dir,
-            })
-        })
+        .map(|i| ring.start_agent(i, &nodes[i], &config, &extra, &scratch.dir))
         .collect();
     for (i, agent) in agents.iter().enumerate() {
         wait_for(

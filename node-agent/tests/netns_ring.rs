@@ -10,13 +10,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use common::{
-    Agent, AgentSpec, NodeFiles, Scratch, alive_neighbours, ip, netns_enabled, ping, unix_micros, wait_for,
+    Agent, AgentSpec, Namespaces, NodeFiles, Scratch, alive_neighbours, ip, management_veth, netns_skipped,
+    ping, unix_micros, veth_link, wait_for,
 };
 
 const NODES: usize = 5;
@@ -27,7 +27,7 @@ const POLL: Duration = Duration::from_millis(10);
 /// veth ends inside it, and so their peers).
 struct Ring {
     tag: u32,
-    namespaces: Vec<String>,
+    namespaces: Namespaces,
 }
 
 impl Ring {
@@ -48,63 +48,20 @@ impl Ring {
 
     fn create() -> Ring {
         let tag = std::process::id() % 250 + 1;
-        let namespaces: Vec<String> = (0..NODES).map(|i| format!("x0ring{tag}n{i}")).collect();
-        for namespace in &namespaces {
-            let _ = Command::new("ip").args(["netns", "del", namespace]).output();
-        }
-        let ring = Ring { tag, namespaces };
-        for namespace in &ring.namespaces {
-            ip(&["netns", "add", namespace]);
-            ip(&["-n", namespace, "link", "set", "lo", "up"]);
-        }
+        let ring = Ring {
+            tag,
+            namespaces: Namespaces::create((0..NODES).map(|i| format!("x0ring{tag}n{i}")).collect()),
+        };
         for i in 0..NODES {
             let next = (i + 1) % NODES;
             let (here, there) = (&ring.namespaces[i], &ring.namespaces[next]);
-            ip(&[
-                "-n", here, "link", "add", "right", "type", "veth", "peer", "name", "left", "netns", there,
-            ]);
-            ip(&[
-                "-n",
+            veth_link(here, there, &ring.right(i), &ring.left(next));
+            management_veth(
+                &format!("x0r{tag}m{i}"),
                 here,
-                "addr",
-                "add",
-                &format!("{}/30", ring.right(i)),
-                "dev",
-                "right",
-            ]);
-            ip(&[
-                "-n",
-                there,
-                "addr",
-                "add",
-                &format!("{}/30", ring.left(next)),
-                "dev",
-                "left",
-            ]);
-            ip(&["-n", here, "link", "set", "right", "up"]);
-            ip(&["-n", there, "link", "set", "left", "up"]);
-            let host_end = format!("x0r{tag}m{i}");
-            ip(&[
-                "link", "add", &host_end, "type", "veth", "peer", "name", "mgmt", "netns", here,
-            ]);
-            ip(&[
-                "addr",
-                "add",
-                &format!("198.19.{tag}.{}/30", 4 * i + 1),
-                "dev",
-                &host_end,
-            ]);
-            ip(&[
-                "-n",
-                here,
-                "addr",
-                "add",
-                &format!("198.19.{tag}.{}/30", 4 * i + 2),
-                "dev",
-                "mgmt",
-            ]);
-            ip(&["link", "set", &host_end, "up"]);
-            ip(&["-n", here, "link", "set", "mgmt", "up"]);
+                &format!("198.19.{tag}.{}", 4 * i + 1),
+                &format!("198.19.{tag}.{}", 4 * i + 2),
+            );
         }
         ring
     }
@@ -112,14 +69,6 @@ impl Ring {
     fn set_link(&self, i: usize, up: bool) {
         let state = if up { "up" } else { "down" };
         ip(&["-n", &self.namespaces[i], "link", "set", "right", state]);
-    }
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        for namespace in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", namespace]).output();
-        }
     }
 }
 
@@ -203,8 +152,7 @@ fn ms(micros: u64) -> f64 {
 
 #[test]
 fn a_ring_of_five_agents_converges_reroutes_around_a_killed_agent_and_rejoins() {
-    if !netns_enabled() {
-        eprintln!("skipped: needs root and X0_NETNS_TESTS=1 (run `make netns`)");
+    if netns_skipped() {
         return;
     }
     let scratch = Scratch::new("ring");
@@ -222,17 +170,15 @@ fn a_ring_of_five_agents_converges_reroutes_around_a_killed_agent_and_rejoins() 
             .map(|address| format!("{address}:7946"))
             .collect();
         let advertise = ring.right(i);
-        Agent::start(&AgentSpec {
-            node: &nodes[i],
-            config: &config,
-            listen: "0.0.0.0",
-            metrics: ring.management(i),
-            advertise: Some(&advertise),
+        Agent::start(&AgentSpec::in_netns(
+            &nodes[i],
+            &config,
+            &ring.namespaces[i],
+            &advertise,
+            ring.management(i),
             peers,
-            extra: Vec::new(),
-            netns: Some(&ring.namespaces[i]),
-            log_dir: &scratch.dir,
-        })
+            &scratch.dir,
+        ))
     };
     let everyone: Vec<usize> = (0..NODES).collect();
     let mut report = Vec::new();

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Agent, AgentSpec, Scratch, counter, loopback, loopback_metrics, ping, routes, wait_for};
+use common::{Scratch, counter, ping, routes, start_on_loopback, wait_for};
 use serde_json::Value;
 
 /// This file's number in the loopback addresses.
@@ -50,30 +50,15 @@ fn a_peer_lying_about_its_link_cost_is_detected_quarantined_and_routed_around() 
         .iter()
         .map(|name| scratch.node(&authority, "healing", name))
         .collect();
-    let peer = |i: u8| format!("{}:7946", loopback(TEST, usize::from(i)));
-    // a(0) – b(1) – d(3) and a(0) – c(2) – d(3).
-    let peers = [vec![peer(1), peer(2)], vec![peer(3)], vec![peer(3)], Vec::new()];
-    let listen: Vec<String> = (0..4).map(|i| loopback(TEST, i)).collect();
-    let agents: Vec<Agent> = (0..4u8)
-        .map(|i| {
-            let index = usize::from(i);
-            Agent::start(&AgentSpec {
-                node: &nodes[index],
-                config: &config,
-                listen: &listen[index],
-                metrics: loopback_metrics(TEST, usize::from(i)),
-                advertise: Some(&listen[index]),
-                peers: peers[index].clone(),
-                extra: if i == 2 {
-                    vec!["--test-misreport-link-cost", "1"]
-                } else {
-                    Vec::new()
-                },
-                netns: None,
-                log_dir: &scratch.dir,
-            })
-        })
-        .collect();
+    // a(0) – b(1) – d(3) and a(0) – c(2) – d(3); c misreports its link costs.
+    let peers: [&[usize]; 4] = [&[1, 2], &[3], &[3], &[]];
+    let agents = start_on_loopback(&scratch, TEST, &nodes, &config, &peers, |i| {
+        if i == 2 {
+            vec!["--test-misreport-link-cost", "1"]
+        } else {
+            Vec::new()
+        }
+    });
     let (a, d) = (&agents[0], &agents[3]);
 
     wait_for(

@@ -1,13 +1,16 @@
-//! A ring of network namespaces laid out like the demo's, for the eBPF tests: each node's own
-//! address on `lo`, its two neighbours reached over two different veths (`left`, `right`),
-//! and a management veth to the host for /status. Taken from `netns_ebpf.rs` (which still
-//! has its own copy) with the namespace prefix and size as parameters. Root only.
-#![allow(dead_code)]
+//! A ring of network namespaces laid out like the demo's, for the eBPF tests (`netns_ebpf.rs`,
+//! `netns_link_telemetry.rs`): each node's own address on `lo`, its two neighbours reached over
+//! two different veths (`left`, `right`), and a management veth to the host for /status; and
+//! the agents' fault endpoint, reached inside a namespace. Root only.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 
-use super::common::ip;
+use super::{Agent, AgentSpec, Namespaces, NodeFiles, ip, management_veth, veth_link};
+
+/// Where the agents serve their fault endpoint (each on its namespace's loopback).
+pub const FAULT_API: &str = "127.0.0.1:47190";
 
 /// The namespaces of one run, removed on drop (with them the veths, and the filters on them).
 ///
@@ -16,7 +19,7 @@ use super::common::ip;
 /// "left") 198.18.<tag>.<128+4i>/30; management 198.19.<tag>.<128+4i>/30 (host .1, node .2).
 pub struct Ring {
     pub tag: u32,
-    pub namespaces: Vec<String>,
+    pub namespaces: Namespaces,
 }
 
 impl Ring {
@@ -38,17 +41,15 @@ impl Ring {
             .unwrap()
     }
 
-    /// A ring of `nodes` namespaces named `<prefix><tag>n<i>`.
-    pub fn create(prefix: &str, nodes: usize) -> Ring {
+    /// A ring of `nodes` namespaces named `<prefix><tag>n<i>`, whose management veths are
+    /// `<host_prefix><tag>m<i>` on the host.
+    pub fn create(prefix: &str, host_prefix: &str, nodes: usize) -> Ring {
         let tag = std::process::id() % 250 + 1;
-        let namespaces: Vec<String> = (0..nodes).map(|i| format!("{prefix}{tag}n{i}")).collect();
-        for namespace in &namespaces {
-            let _ = Command::new("ip").args(["netns", "del", namespace]).output();
-        }
-        let ring = Ring { tag, namespaces };
+        let ring = Ring {
+            tag,
+            namespaces: Namespaces::create((0..nodes).map(|i| format!("{prefix}{tag}n{i}")).collect()),
+        };
         for (i, namespace) in ring.namespaces.iter().enumerate() {
-            ip(&["netns", "add", namespace]);
-            ip(&["-n", namespace, "link", "set", "lo", "up"]);
             ip(&[
                 "-n",
                 namespace,
@@ -58,52 +59,19 @@ impl Ring {
                 "dev",
                 "lo",
             ]);
-            let host_end = format!("{prefix}{tag}m{i}");
+            let host_end = format!("{host_prefix}{tag}m{i}");
             let _ = Command::new("ip").args(["link", "del", &host_end]).output();
-            ip(&[
-                "link", "add", &host_end, "type", "veth", "peer", "name", "mgmt", "netns", namespace,
-            ]);
-            let management = ring.management(i).ip().to_string();
-            let host = format!("198.19.{tag}.{}", 128 + 4 * i + 1);
-            ip(&["addr", "add", &format!("{host}/30"), "dev", &host_end]);
-            ip(&[
-                "-n",
+            management_veth(
+                &host_end,
                 namespace,
-                "addr",
-                "add",
-                &format!("{management}/30"),
-                "dev",
-                "mgmt",
-            ]);
-            ip(&["link", "set", &host_end, "up"]);
-            ip(&["-n", namespace, "link", "set", "mgmt", "up"]);
+                &format!("198.19.{tag}.{}", 128 + 4 * i + 1),
+                &ring.management(i).ip().to_string(),
+            );
         }
         for i in 0..nodes {
             let next = (i + 1) % nodes;
             let (here, there) = (&ring.namespaces[i], &ring.namespaces[next]);
-            ip(&[
-                "-n", here, "link", "add", "right", "type", "veth", "peer", "name", "left", "netns", there,
-            ]);
-            ip(&[
-                "-n",
-                here,
-                "addr",
-                "add",
-                &format!("{}/30", ring.right(i)),
-                "dev",
-                "right",
-            ]);
-            ip(&[
-                "-n",
-                there,
-                "addr",
-                "add",
-                &format!("{}/30", ring.left_of_next(i)),
-                "dev",
-                "left",
-            ]);
-            ip(&["-n", here, "link", "set", "right", "up"]);
-            ip(&["-n", there, "link", "set", "left", "up"]);
+            veth_link(here, there, &ring.right(i), &ring.left_of_next(i));
             // One hop to the neighbour's own address, from our own: sessions run between the
             // advertised addresses, which live on `lo`, not on the veths they cross.
             let (own_here, own_there) = (ring.own(i), ring.own(next));
@@ -136,18 +104,37 @@ impl Ring {
         }
         ring
     }
-}
 
-impl Drop for Ring {
-    fn drop(&mut self) {
-        for namespace in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", namespace]).output();
-        }
+    /// Starts node `i`'s agent in its namespace: it advertises its own address, dials every
+    /// other node's, serves /status on its management address and its fault endpoint on
+    /// [`FAULT_API`], followed by `extra`. No --interface: the agent must find `left` and
+    /// `right` from its peers' routes.
+    pub fn start_agent(
+        &self,
+        i: usize,
+        node: &NodeFiles,
+        config: &Path,
+        extra: &[&str],
+        log_dir: &Path,
+    ) -> Agent {
+        let own = self.own(i);
+        let peers = (0..self.namespaces.len())
+            .filter(|&j| j != i)
+            .map(|j| format!("{}:7946", self.own(j)))
+            .collect();
+        let mut spec = AgentSpec::in_netns(
+            node,
+            config,
+            &self.namespaces[i],
+            &own,
+            self.management(i),
+            peers,
+            log_dir,
+        );
+        spec.extra = ["--fault-api", FAULT_API].iter().chain(extra).copied().collect();
+        Agent::start(&spec)
     }
 }
-
-/// Where the agents serve their fault endpoint (each on its namespace's loopback).
-pub const FAULT_API: &str = "127.0.0.1:47190";
 
 /// A request to the fault endpoint of the agent in `namespace` (loopback there only), made
 /// with `ip netns exec <ns> curl`.

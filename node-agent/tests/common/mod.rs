@@ -3,6 +3,8 @@
 //! plain HTTP/1.1 GET, and polling with a deadline (never a bare sleep as synchronisation).
 #![allow(dead_code)]
 
+pub mod ebpf_ring;
+
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -38,6 +40,15 @@ pub fn netns_enabled() -> bool {
     root && std::env::var("X0_NETNS_TESTS").as_deref() == Ok("1")
 }
 
+/// Whether a network-namespace test must skip itself (see [`netns_enabled`]); says so.
+pub fn netns_skipped() -> bool {
+    let skipped = !netns_enabled();
+    if skipped {
+        eprintln!("skipped: needs root and X0_NETNS_TESTS=1 (run `make netns`)");
+    }
+    skipped
+}
+
 /// Runs `ip` with `args`, panicking with its error output on failure.
 pub fn ip(args: &[&str]) {
     let output = Command::new("ip").args(args).output().expect("run ip");
@@ -47,6 +58,90 @@ pub fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Network namespaces of one run, made afresh (a namespace left over under the same name is
+/// deleted first) with `lo` up, and deleted on drop: with them go the veth ends inside, their
+/// peers, and any filter on them.
+pub struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    pub fn create(names: Vec<String>) -> Namespaces {
+        for namespace in &names {
+            let _ = Command::new("ip").args(["netns", "del", namespace]).output();
+        }
+        // Owned before the first `ip netns add`, so that a failure part way still cleans up.
+        let namespaces = Namespaces(names);
+        for namespace in &namespaces.0 {
+            ip(&["netns", "add", namespace]);
+            ip(&["-n", namespace, "link", "set", "lo", "up"]);
+        }
+        namespaces
+    }
+}
+
+impl std::ops::Deref for Namespaces {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for namespace in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", namespace]).output();
+        }
+    }
+}
+
+/// A veth pair between two namespaces, both ends up: `right` in `here` with the /30 address
+/// `right_address`, `left` in `there` with `left_address`.
+pub fn veth_link(here: &str, there: &str, right_address: &str, left_address: &str) {
+    ip(&[
+        "-n", here, "link", "add", "right", "type", "veth", "peer", "name", "left", "netns", there,
+    ]);
+    ip(&[
+        "-n",
+        here,
+        "addr",
+        "add",
+        &format!("{right_address}/30"),
+        "dev",
+        "right",
+    ]);
+    ip(&[
+        "-n",
+        there,
+        "addr",
+        "add",
+        &format!("{left_address}/30"),
+        "dev",
+        "left",
+    ]);
+    ip(&["-n", here, "link", "set", "right", "up"]);
+    ip(&["-n", there, "link", "set", "left", "up"]);
+}
+
+/// A management veth from the host into `namespace`, both ends up: `host_end` on the host with
+/// the /30 address `host_address`, `mgmt` in the namespace with `inside_address`.
+pub fn management_veth(host_end: &str, namespace: &str, host_address: &str, inside_address: &str) {
+    ip(&[
+        "link", "add", host_end, "type", "veth", "peer", "name", "mgmt", "netns", namespace,
+    ]);
+    ip(&["addr", "add", &format!("{host_address}/30"), "dev", host_end]);
+    ip(&[
+        "-n",
+        namespace,
+        "addr",
+        "add",
+        &format!("{inside_address}/30"),
+        "dev",
+        "mgmt",
+    ]);
+    ip(&["link", "set", host_end, "up"]);
+    ip(&["-n", namespace, "link", "set", "mgmt", "up"]);
 }
 
 pub fn unix_micros() -> u64 {
@@ -185,6 +280,62 @@ pub struct AgentSpec<'a> {
     /// Run inside this network namespace.
     pub netns: Option<&'a str>,
     pub log_dir: &'a Path,
+}
+
+impl<'a> AgentSpec<'a> {
+    /// An agent in network namespace `netns`, taking sessions on every address there,
+    /// advertising `advertise` and serving /status on `metrics`, with no extra arguments.
+    pub fn in_netns(
+        node: &'a NodeFiles,
+        config: &'a Path,
+        netns: &'a str,
+        advertise: &'a str,
+        metrics: SocketAddr,
+        peers: Vec<String>,
+        log_dir: &'a Path,
+    ) -> AgentSpec<'a> {
+        AgentSpec {
+            node,
+            config,
+            listen: "0.0.0.0",
+            metrics,
+            advertise: Some(advertise),
+            peers,
+            extra: Vec::new(),
+            netns: Some(netns),
+            log_dir,
+        }
+    }
+}
+
+/// Starts one agent per node of `nodes`, in order, each on its own loopback address of test
+/// `test` (advertised as such, /status on [`loopback_metrics`]), dialling the agents whose
+/// indices `peers[i]` lists, with the extra arguments `extra(i)`.
+pub fn start_on_loopback<'e>(
+    scratch: &Scratch,
+    test: u8,
+    nodes: &[NodeFiles],
+    config: &Path,
+    peers: &[&[usize]],
+    extra: impl Fn(usize) -> Vec<&'e str>,
+) -> Vec<Agent> {
+    assert_eq!(peers.len(), nodes.len(), "one peer list per node");
+    let listen: Vec<String> = (0..nodes.len()).map(|i| loopback(test, i)).collect();
+    (0..nodes.len())
+        .map(|i| {
+            Agent::start(&AgentSpec {
+                node: &nodes[i],
+                config,
+                listen: &listen[i],
+                metrics: loopback_metrics(test, i),
+                advertise: Some(&listen[i]),
+                peers: peers[i].iter().map(|&j| format!("{}:7946", listen[j])).collect(),
+                extra: extra(i),
+                netns: None,
+                log_dir: &scratch.dir,
+            })
+        })
+        .collect()
 }
 
 /// A running agent, killed on drop.
@@ -380,4 +531,13 @@ pub fn alive_neighbours(status: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The link cost to neighbour `name` in a status, while that neighbour is alive.
+pub fn neighbour_cost(status: &Value, name: &str) -> Option<u64> {
+    status["neighbours"]
+        .as_array()?
+        .iter()
+        .find(|n| n["node_name"] == name && n["alive"] == true)?["cost"]
+        .as_u64()
 }
