@@ -9,10 +9,12 @@
 //!   and hierarchical (per-zone) aggregation, each with per-participant outcomes.
 //! - [`byzantine`]: attacks for tests and chaos experiments.
 //! - [`simulation`]: whole rounds in-process, for the attack matrix and tests.
+//! - [`report`]: what the `fl-bench` and `fl-matrix` binaries share to write their reports.
 pub mod aggregate;
 pub mod byzantine;
 pub mod dataset;
 pub mod model;
+pub mod report;
 pub mod simulation;
 pub mod training;
 pub mod update;

@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use x0tta6bl4_fl::aggregate::{Contribution, Rule, aggregate};
+use x0tta6bl4_fl::report;
 
 #[derive(Parser, Debug)]
 #[command(about = "Time each aggregation rule against a plain sum of the same updates")]
@@ -88,24 +89,11 @@ fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// f = 20% of n, the largest share every rule can be asked to tolerate except Bulyan, which
+/// gets the largest f it allows (n ≥ 4f + 3) when that is smaller.
 fn rules(n: usize) -> Vec<Rule> {
-    // f = 20% of n, the largest share every rule below can be asked to tolerate except Bulyan,
-    // which gets the largest f it allows (n ≥ 4f + 3) when that is smaller.
     let f = n / 5;
-    vec![
-        Rule::FedAvg,
-        Rule::Median { f },
-        Rule::TrimmedMean { f },
-        Rule::Krum { f },
-        Rule::MultiKrum { f, m: None },
-        Rule::Bulyan {
-            f: f.min(n.saturating_sub(3) / 4),
-        },
-        Rule::CenteredClipping {
-            tau: 1.0,
-            iterations: 3,
-        },
-    ]
+    report::rules(f, f.min(n.saturating_sub(3) / 4), 1.0, 3)
 }
 
 fn rule_label(rule: &Rule) -> String {
@@ -211,14 +199,12 @@ fn main() -> Result<()> {
         }
     }
 
-    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
     let mut section = String::new();
     writeln!(section, "{HEADING}\n")?;
     writeln!(
         section,
-        "Generated {} by `cargo run --release -p x0tta6bl4-fl --bin fl-bench -- {command}` in {:.0} s, single-threaded, on the 2-core / 24 GiB development machine.\n",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        started.elapsed().as_secs_f64()
+        "{}, single-threaded, on the 2-core / 24 GiB development machine.\n",
+        report::generated_by("fl-bench", started)
     )?;
     writeln!(
         section,
@@ -238,33 +224,8 @@ fn main() -> Result<()> {
         }
     }
 
-    match &args.out {
-        Some(path) => {
-            let existing = std::fs::read_to_string(path).unwrap_or_default();
-            // Replace only our own section (up to the next level-2 heading or the end).
-            let updated = match existing.find(HEADING) {
-                Some(start) => {
-                    let after = start + HEADING.len();
-                    let end = existing[after..]
-                        .find("\n## ")
-                        .map_or(existing.len(), |e| after + e + 1);
-                    format!("{}{}{}", &existing[..start], section, &existing[end..])
-                }
-                None => {
-                    let sep = if existing.ends_with("\n\n") || existing.is_empty() {
-                        ""
-                    } else if existing.ends_with('\n') {
-                        "\n"
-                    } else {
-                        "\n\n"
-                    };
-                    format!("{existing}{sep}{section}")
-                }
-            };
-            std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("wrote {}", path.display());
-        }
-        None => print!("{section}"),
-    }
-    Ok(())
+    // Replace only our own section (up to the next level-2 heading or the end).
+    report::write_or_print(args.out.as_deref(), &section, |existing| {
+        report::replace_heading_section(existing, HEADING, &section)
+    })
 }

@@ -12,6 +12,7 @@ use x0tta6bl4_fl::aggregate::{AggregationError, Rule};
 use x0tta6bl4_fl::byzantine::Attack;
 use x0tta6bl4_fl::dataset::DatasetName;
 use x0tta6bl4_fl::model::ModelKind;
+use x0tta6bl4_fl::report;
 use x0tta6bl4_fl::simulation::{Federation, RunConfig, RunResult, SimError, run};
 use x0tta6bl4_fl::training::TrainConfig;
 
@@ -66,18 +67,7 @@ const BEGIN: &str = "<!-- fl-matrix:begin -->";
 const END: &str = "<!-- fl-matrix:end -->";
 
 fn rules(f: usize, args: &Args) -> Vec<Rule> {
-    vec![
-        Rule::FedAvg,
-        Rule::Median { f },
-        Rule::TrimmedMean { f },
-        Rule::Krum { f },
-        Rule::MultiKrum { f, m: None },
-        Rule::Bulyan { f },
-        Rule::CenteredClipping {
-            tau: args.cc_tau,
-            iterations: args.cc_iterations,
-        },
-    ]
+    report::rules(f, f, args.cc_tau, args.cc_iterations)
 }
 
 fn attacks(args: &Args) -> Vec<Attack> {
@@ -216,14 +206,12 @@ fn main() -> Result<()> {
         writeln!(detection, "| {} | {} |", attack.name(), detection_row.join(" | "))?;
     }
 
-    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
     let mut section = String::new();
     writeln!(section, "{BEGIN}")?;
     writeln!(
         section,
-        "Generated {} by `cargo run --release -p x0tta6bl4-fl --bin fl-matrix -- {command}` in {:.0} s (1 core).\n",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        started.elapsed().as_secs_f64()
+        "{} (1 core).\n",
+        report::generated_by("fl-matrix", started)
     )?;
     writeln!(
         section,
@@ -271,22 +259,8 @@ fn main() -> Result<()> {
     section.push_str(&detection);
     writeln!(section, "{END}")?;
 
-    match &args.out {
-        Some(path) => {
-            let existing = std::fs::read_to_string(path).unwrap_or_default();
-            let updated = match (existing.find(BEGIN), existing.find(END)) {
-                (Some(b), Some(e)) if b < e => {
-                    let rest = existing[e + END.len()..].trim_start_matches('\n');
-                    // Keep one blank line between the generated block and what follows.
-                    let gap = if rest.is_empty() { "" } else { "\n" };
-                    format!("{}{section}{gap}{rest}", &existing[..b])
-                }
-                _ => format!("{existing}\n{section}"),
-            };
-            std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("wrote {}", path.display());
-        }
-        None => print!("{section}"),
-    }
-    Ok(())
+    // Keep one blank line between the generated block and what follows.
+    report::write_or_print(args.out.as_deref(), &section, |existing| {
+        report::replace_between_markers(existing, BEGIN, END, &section)
+    })
 }
