@@ -184,27 +184,41 @@ async fn shutdown_signal() {
     }
 }
 
-/// Reads every sealed record of a job and checks the chain end to end; prints the head.
-async fn verify_chain(args: VerifyChainArgs) -> anyhow::Result<()> {
+/// A federated job and its round ConfigMaps, for the commands that read them.
+async fn job_and_rounds(
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<(
+    x0tta6bl4_api::FLTrainingRound,
+    Vec<k8s_openapi::api::core::v1::ConfigMap>,
+)> {
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::{Api, ListParams};
     use x0tta6bl4_api::FLTrainingRound;
-    use x0tta6bl4_api::fl_protocol::{JOB_LABEL, SEALED_KEY};
-    use x0tta6bl4_api::fl_record::{GENESIS, RoundRecord, verify_chain};
+    use x0tta6bl4_api::fl_protocol::JOB_LABEL;
 
     let client = kube::Client::try_default()
         .await
         .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster)")?;
-    let job = Api::<FLTrainingRound>::namespaced(client.clone(), &args.namespace)
-        .get(&args.name)
+    let job = Api::<FLTrainingRound>::namespaced(client.clone(), namespace)
+        .get(name)
         .await
-        .with_context(|| format!("reading FLTrainingRound {}/{}", args.namespace, args.name))?;
-    let maps = Api::<ConfigMap>::namespaced(client, &args.namespace)
-        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={}", args.name)))
+        .with_context(|| format!("reading FLTrainingRound {namespace}/{name}"))?;
+    let maps = Api::<ConfigMap>::namespaced(client, namespace)
+        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={name}")))
         .await
         .context("listing the round ConfigMaps")?;
+    Ok((job, maps.items))
+}
+
+/// Reads every sealed record of a job and checks the chain end to end; prints the head.
+async fn verify_chain(args: VerifyChainArgs) -> anyhow::Result<()> {
+    use x0tta6bl4_api::fl_protocol::SEALED_KEY;
+    use x0tta6bl4_api::fl_record::{GENESIS, RoundRecord, verify_chain};
+
+    let (job, maps) = job_and_rounds(&args.namespace, &args.name).await?;
     let mut records = Vec::new();
-    for map in maps.items {
+    for map in maps {
         let name = map.metadata.name.clone().unwrap_or_default();
         if let Some(sealed) = map.data.as_ref().and_then(|d| d.get(SEALED_KEY)) {
             let record: RoundRecord = serde_json::from_str(sealed)
@@ -226,20 +240,11 @@ async fn verify_chain(args: VerifyChainArgs) -> anyhow::Result<()> {
 /// Finds the round whose sealed record names the model's digest, reads the model from that
 /// round's ConfigMap, recomputes the digest and writes the parameters out only if it matches.
 async fn get_model(args: GetModelArgs) -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::ConfigMap;
-    use kube::api::{Api, ListParams};
-    use x0tta6bl4_api::FLTrainingRound;
-    use x0tta6bl4_api::fl_protocol::{JOB_LABEL, MODEL_KEY, SEALED_KEY};
+    use x0tta6bl4_api::fl_protocol::{MODEL_KEY, SEALED_KEY};
     use x0tta6bl4_api::fl_record::RoundRecord;
     use x0tta6bl4_crypto::model_digest::{model_digest, params_from_le_bytes};
 
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster)")?;
-    let job = Api::<FLTrainingRound>::namespaced(client.clone(), &args.namespace)
-        .get(&args.name)
-        .await
-        .with_context(|| format!("reading FLTrainingRound {}/{}", args.namespace, args.name))?;
+    let (job, maps) = job_and_rounds(&args.namespace, &args.name).await?;
     let wanted = match args.digest {
         Some(digest) => digest.to_ascii_lowercase(),
         None => job.status.map(|s| s.model_digest).unwrap_or_default(),
@@ -248,12 +253,7 @@ async fn get_model(args: GetModelArgs) -> anyhow::Result<()> {
         !wanted.is_empty(),
         "the job has no model yet (status.modelDigest is empty)"
     );
-    let maps = Api::<ConfigMap>::namespaced(client, &args.namespace)
-        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={}", args.name)))
-        .await
-        .context("listing the round ConfigMaps")?;
     let (round, map) = maps
-        .items
         .iter()
         .find_map(|map| {
             let sealed = map.data.as_ref()?.get(SEALED_KEY)?;
