@@ -465,3 +465,50 @@ status:
     let model = std::fs::read(mesh.results.join("digits").join("round-2.model.f32")).unwrap();
     assert_eq!(model.len(), shape.parameter_count() * 4);
 }
+
+/// Batch-asynchronous rounds: with `quorumPercent: 75` a round of four aggregates as soon as
+/// three fresh updates are in, without waiting for n3 (which holds each update back 5 s) or the
+/// 60 s timeout; n3 is listed as missing the quorum, and whatever of its late updates arrives
+/// within `maxStaleness` rounds is used, weighted down.
+#[test]
+fn a_round_aggregates_at_its_quorum_without_waiting_for_a_straggler() {
+    let mesh = start_with("flquorum", 12, 4, &[], &[3], 0);
+    let tail = "quorumTimeout: 60s\n  quorumPercent: 75\n  stragglerPolicy: {mode: acceptStale, maxStaleness: 10, staleWeightPercent: 50}";
+    std::fs::write(
+        &mesh.job_file,
+        job_yaml_with("flquorum", "5e1f0000-quorum", &mesh.names, "fedavg", 0, tail),
+    )
+    .unwrap();
+    let records = records(&mesh);
+    let fast: Vec<String> = mesh.names[..3].to_vec();
+    for record in &records {
+        assert!(
+            record.duration_ms < 5000,
+            "the round did not wait for the straggler: {record:?}"
+        );
+        assert!(fast.iter().all(|p| record.accepted.contains(p)), "{record:?}");
+        let n3_fresh = !record.down_weighted.iter().any(|d| d.participant == "n3")
+            && record.accepted.contains(&"n3".to_owned());
+        assert!(!n3_fresh, "n3 is never on time: {record:?}");
+        for d in record.down_weighted.iter().filter(|d| d.participant == "n3") {
+            assert!(d.reason.starts_with("Stale: trained on round"), "{record:?}");
+        }
+        if !record.accepted.contains(&"n3".to_owned()) {
+            assert!(
+                record.rejected.iter().any(|r| r.participant == "n3"
+                    && r.reason == "NoUpdate: the round had its quorum (3 of 4) before this update"),
+                "{record:?}"
+            );
+        }
+    }
+    eprintln!(
+        "quorum 3 of 4: round durations {:?} ms, accuracy {:?}, n3's late updates used in rounds {:?}",
+        records.iter().map(|r| r.duration_ms).collect::<Vec<_>>(),
+        records.iter().map(accuracy).collect::<Vec<_>>(),
+        records
+            .iter()
+            .filter(|r| r.down_weighted.iter().any(|d| d.participant == "n3"))
+            .map(|r| r.round)
+            .collect::<Vec<_>>()
+    );
+}

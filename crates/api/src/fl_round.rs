@@ -84,6 +84,14 @@ pub struct FLTrainingRoundSpec {
     #[serde(default)]
     pub aggregation: AggregationSpec,
 
+    /// Share of the participants, in percent, whose admitted updates make a quorum: a round
+    /// aggregates as soon as it has them (100: every participant). With
+    /// `stragglerPolicy.mode: acceptStale` the rest count in a later round, weighted down
+    /// (batch-asynchronous rounds).
+    #[serde(default = "default_quorum_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub quorum_percent: i32,
+
     /// How long a round waits for updates before it aggregates what arrived (1s to 1h).
     #[serde(default = "default_quorum_timeout")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
@@ -110,6 +118,9 @@ fn default_local_epochs() -> i32 {
 }
 fn default_learning_rate() -> String {
     "0.1".into()
+}
+fn default_quorum_percent() -> i32 {
+    100
 }
 fn default_quorum_timeout() -> String {
     "60s".into()
@@ -399,6 +410,12 @@ pub struct FLTrainingRoundStatus {
 }
 
 impl FLTrainingRoundSpec {
+    /// Admitted updates that make a round's quorum among `participants`: at least one.
+    pub fn quorum(&self, participants: usize) -> usize {
+        let percent = usize::try_from(self.quorum_percent).unwrap_or(100).clamp(1, 100);
+        (participants * percent).div_ceil(100).max(1)
+    }
+
     /// Checks what the schema cannot: the learning rate's numeric range and the quorum timeout.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();

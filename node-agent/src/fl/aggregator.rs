@@ -309,6 +309,8 @@ const LISTED_PER_PARTICIPANT: usize = 4;
 struct Collector<'a> {
     ctx: &'a FlContext,
     participants: &'a [String],
+    /// Fresh updates that end the round before its timeout (`spec.quorumPercent`).
+    quorum: usize,
     round: u32,
     validator: UpdateValidator,
     admitted: HashMap<String, ModelUpdate>,
@@ -378,8 +380,9 @@ impl Collector<'_> {
         });
     }
 
+    /// The round has its quorum of fresh updates.
     fn complete(&self) -> bool {
-        self.admitted.len() >= self.participants.len()
+        self.admitted.len() >= self.quorum
     }
 }
 
@@ -429,6 +432,7 @@ async fn run_round(
     let mut collector = Collector {
         ctx,
         participants: &plan.participants,
+        quorum: plan.job.spec.quorum(plan.participants.len()),
         round,
         validator: UpdateValidator::with_keys(
             RoundExpectations::new(plan.uid.clone(), round, base_digest, model.len()),
@@ -445,9 +449,13 @@ async fn run_round(
     let deadline = tokio::time::Instant::now() + plan.quorum_timeout;
     let mut resend_gap = RESEND_FIRST;
     let mut next_resend = tokio::time::Instant::now() + resend_gap;
+    let mut timed_out = false;
     while !collector.complete() {
         let update = tokio::select! {
-            () = tokio::time::sleep_until(deadline) => break,
+            () = tokio::time::sleep_until(deadline) => {
+                timed_out = true;
+                break;
+            }
             () = tokio::time::sleep_until(next_resend) => {
                 resend_gap = (resend_gap * 2).min(RESEND_MAX);
                 next_resend += resend_gap;
@@ -489,14 +497,23 @@ async fn run_round(
         ..
     } = collector;
     state.open.close(validator);
+    let missing = if timed_out {
+        format!(
+            "NoUpdate: no valid update within the quorum timeout ({:?})",
+            plan.quorum_timeout
+        )
+    } else {
+        format!(
+            "NoUpdate: the round had its quorum ({} of {}) before this update",
+            admitted.len(),
+            plan.participants.len()
+        )
+    };
     for participant in &plan.participants {
         if !admitted.contains_key(participant) && !stale.contains_key(participant) {
             rejected.push(Rejection {
                 participant: participant.clone(),
-                reason: format!(
-                    "NoUpdate: no valid update within the quorum timeout ({:?})",
-                    plan.quorum_timeout
-                ),
+                reason: missing.clone(),
             });
         }
     }

@@ -139,6 +139,7 @@ async fn plan(
             ),
             Err(
                 error @ (SelectError::RuleCannotHold { .. }
+                | SelectError::QuorumCannotHold { .. }
                 | SelectError::ZoneCannotHold { .. }
                 | SelectError::TooFewZones { .. }),
             ) => (

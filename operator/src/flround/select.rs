@@ -64,6 +64,16 @@ pub enum SelectError {
         needed: usize,
         available: usize,
     },
+    #[error(
+        "spec.aggregation.rule {rule} with spec.aggregation.byzantine {byzantine} needs {needed} updates, spec.quorumPercent makes a round aggregate with {quorum} of {participants}"
+    )]
+    QuorumCannotHold {
+        rule: &'static str,
+        byzantine: usize,
+        needed: usize,
+        quorum: usize,
+        participants: usize,
+    },
     #[error("spec.participants.selector: {0}")]
     BadSelector(String),
 }
@@ -141,13 +151,23 @@ pub fn select(
         .min(eligible.len());
     let byzantine = usize::try_from(spec.aggregation.byzantine).unwrap_or(0);
     let (rule, needed) = needed_for(spec.aggregation.rule, byzantine);
-    // A hierarchical job's rule holds per zone (checked once the sample is drawn).
-    if count < needed && spec.aggregation.hierarchical.is_none() {
+    // A hierarchical job's rule holds per zone (checked once the sample is drawn). A round
+    // may aggregate with only its quorum, so the quorum must be enough for the rule.
+    if spec.aggregation.hierarchical.is_none() && count < needed {
         return Err(SelectError::RuleCannotHold {
             rule,
             byzantine,
             needed,
             available: count,
+        });
+    }
+    if spec.aggregation.hierarchical.is_none() && spec.quorum(count) < needed {
+        return Err(SelectError::QuorumCannotHold {
+            rule,
+            byzantine,
+            needed,
+            quorum: spec.quorum(count),
+            participants: count,
         });
     }
     // A seeded shuffle: order by SHA-256(seed, node), take the first `count`.
@@ -343,6 +363,23 @@ mod tests {
                 .zones
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_quorum_too_small_for_the_rule_is_refused() {
+        let yaml = format!(
+            "{BASE}participants: {{minimum: 3}}\naggregation: {{rule: median, byzantine: 2}}\nquorumPercent: 50\n"
+        );
+        // Ten agents: median with f = 2 needs 5 updates; half of ten is 5, half of nine is 5.
+        assert!(select(&spec(&yaml), &candidates(10), "uid").is_ok());
+        assert_eq!(
+            select(&spec(&yaml), &candidates(8), "uid")
+                .unwrap_err()
+                .to_string(),
+            "spec.aggregation.rule median with spec.aggregation.byzantine 2 needs 5 updates, spec.quorumPercent makes a round aggregate with 4 of 8"
+        );
+        assert_eq!(spec(&yaml).quorum(9), 5);
+        assert_eq!(spec(BASE).quorum(7), 7, "every participant by default");
     }
 
     #[test]
