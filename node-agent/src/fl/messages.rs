@@ -219,7 +219,12 @@ impl TrainRequest {
     }
 }
 
-fn put_string(out: &mut Vec<u8>, s: &str, max: usize, field: &'static str) -> Result<(), MessageError> {
+pub(super) fn put_string(
+    out: &mut Vec<u8>,
+    s: &str,
+    max: usize,
+    field: &'static str,
+) -> Result<(), MessageError> {
     if s.is_empty() || s.len() > max {
         return Err(MessageError::BadString(field));
     }
@@ -228,13 +233,13 @@ fn put_string(out: &mut Vec<u8>, s: &str, max: usize, field: &'static str) -> Re
     Ok(())
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    offset: usize,
+pub(super) struct Reader<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) offset: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], MessageError> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], MessageError> {
         if n > self.bytes.len() - self.offset {
             return Err(MessageError::Truncated(self.offset));
         }
@@ -243,22 +248,22 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], MessageError> {
+    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N], MessageError> {
         let offset = self.offset;
         self.take(N)?
             .try_into()
             .map_err(|_| MessageError::Truncated(offset))
     }
 
-    fn u8(&mut self) -> Result<u8, MessageError> {
+    pub(super) fn u8(&mut self) -> Result<u8, MessageError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, MessageError> {
+    pub(super) fn u32(&mut self) -> Result<u32, MessageError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    fn string(&mut self, max: usize, field: &'static str) -> Result<String, MessageError> {
+    pub(super) fn string(&mut self, max: usize, field: &'static str) -> Result<String, MessageError> {
         let len = self.u8()? as usize;
         if len == 0 || len > max {
             return Err(MessageError::BadString(field));
