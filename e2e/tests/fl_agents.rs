@@ -5,8 +5,8 @@
 //!   with two agents restarted as sign-flippers under Multi-Krum (f = 2): both are rejected
 //!   every round with their Krum score, and the accuracy stays within 5 points of the honest
 //!   run; an unsigned and a tampered update injected by hand are rejected and listed;
-//! - a hierarchical job (median inside each zone, FedAvg across zones) completes with the
-//!   zones in its status;
+//! - a hierarchical job (median inside each zone, run by a zone aggregator agent per zone,
+//!   FedAvg across zones by the job's aggregator) completes with the zones in its status;
 //! - deleting a running job stops its aggregator and removes its round ConfigMaps.
 //!
 //! The seven nodes are made for this test (their own label, so other tests' meshes do not
@@ -350,6 +350,10 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
     assert_eq!(zoned.zones.len(), NODES, "{:?}", zoned.zones);
     assert_eq!(zoned.zones["x0-fl-3"], "zone-a");
     assert_eq!(zoned.zones["x0-fl-4"], "zone-b");
+    assert_eq!(zoned.zone_aggregators.len(), 2, "{:?}", zoned.zone_aggregators);
+    for (zone, aggregator) in &zoned.zone_aggregators {
+        assert_eq!(&zoned.zones[aggregator], zone, "a zone's aggregator is one of its members");
+    }
     // Chance is 10%; an unfiltered sign-flipper at 4x would drive FedAvg down, not up.
     println!(
         "hierarchical job: accuracy per round {:?}",

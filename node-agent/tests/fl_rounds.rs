@@ -512,3 +512,89 @@ fn a_round_aggregates_at_its_quorum_without_waiting_for_a_straggler() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Hierarchical with per-zone aggregators: zone a (n0, n1, n2; n2 sign-flips) is aggregated by
+/// n1, zone b (n3, n4, n5) by n4, each with the median (f = 1); their signed reports go to the
+/// job's aggregator n0, which combines them with FedAvg. Members' updates never reach n0: it
+/// admits zone reports only. The sign-flipper is trimmed inside its zone, and a tampered
+/// update injected from n5 is refused by zone b's aggregator and listed.
+#[test]
+fn zone_aggregators_filter_their_zones_and_report_to_the_job_aggregator() {
+    let mesh = start("flzones", 13, 6, &[2], 5);
+    let text = format!(
+        r#"apiVersion: x0tta6bl4.io/v1alpha1
+kind: FLTrainingRound
+metadata: {{name: digits, namespace: it, uid: 5e1f0000-zones}}
+spec:
+  meshRef: {{name: flzones}}
+  model: {{kind: logisticRegression, inputDim: 64, classes: 10, dataset: digits}}
+  rounds: {ROUNDS}
+  localEpochs: {LOCAL_EPOCHS}
+  learningRate: "{LEARNING_RATE}"
+  participants: {{minimum: 6}}
+  aggregation: {{rule: median, byzantine: 1, hierarchical: {{zoneLabel: zone, globalRule: fedavg}}}}
+  quorumTimeout: 20s
+status:
+  phase: Running
+  participants: [{list}]
+  aggregator: n0
+  zones: {{n0: a, n1: a, n2: a, n3: b, n4: b, n5: b}}
+  zoneAggregators: {{a: n1, b: n4}}
+"#,
+        list = mesh.names.join(", ")
+    );
+    std::fs::write(&mesh.job_file, text).unwrap();
+    wait_record(&mesh, 1);
+    assert_eq!(
+        post(
+            mesh.admin,
+            &format!("/fl/inject?job=digits&round={ROUNDS}&kind=tampered")
+        ),
+        Some(200)
+    );
+    let records = records(&mesh);
+    for record in &records {
+        let n2: Vec<String> = record
+            .rejected
+            .iter()
+            .chain(&record.down_weighted)
+            .filter(|r| r.participant == "n2")
+            .map(|r| r.reason.clone())
+            .collect();
+        assert!(
+            n2.iter().any(|r| r.starts_with("zone a: median: trimmed in")),
+            "the sign-flipper is trimmed inside zone a: {record:?}"
+        );
+        for honest in ["n0", "n1", "n3", "n4", "n5"] {
+            assert!(record.accepted.contains(&honest.to_owned()), "{record:?}");
+        }
+    }
+    let last = &records[ROUNDS as usize - 1];
+    assert!(
+        last.rejected
+            .iter()
+            .any(|r| r.participant == "n5" && r.reason.starts_with("zone b: BadSignature")),
+        "{last:?}"
+    );
+    let reached = accuracy(last);
+    eprintln!(
+        "zones a (n1) and b (n4), median inside, FedAvg across: accuracy per round {:?}",
+        records.iter().map(accuracy).collect::<Vec<_>>()
+    );
+    assert!(reached >= 85.0, "{records:?}");
+    let global = mesh.agents[0].status().unwrap();
+    assert!(counter(&global, "x0_agent_fl_updates_total", "outcome=zone_report") >= 2.0 * f64::from(ROUNDS));
+    assert_eq!(
+        counter(&global, "x0_agent_fl_updates_total", "outcome=admitted"),
+        0.0,
+        "the job's aggregator never takes a member's update itself"
+    );
+    for zone_aggregator in [1, 4] {
+        let status = mesh.agents[zone_aggregator].status().unwrap();
+        assert!(
+            counter(&status, "x0_agent_fl_updates_total", "outcome=zone_admitted") >= 2.0 * f64::from(ROUNDS),
+            "{}",
+            mesh.agents[zone_aggregator].log_tail()
+        );
+    }
+}

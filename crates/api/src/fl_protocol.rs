@@ -4,7 +4,9 @@
 //!    FLTrainingRound status with phase `Running`.
 //! 2. The aggregator agent (it watches FLTrainingRounds of its mesh) runs the rounds: round
 //!    `k` sends the global model to every participant over the mesh ([`TRAIN_FLOW`]), the
-//!    participants answer with signed updates ([`UPDATE_FLOW`]), and it writes the outcome into
+//!    participants answer with signed updates ([`UPDATE_FLOW`]; in a hierarchical job to their
+//!    zone's aggregator, which sends the zone's aggregate as a signed report on [`ZONE_FLOW`]),
+//!    and it writes the outcome into
 //!    the ConfigMap [`round_config_map`]`(job, k)`: the unsealed [`RoundRecord`] under
 //!    [`RECORD_KEY`] and the new model under [`MODEL_KEY`], labelled [`JOB_LABEL`] and
 //!    [`ROUND_LABEL`] and owned by the FLTrainingRound (deleting the job removes them).
@@ -33,8 +35,11 @@ pub const STATUS_RECORDS: usize = 20;
 
 /// Mesh flow of a training request (aggregator → participant).
 pub const TRAIN_FLOW: u32 = 0x464C_0001;
-/// Mesh flow of a signed update (participant → aggregator).
+/// Mesh flow of a signed update (participant → aggregator, or → its zone's aggregator in a
+/// hierarchical job).
 pub const UPDATE_FLOW: u32 = 0x464C_0002;
+/// Mesh flow of a signed zone report (a zone's aggregator → the job's aggregator).
+pub const ZONE_FLOW: u32 = 0x464C_0003;
 
 /// The ConfigMap of round `round` of job `job`.
 pub fn round_config_map(job: &str, round: i32) -> String {
@@ -50,7 +55,7 @@ mod tests {
         assert_eq!(round_config_map("demo-round", 7), "demo-round-round-7");
         const {
             assert!(
-                TRAIN_FLOW < 0xFFFF_FF00 && UPDATE_FLOW < 0xFFFF_FF00,
+                TRAIN_FLOW < 0xFFFF_FF00 && UPDATE_FLOW < 0xFFFF_FF00 && ZONE_FLOW < 0xFFFF_FF00,
                 "below the agent's reserved flows"
             )
         };

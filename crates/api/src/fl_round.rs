@@ -407,6 +407,10 @@ pub struct FLTrainingRoundStatus {
     /// Hierarchical jobs: each participant's zone (node name → zone), fixed when the job starts.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub zones: std::collections::BTreeMap<String, String>,
+    /// Hierarchical jobs: the participant that aggregates each zone (zone → node name); the
+    /// zones' results go to `aggregator`, which applies the global rule.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub zone_aggregators: std::collections::BTreeMap<String, String>,
 }
 
 impl FLTrainingRoundSpec {

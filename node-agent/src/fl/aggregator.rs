@@ -12,9 +12,7 @@ use x0tta6bl4_api::FLTrainingRound;
 use x0tta6bl4_api::fl_protocol::TRAIN_FLOW;
 use x0tta6bl4_api::fl_record::{Rejection, RoundRecord};
 use x0tta6bl4_crypto::mldsa::VerifyingKey;
-use x0tta6bl4_fl::aggregate::{
-    Aggregate, Contribution, Rule, Verdict, Zone, aggregate, aggregate_hierarchical,
-};
+use x0tta6bl4_fl::aggregate::{Contribution, Rule, Verdict, aggregate};
 use x0tta6bl4_fl::dataset::Dataset;
 use x0tta6bl4_fl::model::{ModelShape, digest};
 use x0tta6bl4_fl::training::{apply, evaluate};
@@ -24,6 +22,7 @@ use x0tta6bl4_fl::validate::{Rejection as Refusal, RejectionReason, RoundExpecta
 use super::messages::TrainRequest;
 use super::sink::ResultSink;
 use super::stragglers::{Late, OpenRounds, Stale, StalePolicy};
+use super::zone_reports::ZoneReports;
 use super::{FlContext, Incoming, job, participant, send_message};
 
 /// Updates claiming a later round, held until that round starts (per round, times the
@@ -95,12 +94,12 @@ impl Plan {
     }
 }
 
-/// How a job's admitted updates are combined, fixed over the job.
-struct Combine {
+/// How a job's updates are combined, fixed over the job.
+pub(super) struct Combine {
     /// The spec's rule (inside each zone, for a hierarchical job).
-    rule: Rule,
-    /// Hierarchical jobs: the rule across zones and each participant's zone.
-    hierarchy: Option<(Rule, BTreeMap<String, String>)>,
+    pub rule: Rule,
+    /// Hierarchical jobs: the rule across the zones' reports, and each zone's aggregator.
+    pub hierarchy: Option<(Rule, BTreeMap<String, String>)>,
 }
 
 impl Combine {
@@ -108,11 +107,18 @@ impl Combine {
         let hierarchy = match &job.spec.aggregation.hierarchical {
             None => None,
             Some(spec) => {
-                let zones = job.status.as_ref().map(|s| s.zones.clone()).unwrap_or_default();
-                if zones.is_empty() {
-                    return Err("a hierarchical job whose status lists no zones".into());
+                let zone_aggregators = job
+                    .status
+                    .as_ref()
+                    .map(|s| s.zone_aggregators.clone())
+                    .unwrap_or_default();
+                if zone_aggregators.is_empty() {
+                    return Err("a hierarchical job whose status names no zone aggregators".into());
                 }
-                Some((job::rule_from(spec.global_rule, spec.global_byzantine), zones))
+                Some((
+                    job::rule_from(spec.global_rule, spec.global_byzantine),
+                    zone_aggregators,
+                ))
             }
         };
         Ok(Combine {
@@ -125,26 +131,6 @@ impl Combine {
         match &self.hierarchy {
             None => self.rule.name().to_owned(),
             Some((global, _)) => format!("{} per zone, {} across zones", self.rule.name(), global.name()),
-        }
-    }
-
-    fn aggregate(&self, contributions: &[Contribution], center: Option<&[f32]>) -> Result<Aggregate, String> {
-        match &self.hierarchy {
-            None => aggregate(&self.rule, contributions, center).map_err(|e| e.to_string()),
-            Some((global, zone_of)) => {
-                let mut by_zone: BTreeMap<&str, Vec<Contribution>> = BTreeMap::new();
-                for c in contributions {
-                    let zone = zone_of.get(c.participant).map_or("unzoned", String::as_str);
-                    by_zone.entry(zone).or_default().push(*c);
-                }
-                let zones: Vec<Zone> = by_zone
-                    .into_iter()
-                    .map(|(name, contributions)| Zone { name, contributions })
-                    .collect();
-                aggregate_hierarchical(&zones, &self.rule, global, center)
-                    .map(|h| h.aggregate)
-                    .map_err(|e| e.to_string())
-            }
         }
     }
 }
@@ -262,7 +248,10 @@ struct RoundState<'a> {
 }
 
 /// Every currently endorsed key of each participant.
-fn participant_keys(ctx: &FlContext, participants: &[String]) -> HashMap<String, Vec<VerifyingKey>> {
+pub(super) fn participant_keys(
+    ctx: &FlContext,
+    participants: &[String],
+) -> HashMap<String, Vec<VerifyingKey>> {
     let now = crate::clock::unix_seconds();
     let trust = ctx
         .trust
@@ -303,7 +292,27 @@ pub fn admit_with_fresh_keys(
 
 /// Refusals listed per round at most (times the participants, plus a margin): unauthenticated
 /// senders must not grow a record without bound; the rest are counted in one line.
-const LISTED_PER_PARTICIPANT: usize = 4;
+pub(super) const LISTED_PER_PARTICIPANT: usize = 4;
+
+/// What one round gathers: updates (flat jobs) or zone reports (hierarchical ones).
+pub(super) trait Gatherer {
+    /// The round this message claims, if it is of this job (a later one is held for it).
+    fn claim(&self, message: &Incoming) -> Option<u32>;
+    /// Judges one message of this job (`claimed`: the round it claims).
+    fn take(&mut self, message: Incoming, claimed: Option<u32>, open: &mut OpenRounds);
+    /// The round has what it waits for.
+    fn complete(&self) -> bool;
+    /// Participants the training request is sent again to.
+    fn waiting(&self) -> Vec<String>;
+}
+
+/// What a round's gathering gave: the step to apply and who was used, refused or weighted down.
+pub(super) struct Gathered {
+    pub step: Vec<f32>,
+    pub accepted: Vec<String>,
+    pub rejected: Vec<Rejection>,
+    pub down_weighted: Vec<Rejection>,
+}
 
 /// The updates of one round as they are judged.
 struct Collector<'a> {
@@ -312,6 +321,7 @@ struct Collector<'a> {
     /// Fresh updates that end the round before its timeout (`spec.quorumPercent`).
     quorum: usize,
     round: u32,
+    uid: &'a str,
     validator: UpdateValidator,
     admitted: HashMap<String, ModelUpdate>,
     stale: HashMap<String, Stale>,
@@ -319,16 +329,21 @@ struct Collector<'a> {
     unlisted: usize,
 }
 
-impl Collector<'_> {
-    fn keys(&self) -> HashMap<String, Vec<VerifyingKey>> {
-        participant_keys(self.ctx, self.participants)
+impl Gatherer for Collector<'_> {
+    fn claim(&self, message: &Incoming) -> Option<u32> {
+        SignedUpdate::decode(&message.bytes)
+            .ok()
+            .filter(|(claimed, _)| claimed.update.round_uid == self.uid)
+            .map(|(claimed, _)| claimed.update.round)
     }
 
-    /// Judges one update: a straggler's against its own round while that is open, everything
+    /// A straggler's update is judged against its own round while that is open, everything
     /// else against this round.
-    fn judge(&mut self, update: Incoming, claimed_round: Option<u32>, open: &mut OpenRounds) {
+    fn take(&mut self, update: Incoming, claimed_round: Option<u32>, open: &mut OpenRounds) {
         if let Some(claimed) = claimed_round.filter(|c| *c < self.round) {
-            match open.admit(&update.bytes, claimed, self.round, || self.keys()) {
+            match open.admit(&update.bytes, claimed, self.round, || {
+                participant_keys(self.ctx, self.participants)
+            }) {
                 Late::Admitted(stale) => {
                     self.ctx
                         .metrics
@@ -361,6 +376,20 @@ impl Collector<'_> {
         }
     }
 
+    fn complete(&self) -> bool {
+        self.admitted.len() >= self.quorum
+    }
+
+    fn waiting(&self) -> Vec<String> {
+        self.participants
+            .iter()
+            .filter(|p| !self.admitted.contains_key(*p) && **p != self.ctx.node_name)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Collector<'_> {
     fn refuse(&mut self, source: String, refusal: Refusal, for_round: Option<u32>) {
         self.ctx
             .metrics
@@ -380,10 +409,169 @@ impl Collector<'_> {
         });
     }
 
-    /// The round has its quorum of fresh updates.
-    fn complete(&self) -> bool {
-        self.admitted.len() >= self.quorum
+    /// Aggregates what was admitted (a straggler's update standing in for a participant
+    /// without a fresh one) with the spec's rule.
+    fn finish(
+        self,
+        rule: &Rule,
+        center: Option<&[f32]>,
+        timed_out: bool,
+        quorum_timeout: Duration,
+        open: &mut OpenRounds,
+    ) -> Result<Gathered, String> {
+        let Collector {
+            validator,
+            admitted,
+            stale,
+            mut rejected,
+            unlisted,
+            participants,
+            round,
+            ..
+        } = self;
+        open.close(validator);
+        let missing = if timed_out {
+            format!("NoUpdate: no valid update within the quorum timeout ({quorum_timeout:?})")
+        } else {
+            format!(
+                "NoUpdate: the round had its quorum ({} of {}) before this update",
+                admitted.len(),
+                participants.len()
+            )
+        };
+        for participant in participants {
+            if !admitted.contains_key(participant) && !stale.contains_key(participant) {
+                rejected.push(Rejection {
+                    participant: participant.clone(),
+                    reason: missing.clone(),
+                });
+            }
+        }
+        if unlisted > 0 {
+            rejected.push(Rejection {
+                participant: "(more)".into(),
+                reason: format!("{unlisted} further refused updates, counted in x0_agent_fl_updates_total"),
+            });
+        }
+        let used_stale: BTreeMap<&str, (&Stale, Vec<f32>)> = stale
+            .iter()
+            .filter(|(participant, _)| !admitted.contains_key(*participant))
+            .map(|(participant, s)| (participant.as_str(), (s, s.weighted_values())))
+            .collect();
+        // In the participants' order, so the record reads the same on every run.
+        let contributions: Vec<Contribution> = participants
+            .iter()
+            .filter_map(|p| match (admitted.get(p), used_stale.get(p.as_str())) {
+                (Some(u), _) => Some(Contribution {
+                    participant: &u.participant,
+                    examples: u.examples,
+                    values: &u.values,
+                }),
+                (None, Some((s, values))) => Some(Contribution {
+                    participant: &s.update.participant,
+                    examples: s.update.examples,
+                    values,
+                }),
+                (None, None) => None,
+            })
+            .collect();
+        let result = aggregate(rule, &contributions, center).map_err(|e| {
+            format!(
+                "{} refused with {} admitted update(s) of {}: {e}",
+                rule.name(),
+                contributions.len(),
+                participants.len()
+            )
+        })?;
+        let mut gathered = Gathered {
+            step: Vec::new(),
+            accepted: Vec::new(),
+            rejected,
+            down_weighted: used_stale
+                .values()
+                .map(|(s, _)| Rejection {
+                    participant: s.update.participant.clone(),
+                    reason: s.reason(round),
+                })
+                .collect(),
+        };
+        for outcome in &result.outcomes {
+            gathered.record(&outcome.participant, &outcome.verdict, rule.name());
+        }
+        gathered.step = result.values;
+        Ok(gathered)
     }
+}
+
+impl Gathered {
+    /// Files one participant's verdict under the rule that gave it.
+    pub(super) fn record(&mut self, participant: &str, verdict: &Verdict, rule: &str) {
+        match verdict {
+            Verdict::Rejected { reason } => self.rejected.push(Rejection {
+                participant: participant.to_owned(),
+                reason: format!("{rule}: {reason}"),
+            }),
+            Verdict::DownWeighted { reason, .. } => {
+                self.accepted.push(participant.to_owned());
+                self.down_weighted.push(Rejection {
+                    participant: participant.to_owned(),
+                    reason: format!("{rule}: {reason}"),
+                });
+            }
+            Verdict::Accepted { .. } => self.accepted.push(participant.to_owned()),
+        }
+    }
+}
+
+/// Hands the round's messages to `gatherer` until it is complete or the quorum timeout
+/// passes, sending the training request again meanwhile; a message claiming a later round
+/// of the job waits for it (bounded). Returns whether the timeout passed.
+async fn gather(
+    ctx: &FlContext,
+    plan: &Plan,
+    round: u32,
+    request: &[u8],
+    gatherer: &mut impl Gatherer,
+    state: &mut RoundState<'_>,
+) -> Result<bool, String> {
+    for message in state.early.remove(&round).unwrap_or_default() {
+        let claimed = gatherer.claim(&message);
+        gatherer.take(message, claimed, state.open);
+    }
+    let deadline = tokio::time::Instant::now() + plan.quorum_timeout;
+    let mut resend_gap = RESEND_FIRST;
+    let mut next_resend = tokio::time::Instant::now() + resend_gap;
+    while !gatherer.complete() {
+        let message = tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return Ok(true),
+            () = tokio::time::sleep_until(next_resend) => {
+                resend_gap = (resend_gap * 2).min(RESEND_MAX);
+                next_resend += resend_gap;
+                // A participant that has not learnt of the job yet (its watch lags), or whose
+                // request was lost, gets it again; one that already trained drops the copy.
+                for participant in gatherer.waiting() {
+                    let _ = send_message(ctx, &participant, TRAIN_FLOW, request).await;
+                }
+                continue;
+            }
+            message = state.incoming.recv() => match message {
+                Some(message) => message,
+                None => return Err("the agent is stopping".into()),
+            },
+        };
+        let claimed = gatherer.claim(&message);
+        if let Some(later) = claimed.filter(|c| *c > round && *c <= plan.rounds) {
+            let held = state.early.entry(later).or_default();
+            if held.len() < EARLY_PER_PARTICIPANT * plan.participants.len() {
+                held.push(message);
+            } else {
+                ctx.metrics.drop("early_update_overflow");
+            }
+            continue;
+        }
+        gatherer.take(message, claimed, state.open);
+    }
+    Ok(false)
 }
 
 /// One round: the record (duration filled in by the caller), the aggregate step and the new
@@ -422,166 +610,43 @@ async fn run_round(
     let bytes = request.sign(&identity.key).map_err(|e| e.to_string())?;
     for participant in &plan.participants {
         if *participant == ctx.node_name {
-            // This agent trains too; its update comes back through the loopback like any other.
-            ctx.train_and_submit(request.clone());
+            // This agent takes part too: its update comes back through the loopback (or goes
+            // to its zone's aggregator) like any other.
+            ctx.take_part(&plan.job, request.clone());
         } else if let Err(error) = send_message(ctx, participant, TRAIN_FLOW, &bytes).await {
             tracing::warn!(%participant, round, %error, "cannot send the training request");
         }
     }
 
-    let mut collector = Collector {
-        ctx,
-        participants: &plan.participants,
-        quorum: plan.job.spec.quorum(plan.participants.len()),
-        round,
-        validator: UpdateValidator::with_keys(
-            RoundExpectations::new(plan.uid.clone(), round, base_digest, model.len()),
-            participant_keys(ctx, &plan.participants),
-        ),
-        admitted: HashMap::new(),
-        stale: HashMap::new(),
-        rejected: Vec::new(),
-        unlisted: 0,
+    let gathered = match &combine.hierarchy {
+        None => {
+            let mut collector = Collector {
+                ctx,
+                participants: &plan.participants,
+                quorum: plan.job.spec.quorum(plan.participants.len()),
+                round,
+                uid: &plan.uid,
+                validator: UpdateValidator::with_keys(
+                    RoundExpectations::new(plan.uid.clone(), round, base_digest, model.len()),
+                    participant_keys(ctx, &plan.participants),
+                ),
+                admitted: HashMap::new(),
+                stale: HashMap::new(),
+                rejected: Vec::new(),
+                unlisted: 0,
+            };
+            let timed_out = gather(ctx, plan, round, &bytes, &mut collector, state).await?;
+            collector.finish(&combine.rule, center, timed_out, plan.quorum_timeout, state.open)?
+        }
+        Some((global, zone_aggregators)) => {
+            let mut reports =
+                ZoneReports::new(ctx, &plan.job, round, base_digest, model.len(), zone_aggregators);
+            let timed_out = gather(ctx, plan, round, &bytes, &mut reports, state).await?;
+            reports.finish(global, center, timed_out)?
+        }
     };
-    for update in state.early.remove(&round).unwrap_or_default() {
-        collector.judge(update, Some(round), state.open);
-    }
-    let deadline = tokio::time::Instant::now() + plan.quorum_timeout;
-    let mut resend_gap = RESEND_FIRST;
-    let mut next_resend = tokio::time::Instant::now() + resend_gap;
-    let mut timed_out = false;
-    while !collector.complete() {
-        let update = tokio::select! {
-            () = tokio::time::sleep_until(deadline) => {
-                timed_out = true;
-                break;
-            }
-            () = tokio::time::sleep_until(next_resend) => {
-                resend_gap = (resend_gap * 2).min(RESEND_MAX);
-                next_resend += resend_gap;
-                // A participant that has not learnt of the job yet (its watch lags), or whose
-                // request was lost, gets it again; one that already trained drops the copy.
-                for participant in plan.participants.iter().filter(|p| !collector.admitted.contains_key(*p) && **p != ctx.node_name) {
-                    let _ = send_message(ctx, participant, TRAIN_FLOW, &bytes).await;
-                }
-                continue;
-            }
-            update = state.incoming.recv() => match update {
-                Some(update) => update,
-                None => return Err("the agent is stopping".into()),
-            },
-        };
-        // A claim of a later round of this job waits for it (bounded); an earlier round's is
-        // a straggler's; everything else is judged now, where a foreign update is refused.
-        let claimed = SignedUpdate::decode(&update.bytes)
-            .ok()
-            .filter(|(claimed, _)| claimed.update.round_uid == plan.uid)
-            .map(|(claimed, _)| claimed.update.round);
-        if let Some(later) = claimed.filter(|c| *c > round && *c <= plan.rounds) {
-            let held = state.early.entry(later).or_default();
-            if held.len() < EARLY_PER_PARTICIPANT * plan.participants.len() {
-                held.push(update);
-            } else {
-                ctx.metrics.drop("early_update_overflow");
-            }
-            continue;
-        }
-        collector.judge(update, claimed, state.open);
-    }
-    let Collector {
-        validator,
-        admitted,
-        stale,
-        mut rejected,
-        unlisted,
-        ..
-    } = collector;
-    state.open.close(validator);
-    let missing = if timed_out {
-        format!(
-            "NoUpdate: no valid update within the quorum timeout ({:?})",
-            plan.quorum_timeout
-        )
-    } else {
-        format!(
-            "NoUpdate: the round had its quorum ({} of {}) before this update",
-            admitted.len(),
-            plan.participants.len()
-        )
-    };
-    for participant in &plan.participants {
-        if !admitted.contains_key(participant) && !stale.contains_key(participant) {
-            rejected.push(Rejection {
-                participant: participant.clone(),
-                reason: missing.clone(),
-            });
-        }
-    }
-    if unlisted > 0 {
-        rejected.push(Rejection {
-            participant: "(more)".into(),
-            reason: format!("{unlisted} further refused updates, counted in x0_agent_fl_updates_total"),
-        });
-    }
-
-    // A straggler's update stands in only for a participant without a fresh one.
-    let used_stale: BTreeMap<&str, (&Stale, Vec<f32>)> = stale
-        .iter()
-        .filter(|(participant, _)| !admitted.contains_key(*participant))
-        .map(|(participant, s)| (participant.as_str(), (s, s.weighted_values())))
-        .collect();
-    // In the participants' order, so the record reads the same on every run.
-    let contributions: Vec<Contribution> = plan
-        .participants
-        .iter()
-        .filter_map(|p| match (admitted.get(p), used_stale.get(p.as_str())) {
-            (Some(u), _) => Some(Contribution {
-                participant: &u.participant,
-                examples: u.examples,
-                values: &u.values,
-            }),
-            (None, Some((s, values))) => Some(Contribution {
-                participant: &s.update.participant,
-                examples: s.update.examples,
-                values,
-            }),
-            (None, None) => None,
-        })
-        .collect();
-    let result = combine.aggregate(&contributions, center).map_err(|e| {
-        format!(
-            "{} refused with {} admitted update(s) of {}: {e}",
-            combine.name(),
-            contributions.len(),
-            plan.participants.len()
-        )
-    })?;
-    let mut accepted = Vec::new();
-    let mut down_weighted: Vec<Rejection> = used_stale
-        .values()
-        .map(|(s, _)| Rejection {
-            participant: s.update.participant.clone(),
-            reason: s.reason(round),
-        })
-        .collect();
-    for outcome in &result.outcomes {
-        match &outcome.verdict {
-            Verdict::Rejected { reason } => rejected.push(Rejection {
-                participant: outcome.participant.clone(),
-                reason: format!("{}: {reason}", combine.rule.name()),
-            }),
-            Verdict::DownWeighted { reason, .. } => {
-                accepted.push(outcome.participant.clone());
-                down_weighted.push(Rejection {
-                    participant: outcome.participant.clone(),
-                    reason: format!("{}: {reason}", combine.rule.name()),
-                });
-            }
-            Verdict::Accepted { .. } => accepted.push(outcome.participant.clone()),
-        }
-    }
     let mut new_model = model.to_vec();
-    apply(&mut new_model, &result.values);
+    apply(&mut new_model, &gathered.step);
     if new_model.iter().any(|v| !v.is_finite()) {
         return Err("the aggregate made the model non-finite (diverged)".into());
     }
@@ -589,9 +654,9 @@ async fn run_round(
     let record = RoundRecord {
         round: round as i32,
         participants: plan.participants.clone(),
-        accepted,
-        rejected,
-        down_weighted,
+        accepted: gathered.accepted,
+        rejected: gathered.rejected,
+        down_weighted: gathered.down_weighted,
         loss: format!("{:.4}", evaluation.loss),
         accuracy: format!("{:.1}", evaluation.accuracy * 100.0),
         duration_ms: 0,
@@ -599,5 +664,5 @@ async fn run_round(
         previous: String::new(),
         hash: String::new(),
     };
-    Ok((record, result.values, new_model))
+    Ok((record, gathered.step, new_model))
 }

@@ -105,7 +105,8 @@ async fn inject(State(state): State<InjectState>, RawQuery(query): RawQuery) -> 
     let Some(job) = state.jobs.borrow().get(&request.job).cloned() else {
         return (StatusCode::NOT_FOUND, format!("no job {:?}\n", request.job));
     };
-    let Some(aggregator) = job::running_aggregator(&job).map(str::to_owned) else {
+    // Where this agent's own updates go: the job's aggregator, or its zone's in a hierarchical job.
+    let Some(aggregator) = job::update_destination(&job, &state.ctx.node_name).map(str::to_owned) else {
         return (StatusCode::CONFLICT, "the job is not running\n".into());
     };
     let bytes = match bad_update(&state.ctx, &job, request.round, request.kind) {

@@ -160,6 +160,55 @@ pub fn participants(job: &FLTrainingRound) -> &[String] {
     job.status.as_ref().map_or(&[], |s| s.participants.as_slice())
 }
 
+/// Whether the job aggregates per zone (its status names the zones' aggregators).
+pub fn hierarchical(job: &FLTrainingRound) -> bool {
+    job.spec.aggregation.hierarchical.is_some()
+        && job
+            .status
+            .as_ref()
+            .is_some_and(|s| !s.zone_aggregators.is_empty())
+}
+
+/// The zone of `participant` in a hierarchical job.
+pub fn zone_of<'a>(job: &'a FLTrainingRound, participant: &str) -> Option<&'a str> {
+    job.status.as_ref()?.zones.get(participant).map(String::as_str)
+}
+
+/// The zone `node` aggregates, if it is a zone aggregator of the job.
+pub fn zone_aggregated_by<'a>(job: &'a FLTrainingRound, node: &str) -> Option<&'a str> {
+    let status = job.status.as_ref()?;
+    status
+        .zone_aggregators
+        .iter()
+        .find(|(_, aggregator)| *aggregator == node)
+        .map(|(zone, _)| zone.as_str())
+}
+
+/// The participants of `zone`, in the job's participant order.
+pub fn zone_members(job: &FLTrainingRound, zone: &str) -> Vec<String> {
+    participants(job)
+        .iter()
+        .filter(|p| zone_of(job, p) == Some(zone))
+        .cloned()
+        .collect()
+}
+
+/// Where `participant` sends its update: its zone's aggregator in a hierarchical job, else
+/// the job's aggregator.
+pub fn update_destination<'a>(job: &'a FLTrainingRound, participant: &str) -> Option<&'a str> {
+    let aggregator = running_aggregator(job)?;
+    if hierarchical(job) {
+        let zone = zone_of(job, participant)?;
+        return job
+            .status
+            .as_ref()?
+            .zone_aggregators
+            .get(zone)
+            .map(String::as_str);
+    }
+    Some(aggregator)
+}
+
 /// A job of a standalone agent: one FLTrainingRound (YAML or JSON, with its status) in a file,
 /// read again whenever it changes; a missing file means no job (deleting it stops the job).
 pub struct FileJobs {

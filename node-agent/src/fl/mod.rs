@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use x0tta6bl4_api::fl_protocol::{TRAIN_FLOW, UPDATE_FLOW};
+use x0tta6bl4_api::fl_protocol::{TRAIN_FLOW, UPDATE_FLOW, ZONE_FLOW};
 use x0tta6bl4_crypto::SigningContext;
 use x0tta6bl4_crypto::endorsement::TrustStore;
 use x0tta6bl4_fl::byzantine::Attack;
@@ -37,6 +37,9 @@ pub mod participant;
 pub mod sink;
 pub mod stragglers;
 pub mod telemetry;
+pub mod zone;
+pub mod zone_report;
+pub mod zone_reports;
 
 use job::{JobSource, Jobs};
 use messages::TrainRequest;
@@ -72,6 +75,8 @@ fn humantime_millis(text: &str) -> Result<std::time::Duration, String> {
 /// An update as it reaches the aggregator: its bytes and whom the mesh says sent it.
 #[derive(Debug)]
 pub struct Incoming {
+    /// UPDATE_FLOW (a participant's update) or ZONE_FLOW (a zone aggregator's report).
+    pub flow: u32,
     /// The sender's node name if it is a participant, else its node id (short hex).
     pub source: String,
     pub bytes: Vec<u8>,
@@ -96,6 +101,8 @@ pub struct FlContext {
     pub straggle: Option<std::time::Duration>,
     /// Updates of this agent to itself (it is a participant and the aggregator).
     pub loopback: mpsc::Sender<Delivery>,
+    /// The zone rounds this agent aggregates (hierarchical jobs).
+    pub zone_rounds: zone::ZoneRounds,
 }
 
 impl FlContext {
@@ -108,8 +115,19 @@ impl FlContext {
         ))
     }
 
-    /// Trains the round on a blocking thread and sends the signed update to the aggregator.
-    pub fn train_and_submit(self: &Arc<Self>, request: TrainRequest) {
+    /// Takes part in an authenticated round: aggregates its zone if it is the zone's
+    /// aggregator, then trains and sends its update where the job says (its zone's aggregator
+    /// or the job's).
+    pub fn take_part(self: &Arc<Self>, job: &Arc<x0tta6bl4_api::FLTrainingRound>, request: TrainRequest) {
+        zone::start(self, job, &request);
+        let destination = job::update_destination(job, &self.node_name)
+            .unwrap_or(&request.aggregator)
+            .to_owned();
+        self.train_and_submit(request, destination);
+    }
+
+    /// Trains the round on a blocking thread and sends the signed update to `destination`.
+    fn train_and_submit(self: &Arc<Self>, request: TrainRequest, destination: String) {
         let ctx = Arc::clone(self);
         tokio::spawn(async move {
             let trained = {
@@ -159,8 +177,8 @@ impl FlContext {
                 tokio::time::sleep(delay).await;
             }
             ctx.metrics.trained.with_label_values(&["sent"]).inc();
-            if let Err(error) = route_update(&ctx, &request.aggregator, bytes).await {
-                tracing::warn!(aggregator = %request.aggregator, %error, "cannot send the update");
+            if let Err(error) = route_update(&ctx, &destination, bytes).await {
+                tracing::warn!(%destination, %error, "cannot send the update");
             }
         });
     }
@@ -246,6 +264,7 @@ pub async fn run(setup: FlSetup, deliveries: mpsc::Receiver<Delivery>, shutdown:
         telemetry: setup.telemetry,
         straggle: setup.args.fl_straggle,
         loopback,
+        zone_rounds: zone::ZoneRounds::default(),
     });
     if let Some(attack) = ctx.attack {
         tracing::warn!(
@@ -374,6 +393,10 @@ impl<S: ResultSink> Dispatcher<S> {
     /// Starts aggregating the running jobs that name this agent, stops the others.
     fn reconcile(&mut self) {
         let jobs = self.jobs.borrow().clone();
+        self.ctx.zone_rounds.retain(|uid| {
+            jobs.values()
+                .any(|j| job::uid(j) == uid && job::running_aggregator(j).is_some())
+        });
         let mine: HashMap<String, _> = jobs
             .values()
             .filter(|j| job::running_aggregator(j) == Some(self.ctx.node_name.as_str()))
@@ -414,7 +437,7 @@ impl<S: ResultSink> Dispatcher<S> {
     }
 
     fn on_delivery(&mut self, mut delivery: Delivery) {
-        if matches!(delivery.flow, TRAIN_FLOW | UPDATE_FLOW) {
+        if matches!(delivery.flow, TRAIN_FLOW | UPDATE_FLOW | ZONE_FLOW) {
             let metrics = &self.ctx.metrics;
             let fed = self.reassembler.feed(
                 delivery.source,
@@ -432,6 +455,7 @@ impl<S: ResultSink> Dispatcher<S> {
         match delivery.flow {
             TRAIN_FLOW => self.on_request(delivery),
             UPDATE_FLOW => self.on_update(delivery),
+            ZONE_FLOW => self.on_zone_report(delivery),
             flow => {
                 tracing::debug!(source = %delivery.source, flow, bytes = delivery.payload.len(), "payload delivered");
             }
@@ -481,27 +505,67 @@ impl<S: ResultSink> Dispatcher<S> {
         if !self.handled.insert((request.job_uid.clone(), request.round)) {
             return metrics.drop("request_repeated");
         }
-        self.ctx.train_and_submit(request);
+        self.ctx.take_part(&job, request);
     }
 
-    /// An update: handed to the job's aggregator task, which verifies it.
+    /// An update: handed to the task that verifies it, the zone round of a hierarchical job
+    /// this agent aggregates a zone of, else the job's aggregator task.
     fn on_update(&mut self, delivery: Delivery) {
         let metrics = &self.ctx.metrics;
         let Ok((update, _)) = SignedUpdate::decode(&delivery.payload) else {
             return metrics.drop("malformed_update");
         };
-        let Some(running) = self.aggregating.get(&update.update.round_uid) else {
+        let zoned = self
+            .jobs
+            .borrow()
+            .values()
+            .find(|j| job::uid(j) == update.update.round_uid)
+            .filter(|j| job::hierarchical(j))
+            .map(|j| job::participants(j).to_vec());
+        if let Some(participants) = zoned {
+            let incoming = Incoming {
+                flow: UPDATE_FLOW,
+                source: self.name_of(&participants, delivery.source),
+                bytes: delivery.payload,
+            };
+            let routed = self
+                .ctx
+                .zone_rounds
+                .route(&update.update.round_uid, update.update.round, incoming);
+            if let Err(reason) = routed {
+                metrics.drop(reason);
+            }
+            return;
+        }
+        self.to_aggregator(&update.update.round_uid, UPDATE_FLOW, delivery);
+    }
+
+    /// A zone report: handed to the job's aggregator task, which verifies it.
+    fn on_zone_report(&mut self, delivery: Delivery) {
+        let Ok((report, _, _)) = zone_report::ZoneReport::decode(&delivery.payload) else {
+            return self.ctx.metrics.drop("malformed_zone_report");
+        };
+        self.to_aggregator(&report.job_uid, ZONE_FLOW, delivery);
+    }
+
+    /// The node name of a participant, or the sender's short node id.
+    fn name_of(&self, participants: &[String], source: NodeId) -> String {
+        participants
+            .iter()
+            .find(|p| self.ctx.node_id(p) == source)
+            .cloned()
+            .unwrap_or_else(|| format!("node {}", hex::encode(&source.0[..8])))
+    }
+
+    fn to_aggregator(&self, uid: &str, flow: u32, delivery: Delivery) {
+        let metrics = &self.ctx.metrics;
+        let Some(running) = self.aggregating.get(uid) else {
             return metrics.drop("update_for_no_running_round");
         };
-        debug_assert_eq!(running.uid, update.update.round_uid);
-        let source = running
-            .participants
-            .iter()
-            .find(|p| self.ctx.node_id(p) == delivery.source)
-            .cloned()
-            .unwrap_or_else(|| format!("node {}", hex::encode(&delivery.source.0[..8])));
+        debug_assert_eq!(running.uid, uid);
         let incoming = Incoming {
-            source,
+            flow,
+            source: self.name_of(&running.participants, delivery.source),
             bytes: delivery.payload,
         };
         if running.updates.try_send(incoming).is_err() {

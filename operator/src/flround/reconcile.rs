@@ -121,6 +121,7 @@ async fn plan(
                 status.participants = selection.participants;
                 status.aggregator = selection.aggregator;
                 status.zones = selection.zones;
+                status.zone_aggregators = selection.zone_aggregators;
                 (
                     running(status, job.spec.rounds),
                     RUNNING,

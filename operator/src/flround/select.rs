@@ -26,6 +26,9 @@ pub struct Selection {
     pub aggregator: String,
     /// Hierarchical jobs: each participant's zone; empty otherwise.
     pub zones: BTreeMap<String, String>,
+    /// Hierarchical jobs: each zone's aggregator (its first participant in the job's seeded
+    /// order); empty otherwise.
+    pub zone_aggregators: BTreeMap<String, String>,
 }
 
 /// The zone of a participant whose node lacks the zone label.
@@ -182,15 +185,25 @@ pub fn select(
     eligible.sort_by_cached_key(rank);
     eligible.truncate(count);
     let aggregator = eligible[0].clone();
-    eligible.sort();
     let zones = match &spec.aggregation.hierarchical {
         Some(hierarchical) => zones_of(spec, hierarchical, &eligible, candidates)?,
         None => BTreeMap::new(),
     };
+    // `eligible` is still in seeded order: each zone's first member aggregates it.
+    let mut zone_aggregators = BTreeMap::new();
+    for node in &eligible {
+        if let Some(zone) = zones.get(node) {
+            zone_aggregators
+                .entry(zone.clone())
+                .or_insert_with(|| node.clone());
+        }
+    }
+    eligible.sort();
     Ok(Selection {
         participants: eligible,
         aggregator,
         zones,
+        zone_aggregators,
     })
 }
 
@@ -330,6 +343,18 @@ mod tests {
         assert_eq!(six.zones["node-0"], "a");
         assert_eq!(six.zones["node-1"], "b");
         assert_eq!(six.zones.len(), 6);
+        assert_eq!(six.zone_aggregators.len(), 2);
+        for (zone, node) in &six.zone_aggregators {
+            assert_eq!(
+                &six.zones[node], zone,
+                "a zone's aggregator is one of its members"
+            );
+        }
+        assert_eq!(
+            select(&spec(&yaml), &candidates(6), "uid").unwrap(),
+            six,
+            "stable"
+        );
         // Five agents: zone b has two, which median cannot hold with f = 1, though five could.
         assert_eq!(
             select(&spec(&yaml), &candidates(5), "uid").unwrap_err(),
