@@ -120,36 +120,19 @@ impl TrainRequest {
         for name in &self.participants {
             put_string(&mut out, name, MAX_NAME_LEN, "participant")?;
         }
-        let dim = u32::try_from(self.values.len()).map_err(|_| MessageError::BadField("dim"))?;
-        out.extend_from_slice(&dim.to_le_bytes());
-        for v in &self.values {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        put_values(&mut out, &self.values)?;
         Ok(out)
     }
 
     /// Signs with the aggregator's node key and returns the wire bytes.
     pub fn sign(&self, key: &SigningKey) -> Result<Vec<u8>, MessageError> {
-        let mut out = self.signed_bytes()?;
-        let signature = key
-            .sign(SigningContext::FlControl, &out)
-            .map_err(|e| MessageError::Signing(e.to_string()))?;
-        out.extend_from_slice(&(signature.0.len() as u16).to_le_bytes());
-        out.extend_from_slice(&signature.0);
-        Ok(out)
+        append_signature(self.signed_bytes()?, key)
     }
 
     /// Parses wire bytes into the request, the signed prefix's length and the signature. The
     /// caller verifies the signature before using anything in the request.
     pub fn decode(bytes: &[u8]) -> Result<(TrainRequest, usize, &[u8]), MessageError> {
-        let mut r = Reader { bytes, offset: 0 };
-        if r.take(4)? != MAGIC {
-            return Err(MessageError::BadMagic);
-        }
-        let version = r.u8()?;
-        if version != VERSION {
-            return Err(MessageError::UnsupportedVersion(version));
-        }
+        let mut r = Reader::open(bytes, MAGIC, VERSION)?;
         let job_uid = r.string(MAX_UID_LEN, "job UID")?;
         let round = r.u32()?;
         let aggregator = r.string(MAX_NAME_LEN, "aggregator")?;
@@ -187,19 +170,8 @@ impl TrainRequest {
         for _ in 0..count {
             participants.push(r.string(MAX_NAME_LEN, "participant")?);
         }
-        let dim = r.u32()? as usize;
-        // Checked against the bytes present before allocating: `dim` is the sender's claim.
-        let raw = r.take(dim.checked_mul(4).ok_or(MessageError::Truncated(r.offset))?)?;
-        let values = raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let signed_len = r.offset;
-        let sig_len = u16::from_le_bytes(r.array()?) as usize;
-        let signature = r.take(sig_len)?;
-        if r.offset != bytes.len() {
-            return Err(MessageError::TrailingBytes(bytes.len() - r.offset));
-        }
+        let values = r.values()?;
+        let (signed_len, signature) = r.signature()?;
         let request = TrainRequest {
             job_uid,
             round,
@@ -233,12 +205,68 @@ pub(super) fn put_string(
     Ok(())
 }
 
+/// Appends the values as `dim u32 | dim × f32`.
+pub(super) fn put_values(out: &mut Vec<u8>, values: &[f32]) -> Result<(), MessageError> {
+    let dim = u32::try_from(values.len()).map_err(|_| MessageError::BadField("dim"))?;
+    out.extend_from_slice(&dim.to_le_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    Ok(())
+}
+
+/// Signs `signed` with the node key under the federated control context and appends
+/// `signature_len u16 | signature`.
+pub(super) fn append_signature(mut signed: Vec<u8>, key: &SigningKey) -> Result<Vec<u8>, MessageError> {
+    let signature = key
+        .sign(SigningContext::FlControl, &signed)
+        .map_err(|e| MessageError::Signing(e.to_string()))?;
+    signed.extend_from_slice(&(signature.0.len() as u16).to_le_bytes());
+    signed.extend_from_slice(&signature.0);
+    Ok(signed)
+}
+
 pub(super) struct Reader<'a> {
-    pub(super) bytes: &'a [u8],
-    pub(super) offset: usize,
+    bytes: &'a [u8],
+    offset: usize,
 }
 
 impl<'a> Reader<'a> {
+    /// A reader past the magic and version, which must be `magic` and `version`.
+    pub(super) fn open(bytes: &'a [u8], magic: [u8; 4], version: u8) -> Result<Self, MessageError> {
+        let mut r = Reader { bytes, offset: 0 };
+        if r.take(4)? != magic {
+            return Err(MessageError::BadMagic);
+        }
+        let found = r.u8()?;
+        if found != version {
+            return Err(MessageError::UnsupportedVersion(found));
+        }
+        Ok(r)
+    }
+
+    /// `dim u32 | dim × f32`, the length checked against the bytes present before anything is
+    /// allocated (`dim` is the sender's claim).
+    pub(super) fn values(&mut self) -> Result<Vec<f32>, MessageError> {
+        let dim = self.u32()? as usize;
+        let raw = self.take(dim.checked_mul(4).ok_or(MessageError::Truncated(self.offset))?)?;
+        Ok(raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// The signed prefix's length and the signature, which must end the message.
+    pub(super) fn signature(&mut self) -> Result<(usize, &'a [u8]), MessageError> {
+        let signed_len = self.offset;
+        let sig_len = u16::from_le_bytes(self.array()?) as usize;
+        let signature = self.take(sig_len)?;
+        if self.offset != self.bytes.len() {
+            return Err(MessageError::TrailingBytes(self.bytes.len() - self.offset));
+        }
+        Ok((signed_len, signature))
+    }
+
     pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], MessageError> {
         if n > self.bytes.len() - self.offset {
             return Err(MessageError::Truncated(self.offset));

@@ -26,10 +26,12 @@
 //! The signature covers every byte before `signature_len`. Every length is checked against
 //! the bytes present before anything is read or allocated, so arbitrary bytes give an error.
 //! Values need not be finite here: the receiver checks them.
-use x0tta6bl4_crypto::SigningContext;
 use x0tta6bl4_crypto::SigningKey;
 
-use super::messages::{MAX_NAME_LEN, MAX_PARTICIPANTS, MAX_UID_LEN, MessageError, Reader, put_string};
+use super::messages::{
+    MAX_NAME_LEN, MAX_PARTICIPANTS, MAX_UID_LEN, MessageError, Reader, append_signature, put_string,
+    put_values,
+};
 
 pub const MAGIC: [u8; 4] = *b"X6FZ";
 pub const VERSION: u8 = 1;
@@ -116,36 +118,19 @@ impl ZoneReport {
                 }
             }
         }
-        let dim = u32::try_from(self.values.len()).map_err(|_| MessageError::BadField("dim"))?;
-        out.extend_from_slice(&dim.to_le_bytes());
-        for v in &self.values {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        put_values(&mut out, &self.values)?;
         Ok(out)
     }
 
     /// Signs with the zone aggregator's node key and returns the wire bytes.
     pub fn sign(&self, key: &SigningKey) -> Result<Vec<u8>, MessageError> {
-        let mut out = self.signed_bytes()?;
-        let signature = key
-            .sign(SigningContext::FlControl, &out)
-            .map_err(|e| MessageError::Signing(e.to_string()))?;
-        out.extend_from_slice(&(signature.0.len() as u16).to_le_bytes());
-        out.extend_from_slice(&signature.0);
-        Ok(out)
+        append_signature(self.signed_bytes()?, key)
     }
 
     /// Parses wire bytes into the report, the signed prefix's length and the signature. The
     /// caller verifies the signature before using anything in the report.
     pub fn decode(bytes: &[u8]) -> Result<(ZoneReport, usize, &[u8]), MessageError> {
-        let mut r = Reader { bytes, offset: 0 };
-        if r.take(4)? != MAGIC {
-            return Err(MessageError::BadMagic);
-        }
-        let version = r.u8()?;
-        if version != VERSION {
-            return Err(MessageError::UnsupportedVersion(version));
-        }
+        let mut r = Reader::open(bytes, MAGIC, VERSION)?;
         let job_uid = r.string(MAX_UID_LEN, "job UID")?;
         let round = r.u32()?;
         let zone = r.string(MAX_ZONE_LEN, "zone")?;
@@ -169,22 +154,11 @@ impl ZoneReport {
             };
             outcomes.push(MemberOutcome { participant, verdict });
         }
-        let dim = r.u32()? as usize;
-        // Checked against the bytes present before allocating: `dim` is the sender's claim.
-        let raw = r.take(dim.checked_mul(4).ok_or(MessageError::Truncated(r.offset))?)?;
-        let values: Vec<f32> = raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let values = r.values()?;
         if error.is_empty() == values.is_empty() {
             return Err(MessageError::BadField("error xor values"));
         }
-        let signed_len = r.offset;
-        let sig_len = u16::from_le_bytes(r.array()?) as usize;
-        let signature = r.take(sig_len)?;
-        if r.offset != bytes.len() {
-            return Err(MessageError::TrailingBytes(bytes.len() - r.offset));
-        }
+        let (signed_len, signature) = r.signature()?;
         let report = ZoneReport {
             job_uid,
             round,
@@ -226,6 +200,7 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+    use x0tta6bl4_crypto::SigningContext;
 
     fn report(values: Vec<f32>, error: &str) -> ZoneReport {
         ZoneReport {
