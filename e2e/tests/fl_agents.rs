@@ -352,7 +352,10 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
     assert_eq!(zoned.zones["x0-fl-4"], "zone-b");
     assert_eq!(zoned.zone_aggregators.len(), 2, "{:?}", zoned.zone_aggregators);
     for (zone, aggregator) in &zoned.zone_aggregators {
-        assert_eq!(&zoned.zones[aggregator], zone, "a zone's aggregator is one of its members");
+        assert_eq!(
+            &zoned.zones[aggregator], zone,
+            "a zone's aggregator is one of its members"
+        );
     }
     // Chance is 10%; an unfiltered sign-flipper at 4x would drive FedAvg down, not up.
     println!(
