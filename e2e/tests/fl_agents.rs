@@ -7,7 +7,9 @@
 //!   run; an unsigned and a tampered update injected by hand are rejected and listed;
 //! - a hierarchical job (median inside each zone, run by a zone aggregator agent per zone,
 //!   FedAvg across zones by the job's aggregator) completes with the zones in its status;
-//! - deleting a running job stops its aggregator and removes its round ConfigMaps.
+//! - deleting a running job stops its aggregator and removes its round ConfigMaps;
+//! - killing a job's aggregator mid-job: the operator hands the job to another participant,
+//!   which resumes after the last round written, and the job completes.
 //!
 //! The seven nodes are made for this test (their own label, so other tests' meshes do not
 //! see them) and removed at its end.
@@ -429,6 +431,45 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
         "{}",
         aggregator.log_tail()
     );
+
+    // 5. The aggregator dies mid-job: once its reports go stale the operator hands the job to
+    // the next live participant, which resumes after the last round written. Six of seven
+    // updates make a round (quorumPercent 85), so the dead agent holds no round to its timeout.
+    let mut failover = job(
+        "failover",
+        6,
+        serde_json::json!({"rule": "median", "byzantine": 2}),
+    );
+    failover.spec.quorum_percent = 85;
+    jobs.create(&PostParams::default(), &failover).await.unwrap();
+    let before = wait_until(
+        "the failover job's second round",
+        JOB_TIMEOUT,
+        || async { get_opt(&jobs, "failover").await.and_then(|j| j.status) },
+        |s| s.as_ref().is_some_and(|s| s.completed_rounds >= 2),
+    )
+    .await
+    .unwrap();
+    let dead = before.aggregator.clone();
+    let index = nodes.iter().position(|n| *n == dead).unwrap();
+    agents[index].kill();
+    let killed_at = std::time::Instant::now();
+    let done = wait_completed(&jobs, &ns.name, "failover").await;
+    assert_ne!(done.aggregator, dead, "{done:?}");
+    assert_eq!(done.records.len(), 6, "{done:?}");
+    let verified = std::process::Command::new(env_path("X0_OPERATOR_BIN"))
+        .args(["verify-chain", "-n", &ns.name, "failover"])
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{verified:?}");
+    println!(
+        "aggregator {dead} killed after round {}; {} took over and completed the job {:.0} s later, accuracy {}",
+        before.completed_rounds,
+        done.aggregator,
+        killed_at.elapsed().as_secs_f64(),
+        done.accuracy
+    );
+
     for agent in &agents {
         let log = std::fs::read_to_string(agent.log_path()).unwrap_or_default();
         assert!(!log.contains("panicked"), "{}: {}", agent.node, agent.log_tail());

@@ -127,6 +127,18 @@ impl Combine {
         })
     }
 
+    /// Takes the zones' aggregators from the job as it is now: the operator replaces one that
+    /// stopped reporting.
+    fn refresh(&mut self, job: &FLTrainingRound) {
+        if let (Some((_, zone_aggregators)), Some(status)) = (&mut self.hierarchy, &job.status)
+            && !status.zone_aggregators.is_empty()
+            && *zone_aggregators != status.zone_aggregators
+        {
+            tracing::info!(zones = ?status.zone_aggregators, "zone aggregators changed");
+            zone_aggregators.clone_from(&status.zone_aggregators);
+        }
+    }
+
     fn name(&self) -> String {
         match &self.hierarchy {
             None => self.rule.name().to_owned(),
@@ -140,25 +152,27 @@ impl Combine {
 pub async fn run(
     ctx: Arc<FlContext>,
     job: Arc<FLTrainingRound>,
+    jobs: tokio::sync::watch::Receiver<job::Jobs>,
     sink: Arc<impl ResultSink>,
     mut incoming: mpsc::Receiver<Incoming>,
     cancel: CancellationToken,
 ) {
     let name = job::name(&job).to_owned();
-    let (plan, combine) = match Plan::new(Arc::clone(&job)).and_then(|plan| Ok((plan, Combine::new(&job)?))) {
-        Ok(ready) => ready,
-        Err(error) => {
-            // Recorded as the next round's failure, so the operator fails the job with the
-            // reason (a condition the user sees) instead of the job waiting forever.
-            tracing::error!(job = %name, %error, "cannot run the federated job");
-            let next = job.status.as_ref().map_or(0, |s| s.completed_rounds).max(0) + 1;
-            if let Err(error) = sink.fail(&job, next, &error).await {
-                tracing::warn!(job = %name, %error, "cannot record why the job cannot run");
+    let (plan, mut combine) =
+        match Plan::new(Arc::clone(&job)).and_then(|plan| Ok((plan, Combine::new(&job)?))) {
+            Ok(ready) => ready,
+            Err(error) => {
+                // Recorded as the next round's failure, so the operator fails the job with the
+                // reason (a condition the user sees) instead of the job waiting forever.
+                tracing::error!(job = %name, %error, "cannot run the federated job");
+                let next = job.status.as_ref().map_or(0, |s| s.completed_rounds).max(0) + 1;
+                if let Err(error) = sink.fail(&job, next, &error).await {
+                    tracing::warn!(job = %name, %error, "cannot record why the job cannot run");
+                }
+                cancel.cancelled().await;
+                return;
             }
-            cancel.cancelled().await;
-            return;
-        }
-    };
+        };
     // Resume after the newest round written (a restarted aggregator), never before the
     // rounds the operator has already counted.
     let completed = job.status.as_ref().map_or(0, |s| s.completed_rounds).max(0);
@@ -186,6 +200,10 @@ pub async fn run(
     let mut early: BTreeMap<u32, Vec<Incoming>> = BTreeMap::new();
     let mut open = OpenRounds::new(StalePolicy::from_spec(&job.spec.straggler_policy));
     while round <= plan.rounds {
+        let current = jobs.borrow().get(&name).cloned();
+        if let Some(current) = current.filter(|j| job::uid(j) == plan.uid) {
+            combine.refresh(&current);
+        }
         let started = Instant::now();
         let mut state = RoundState {
             incoming: &mut incoming,

@@ -337,7 +337,9 @@ struct Dispatcher<S> {
     jobs: watch::Receiver<Jobs>,
     sink: Arc<S>,
     aggregating: HashMap<String, Aggregating>,
-    handled: HashSet<(String, u32)>,
+    /// (job, round, aggregator): a round asked for again by a new aggregator (the operator
+    /// replaced one that stopped reporting) is trained again.
+    handled: HashSet<(String, u32, String)>,
     reassembler: chunks::Reassembler,
 }
 
@@ -428,6 +430,7 @@ impl<S: ResultSink> Dispatcher<S> {
             tokio::spawn(aggregator::run(
                 Arc::clone(&self.ctx),
                 job,
+                self.jobs.clone(),
                 Arc::clone(&self.sink),
                 incoming,
                 cancel,
@@ -502,7 +505,10 @@ impl<S: ResultSink> Dispatcher<S> {
         if self.handled.len() >= HANDLED_CAPACITY {
             self.handled.clear();
         }
-        if !self.handled.insert((request.job_uid.clone(), request.round)) {
+        if !self
+            .handled
+            .insert((request.job_uid.clone(), request.round, request.aggregator.clone()))
+        {
             return metrics.drop("request_repeated");
         }
         self.ctx.take_part(&job, request);

@@ -2,5 +2,6 @@
 //! that writes them into the job's status (the agents do the training; see
 //! `x0tta6bl4_api::fl_protocol`).
 pub mod chain;
+pub mod failover;
 pub mod reconcile;
 pub mod select;

@@ -2,7 +2,7 @@
 //! then follow the aggregator's round ConfigMaps, seal each record into the hash chain and
 //! finish the job after `spec.rounds`. It never trains or aggregates itself: the agents do,
 //! over the mesh (see `x0tta6bl4_api::fl_protocol`).
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use x0tta6bl4_api::fl_record::RoundRecord;
 use x0tta6bl4_api::{FLTrainingRound, FLTrainingRoundStatus, MeshNetwork, MeshNode};
 
 use super::chain::{self, RoundResult};
+use super::failover;
 use super::select::{self, Candidate, SelectError};
 use crate::context::Context;
 use crate::context::FIELD_MANAGER;
@@ -181,19 +182,24 @@ async fn plan(
         ];
         return Ok((conditions, FAILED, Action::await_change()));
     }
-    let mut conditions = running(status, job.spec.rounds);
-    let aggregator_live = records
+    let live: BTreeSet<String> = records
         .iter()
-        .find(|r| r.spec.node_name == status.aggregator)
-        .and_then(|r| AgentReport::from_record(r, now))
-        .is_some();
+        .filter(|r| AgentReport::from_record(r, now).is_some())
+        .map(|r| r.spec.node_name.clone())
+        .collect();
+    let uid = job.uid().unwrap_or_default();
+    for change in failover::replace_dead_aggregators(status, &live, &uid) {
+        tracing::warn!(job = %name, %change, "federated job: aggregator replaced");
+    }
+    let mut conditions = running(status, job.spec.rounds);
+    let aggregator_live = live.contains(&status.aggregator);
     if !aggregator_live {
         conditions[2] = Desired::new(
             DEGRADED,
             Status::True,
             "AggregatorLost",
             format!(
-                "the aggregator {} has not reported; rounds resume when it is back",
+                "the aggregator {} has not reported and no live participant can take over; rounds resume when one reports",
                 status.aggregator
             ),
         );

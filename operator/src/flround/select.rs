@@ -121,6 +121,17 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> R
     Ok(by_label && by_expression)
 }
 
+/// A node's place in a job's seeded order (the job's UID seeds it): the sample, the
+/// aggregator and, when one stops reporting, its successor all follow it.
+pub fn rank(seed: &str, node: &str) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(seed)
+        .chain_update([0])
+        .chain_update(node)
+        .finalize()
+        .into()
+}
+
 /// Chooses the participants of a job: `seed` (the job's UID) fixes the sample, so every
 /// reconcile of the same job chooses the same agents.
 pub fn select(
@@ -174,15 +185,7 @@ pub fn select(
         });
     }
     // A seeded shuffle: order by SHA-256(seed, node), take the first `count`.
-    let rank = |node: &String| -> [u8; 32] {
-        Sha256::new()
-            .chain_update(seed)
-            .chain_update([0])
-            .chain_update(node)
-            .finalize()
-            .into()
-    };
-    eligible.sort_by_cached_key(rank);
+    eligible.sort_by_cached_key(|node| rank(seed, node));
     eligible.truncate(count);
     let aggregator = eligible[0].clone();
     let zones = match &spec.aggregation.hierarchical {
