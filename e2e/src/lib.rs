@@ -261,6 +261,21 @@ pub fn metric_sum(body: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Runs `x0tta6bl4-operator` with `args` (a command such as `verify-chain` or `get-model`):
+/// whether it succeeded, and what it printed (stdout, then stderr).
+pub fn operator_command(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env_path("X0_OPERATOR_BIN"))
+        .args(args)
+        .output()
+        .expect("run x0tta6bl4-operator");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
 /// A raw HTTP/1.1 GET on loopback, enough for /metrics and probes.
 pub async fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     http_request("127.0.0.1", port, "GET", path).await

@@ -157,6 +157,17 @@ async fn wait_completed(jobs: &Api<FLTrainingRound>, namespace: &str, name: &str
     status
 }
 
+/// Waits until job `name` has completed `rounds` rounds and returns its status then.
+async fn wait_rounds(jobs: &Api<FLTrainingRound>, name: &str, rounds: i32) -> Option<FLTrainingRoundStatus> {
+    wait_until(
+        &format!("{name} to complete {rounds} round(s)"),
+        JOB_TIMEOUT,
+        || async { get_opt(jobs, name).await.and_then(|j| j.status) },
+        |s| s.as_ref().is_some_and(|s| s.completed_rounds >= rounds),
+    )
+    .await
+}
+
 fn accuracy(status: &FLTrainingRoundStatus) -> f64 {
     status.accuracy.trim_end_matches('%').parse().unwrap()
 }
@@ -245,13 +256,7 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
         serde_json::json!({"rule": "multiKrum", "byzantine": 2}),
     );
     jobs.create(&PostParams::default(), &attacked).await.unwrap();
-    wait_until(
-        "the attacked job's first round",
-        JOB_TIMEOUT,
-        || async { get_opt(&jobs, "byzantine").await.and_then(|j| j.status) },
-        |s| s.as_ref().is_some_and(|s| s.completed_rounds >= 1),
-    )
-    .await;
+    wait_rounds(&jobs, "byzantine", 1).await;
     // By hand, from x0-fl-1, for the last round (held by the aggregator until it starts): an
     // update without a signature and one changed after signing.
     for kind in ["unsigned", "tampered"] {
@@ -299,43 +304,28 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
         attacked_accuracy >= reference - 5.0,
         "{attacked_accuracy} vs honest {reference}"
     );
-    let verified = std::process::Command::new(env_path("X0_OPERATOR_BIN"))
-        .args(["verify-chain", "-n", &ns.name, "byzantine"])
-        .output()
-        .unwrap();
-    assert!(verified.status.success(), "{verified:?}");
+    let (verified, said) = operator_command(&["verify-chain", "-n", &ns.name, "byzantine"]);
+    assert!(verified, "{said}");
     // The final model, fetched by its digest and checked against it: (64 + 1) x 10 parameters.
     let model_file = std::env::temp_dir().join(format!("x0-e2e-{}-model.f32", ns.name));
-    let fetched = std::process::Command::new(env_path("X0_OPERATOR_BIN"))
-        .args([
-            "get-model",
-            "-n",
-            &ns.name,
-            "byzantine",
-            "-o",
-            model_file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&fetched.stdout).into_owned();
-    assert!(fetched.status.success(), "{fetched:?}");
+    let model_path = model_file.to_str().unwrap();
+    let (fetched, said) = operator_command(&["get-model", "-n", &ns.name, "byzantine", "-o", model_path]);
+    assert!(fetched, "{said}");
     assert!(said.contains(&status.model_digest), "{said}");
     assert_eq!(std::fs::metadata(&model_file).unwrap().len(), 650 * 4);
     println!("{}", said.trim());
-    let unknown = std::process::Command::new(env_path("X0_OPERATOR_BIN"))
-        .args([
-            "get-model",
-            "-n",
-            &ns.name,
-            "byzantine",
-            "--digest",
-            &"0".repeat(64),
-            "-o",
-            model_file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!unknown.status.success(), "no round names that digest");
+    let zeros = "0".repeat(64);
+    let (unknown, said) = operator_command(&[
+        "get-model",
+        "-n",
+        &ns.name,
+        "byzantine",
+        "--digest",
+        &zeros,
+        "-o",
+        model_path,
+    ]);
+    assert!(!unknown, "no round names that digest: {said}");
 
     // 3. Hierarchical: median inside zones a and b (one sign-flipper in each), FedAvg across.
     let zoned = complete(
@@ -382,14 +372,7 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
         )
         .await
         .unwrap();
-    let running = wait_until(
-        "the long job's second round",
-        JOB_TIMEOUT,
-        || async { get_opt(&jobs, "deleted").await.and_then(|j| j.status) },
-        |s| s.as_ref().is_some_and(|s| s.completed_rounds >= 2),
-    )
-    .await
-    .unwrap();
+    let running = wait_rounds(&jobs, "deleted", 2).await.unwrap();
     let aggregator_ip = ips[nodes.iter().position(|n| *n == running.aggregator).unwrap()].clone();
     assert_eq!(
         agent_metric(&aggregator_ip, "x0_agent_fl_jobs_aggregating").await,
@@ -442,14 +425,7 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
     );
     failover.spec.quorum_percent = 85;
     jobs.create(&PostParams::default(), &failover).await.unwrap();
-    let before = wait_until(
-        "the failover job's second round",
-        JOB_TIMEOUT,
-        || async { get_opt(&jobs, "failover").await.and_then(|j| j.status) },
-        |s| s.as_ref().is_some_and(|s| s.completed_rounds >= 2),
-    )
-    .await
-    .unwrap();
+    let before = wait_rounds(&jobs, "failover", 2).await.unwrap();
     let dead = before.aggregator.clone();
     let index = nodes.iter().position(|n| *n == dead).unwrap();
     agents[index].kill();
@@ -457,11 +433,8 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
     let done = wait_completed(&jobs, &ns.name, "failover").await;
     assert_ne!(done.aggregator, dead, "{done:?}");
     assert_eq!(done.records.len(), 6, "{done:?}");
-    let verified = std::process::Command::new(env_path("X0_OPERATOR_BIN"))
-        .args(["verify-chain", "-n", &ns.name, "failover"])
-        .output()
-        .unwrap();
-    assert!(verified.status.success(), "{verified:?}");
+    let (verified, said) = operator_command(&["verify-chain", "-n", &ns.name, "failover"]);
+    assert!(verified, "{said}");
     println!(
         "aggregator {dead} killed after round {}; {} took over and completed the job {:.0} s later, accuracy {}",
         before.completed_rounds,

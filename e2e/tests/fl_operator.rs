@@ -6,7 +6,6 @@
 //! so this test pins the contract the agents implement.
 #![cfg(feature = "e2e")]
 
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
@@ -40,16 +39,7 @@ fn job(name: &str, minimum: i32) -> FLTrainingRound {
 }
 
 fn verify_chain(namespace: &str, name: &str) -> (bool, String) {
-    let output = Command::new(env_path("X0_OPERATOR_BIN"))
-        .args(["verify-chain", "-n", namespace, name])
-        .output()
-        .expect("run verify-chain");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    operator_command(&["verify-chain", "-n", namespace, name])
 }
 
 #[tokio::test]
