@@ -202,6 +202,14 @@ fn diagnosis(mesh: &Mesh) -> String {
         .join("\n")
 }
 
+/// Whether `record` lists `participant` as rejected with a reason starting `prefix`.
+fn rejected_with(record: &RoundRecord, participant: &str, prefix: &str) -> bool {
+    record
+        .rejected
+        .iter()
+        .any(|r| r.participant == participant && r.reason.starts_with(prefix))
+}
+
 fn accuracy(record: &RoundRecord) -> f64 {
     record.accuracy.parse().unwrap()
 }
@@ -246,14 +254,7 @@ fn honest_reference(uid: &str, names: &[String]) -> f64 {
             .iter()
             .map(|name| participant::local_update(&request, name, None).unwrap())
             .collect();
-        let contributions: Vec<Contribution> = updates
-            .iter()
-            .map(|u| Contribution {
-                participant: &u.participant,
-                examples: u.examples,
-                values: &u.values,
-            })
-            .collect();
+        let contributions: Vec<Contribution> = updates.iter().map(|u| u.contribution()).collect();
         apply(&mut model, &fedavg(&contributions).unwrap().values);
     }
     f64::from(evaluate(&shape, &model, &test).unwrap().accuracy) * 100.0
@@ -294,12 +295,7 @@ fn five_agents_complete_a_job_and_an_injected_tampered_update_is_rejected() {
         assert!(record.previous.is_empty() && record.hash.is_empty(), "unsealed");
     }
     let last = &records[ROUNDS as usize - 1];
-    assert!(
-        last.rejected
-            .iter()
-            .any(|r| r.participant == "n2" && r.reason.starts_with("BadSignature")),
-        "{last:?}"
-    );
+    assert!(rejected_with(last, "n2", "BadSignature"), "{last:?}");
     let reference = honest_reference(uid, &mesh.names);
     let reached = accuracy(last);
     eprintln!(
@@ -341,21 +337,13 @@ fn two_sign_flipping_agents_of_seven_are_rejected_by_multi_krum() {
         assert_eq!(record.accepted, honest, "{record:?}");
         for attacker in ["n2", "n5"] {
             assert!(
-                record
-                    .rejected
-                    .iter()
-                    .any(|r| r.participant == attacker && r.reason.starts_with("multiKrum: krum score")),
+                rejected_with(record, attacker, "multiKrum: krum score"),
                 "{attacker} rejected with its Krum score: {record:?}"
             );
         }
     }
     let last = &records[ROUNDS as usize - 1];
-    assert!(
-        last.rejected
-            .iter()
-            .any(|r| r.participant == "n1" && r.reason.starts_with("MissingSignature")),
-        "{last:?}"
-    );
+    assert!(rejected_with(last, "n1", "MissingSignature"), "{last:?}");
     let reference = honest_reference(uid, &mesh.names);
     let reached = accuracy(last);
     eprintln!(
@@ -385,13 +373,7 @@ fn a_late_update_is_used_in_the_next_round_at_half_weight_under_accept_stale() {
     .unwrap();
     let records = records(&mesh);
     let first = &records[0];
-    assert!(
-        first
-            .rejected
-            .iter()
-            .any(|r| r.participant == "n3" && r.reason.starts_with("NoUpdate")),
-        "{first:?}"
-    );
+    assert!(rejected_with(first, "n3", "NoUpdate"), "{first:?}");
     assert!(first.down_weighted.is_empty(), "{first:?}");
     for record in &records[1..] {
         let stale: Vec<&str> = record
@@ -570,12 +552,7 @@ status:
         }
     }
     let last = &records[ROUNDS as usize - 1];
-    assert!(
-        last.rejected
-            .iter()
-            .any(|r| r.participant == "n5" && r.reason.starts_with("zone b: BadSignature")),
-        "{last:?}"
-    );
+    assert!(rejected_with(last, "n5", "zone b: BadSignature"), "{last:?}");
     let reached = accuracy(last);
     eprintln!(
         "zones a (n1) and b (n4), median inside, FedAvg across: accuracy per round {:?}",

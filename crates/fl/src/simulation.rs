@@ -192,11 +192,7 @@ pub fn run(federation: &Federation, config: &RunConfig) -> Result<RunResult, Sim
         let contributions: Vec<Contribution> = members
             .iter()
             .filter_map(|&i| admitted[i].as_ref())
-            .map(|u| Contribution {
-                participant: &u.participant,
-                examples: u.examples,
-                values: &u.values,
-            })
+            .map(ModelUpdate::contribution)
             .collect();
         let mut record = RoundRecord {
             round,

@@ -41,6 +41,22 @@ pub struct ModelUpdate {
     pub values: Vec<f32>,
 }
 
+impl ModelUpdate {
+    /// The update as an aggregation rule takes it.
+    pub fn contribution(&self) -> crate::aggregate::Contribution<'_> {
+        self.contribution_with(&self.values)
+    }
+
+    /// The update's participant and examples with other values (a stale update scaled down).
+    pub fn contribution_with<'a>(&'a self, values: &'a [f32]) -> crate::aggregate::Contribution<'a> {
+        crate::aggregate::Contribution {
+            participant: &self.participant,
+            examples: self.examples,
+            values,
+        }
+    }
+}
+
 /// An update with its detached signature (empty when unsigned).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignedUpdate {

@@ -480,16 +480,8 @@ impl Collector<'_> {
         let contributions: Vec<Contribution> = participants
             .iter()
             .filter_map(|p| match (admitted.get(p), used_stale.get(p.as_str())) {
-                (Some(u), _) => Some(Contribution {
-                    participant: &u.participant,
-                    examples: u.examples,
-                    values: &u.values,
-                }),
-                (None, Some((s, values))) => Some(Contribution {
-                    participant: &s.update.participant,
-                    examples: s.update.examples,
-                    values,
-                }),
+                (Some(u), _) => Some(u.contribution()),
+                (None, Some((s, values))) => Some(s.update.contribution_with(values)),
                 (None, None) => None,
             })
             .collect();

@@ -208,14 +208,7 @@ async fn run(
         });
     }
     let used: Vec<&ModelUpdate> = members.iter().filter_map(|m| admitted.get(m)).collect();
-    let contributions: Vec<Contribution> = used
-        .iter()
-        .map(|u| Contribution {
-            participant: &u.participant,
-            examples: u.examples,
-            values: &u.values,
-        })
-        .collect();
+    let contributions: Vec<Contribution> = used.iter().map(|u| u.contribution()).collect();
     let rule = job::rule(&job);
     let (values, error) = match aggregate(&rule, &contributions, None) {
         Ok(result) => {
