@@ -54,18 +54,27 @@ e2e: binaries ## End-to-end tests against a real local control plane
 
 .PHONY: netns
 netns: ## Agents in rings of network namespaces: convergence, kill, reroute, rejoin; eBPF counts and injected loss; a link-telemetry federated job (root)
-	X0_NETNS_TESTS=1 $(CARGO) test --locked -p x0tta6bl4-node-agent --test netns_ring --test netns_ebpf --test netns_link_telemetry -- --nocapture
+	X0_NETNS_TESTS=1 $(CARGO) test --locked -p x0tta6bl4-node-agent --test netns_ring --test netns_ebpf --test netns_link_telemetry -- --ignored --nocapture
 
 .PHONY: ebpf-test
 ebpf-test: ## eBPF datapath in the real kernel: programs, veth pairs in network namespaces (root)
-	X0_NETNS_TESTS=1 $(CARGO) test --locked -p x0tta6bl4-datapath --test kernel -- --test-threads=1
+	X0_NETNS_TESTS=1 $(CARGO) test --locked -p x0tta6bl4-datapath --test kernel -- --ignored --test-threads=1
 
 .PHONY: ebpf-bench
 ebpf-bench: ## Per-packet cost of the eBPF classifiers vs an empty one (root; figures in docs/BENCHMARKS.md)
 	$(CARGO) run --release --locked -p x0tta6bl4-datapath --bin x0-datapath -- bench
 
+.PHONY: argocd-test
+argocd-test: ## Argo CD health checks against fixtures of every phase and condition (lua5.4, lua5.1)
+	deploy/argocd/test.sh
+
+.PHONY: alerts-test
+alerts-test: ## The chart's alert rules: promtool check and unit tests of every alert (test/alerts), a runbook each
+	e2e/cluster/build-binaries.sh helm
+	HELM=$(HELM) e2e/alerts-test.sh
+
 .PHONY: test
-test: lint unit check-generated helm-lint netns ebpf-test e2e demo-check ## Everything CI runs
+test: argocd-test alerts-test lint unit check-generated helm-lint netns ebpf-test e2e demo-check ## Everything CI runs
 
 .PHONY: demo
 demo: binaries ## Local cluster, CRDs, operator and examples; shows them progressing
@@ -83,12 +92,25 @@ demo-ebpf: ## On the running demo: per-peer eBPF counts in the MeshNodes, 30% lo
 demo-fl: ## On the running demo: the FLTrainingRound runs its rounds on the agents to Completed (root)
 	e2e/demo-agents.sh fl demo-round
 
+.PHONY: demo-chaos
+demo-chaos: ## On the running demo: the example partition and the chaos revert guarantees, checked on every agent (root)
+	e2e/demo-chaos.sh run
+
+.PHONY: bench-chaos
+bench-chaos: ## On the running demo: TTD/TTR p50/p99 over 20 experiments per network and node fault (root; figures in docs/CHAOS.md)
+	e2e/demo-chaos.sh bench 20
+
+.PHONY: demo-prometheus
+demo-prometheus: ## On the running demo: a real Prometheus scrapes it; every dashboard query returns data; a killed agent fires X0AgentDown (root)
+	HELM=$(HELM) e2e/demo-prometheus.sh run
+
 .PHONY: demo-check
-demo-check: ## The demo end to end, then gone: up, federated rounds, eBPF, failover, down (root)
-	$(MAKE) demo && $(MAKE) demo-fl && $(MAKE) demo-ebpf && $(MAKE) demo-failover; rc=$$?; $(MAKE) demo-down; exit $$rc
+demo-check: ## The demo end to end, then gone: up, Prometheus, federated rounds, eBPF, failover, chaos, dashboards and alert, down (root)
+	$(MAKE) demo && HELM=$(HELM) e2e/demo-prometheus.sh up && $(MAKE) demo-fl && $(MAKE) demo-ebpf && $(MAKE) demo-failover && $(MAKE) demo-chaos && $(MAKE) demo-prometheus; rc=$$?; $(MAKE) demo-down; exit $$rc
 
 .PHONY: demo-down
 demo-down: ## Stop the demo and remove everything it created
+	-e2e/demo-prometheus.sh down
 	e2e/demo.sh down
 
 .PHONY: cluster-up cluster-down

@@ -161,6 +161,10 @@ down() {
     [[ -f $f ]] || continue
     pid="$(alive_pid "$f" "$STATE/")" && pids+=("$pid")
   done
+  for f in "$STATE"/supervisor.pid; do
+    [[ -f $f ]] || continue
+    pid="$(alive_pid "$f" "demo-agents.sh supervise")" && pids+=("$pid")
+  done
   for f in "$STATE"/forwarder-*.pid; do
     [[ -f $f ]] || continue
     pid="$(alive_pid "$f" "bind=198.19.25")" && pids+=("$pid")
@@ -308,11 +312,28 @@ start_forwarders() {
 # A kubeconfig (0600) with a token bound to the node's pod: the token carries the node claim the
 # MeshNode admission policy checks.
 write_kubeconfigs() {
-  local n=${#NODES[@]} i token file
+  local n=${#NODES[@]} i
   for ((i = 0; i < n; i++)); do
-    token="$(kctl create token "$MESH-agent" --bound-object-kind Pod \
-      --bound-object-name "${POD[${NODES[$i]}]}" --duration 24h)" ||
-      die "could not create a token for pod ${POD[${NODES[$i]}]}"
+    write_kubeconfig "$i" "${POD[${NODES[$i]}]}"
+  done
+  # The credentials work from inside a namespace, as that pod's service account.
+  ip netns exec "$(netns 0)" "$KUBECTL_BIN" --kubeconfig="$STATE/kubeconfig-0" --cache-dir="$STATE/kube-cache-0" \
+    auth whoami -o jsonpath='{.status.userInfo.username}{" node="}{.status.userInfo.extra.authentication\.kubernetes\.io/node-name[0]}{"\n"}' |
+    sed "s/^/[demo-agents] ${NETNS_PREFIX}0 authenticates as /" >&2 ||
+    die "the token of ${POD[${NODES[0]}]} does not authenticate from ${NETNS_PREFIX}0"
+}
+
+# write_kubeconfig <i> <pod>: agent i's kubeconfig, with a token bound to <pod> (a deleted pod's
+# token stops working, as it does for a real pod).
+write_kubeconfig() {
+  local i=$1 pod=$2 token file
+  # shellcheck source=/dev/null
+  source "$CLUSTER_STATE/ports.env"
+  token="$(kctl create token "$MESH-agent" --bound-object-kind Pod \
+    --bound-object-name "$pod" --duration 24h)" ||
+    die "could not create a token for pod $pod"
+  printf '%s\n' "$pod" >"$STATE/pod-$i"
+  {
     file="$STATE/kubeconfig-$i"
     (
       umask 077
@@ -339,18 +360,50 @@ current-context: $CLUSTER_NAME
 EOF
     )
     chmod 600 "$file"
+  }
+}
+
+# supervise: what a kubelet does for the DaemonSet here. When the pod of a node is replaced
+# (deleted, by hand or by a nodeKill experiment; the DaemonSet controller makes a new one), the
+# node's agent is killed and started again with a token bound to the new pod. Runs until
+# `down`; one kubectl call every half second.
+supervise() {
+  load_nodes
+  METRICS_PORT="$(config_port metricsPort)"
+  METRICS_PORT="${METRICS_PORT:-47102}"
+  local lines node pod deleting i old pid
+  while :; do
+    lines="$(kctl get pods -l "app.kubernetes.io/instance=$MESH" \
+      -o jsonpath='{range .items[?(@.spec.nodeName)]}{.spec.nodeName}{" "}{.metadata.name}{" "}{.metadata.deletionTimestamp}{"\n"}{end}' 2>/dev/null || true)"
+    while read -r node pod deleting; do
+      [[ -n $node && -z ${deleting:-} ]] || continue
+      for ((i = 0; i < ${#NODES[@]}; i++)); do
+        [[ ${NODES[$i]} == "$node" ]] || continue
+        old="$(cat "$STATE/pod-$i" 2>/dev/null || true)"
+        [[ -n $old && $old != "$pod" ]] || continue
+        log "pod $old of $node was replaced by $pod: restarting its agent"
+        if pid="$(alive_pid "$STATE/agent-$i.pid" "$STATE/")"; then
+          kill -KILL "$pid" 2>/dev/null || true
+          while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        fi
+        write_kubeconfig "$i" "$pod"
+        start_agent "$i"
+      done
+    done <<<"$lines"
+    sleep 0.5
   done
-  # The credentials work from inside a namespace, as that pod's service account.
-  ip netns exec "$(netns 0)" "$KUBECTL_BIN" --kubeconfig="$STATE/kubeconfig-0" --cache-dir="$STATE/kube-cache-0" \
-    auth whoami -o jsonpath='{.status.userInfo.username}{" node="}{.status.userInfo.extra.authentication\.kubernetes\.io/node-name[0]}{"\n"}' |
-    sed "s/^/[demo-agents] ${NETNS_PREFIX}0 authenticates as /" >&2 ||
-    die "the token of ${POD[${NODES[0]}]} does not authenticate from ${NETNS_PREFIX}0"
+}
+
+start_supervisor() {
+  spawn "$STATE/supervisor.pid" "$STATE/supervisor.log" "$ROOT/e2e/demo-agents.sh" supervise
+  log "supervisor started: agents follow their pods (log $STATE/supervisor.log)"
 }
 
 METRICS_PORT=47102
 # The agents' fault endpoints, each on the loopback of its own namespace.
 FAULT_PORT=47191
-config_port() { sed -n "s/^$1: *\"\{0,1\}\([0-9]\{1,5\}\)\"\{0,1\} *$/\1/p" "$STATE/agent.yaml" | head -n 1; }
+# config_port <name>: a port of the agent configuration (YAML, keys quoted or not).
+config_port() { grep -oE "\"?$1\"?: *\"?[0-9]{1,5}" "$STATE/agent.yaml" | grep -oE '[0-9]+$' | head -n 1; }
 
 start_agents() {
   local n=${#NODES[@]} i node
@@ -440,6 +493,7 @@ up() {
   start_forwarders
   write_kubeconfigs
   start_agents
+  start_supervisor
   wait_converged
   log "the agents run in namespaces ${NETNS_PREFIX}0..$((${#NODES[@]} - 1)); e.g. curl http://$(mgmt_ns 0):$METRICS_PORT/status"
 }
@@ -525,26 +579,34 @@ check_neighbours() {
 }
 
 inject_loss() {
-  local i=$1 j=$2 percent=$3 seconds=$4 drop
+  local i=$1 j=$2 percent=$3 seconds=$4 answer
   load_nodes
   check_neighbours "$i" "$j"
-  if ! [[ $percent =~ ^[0-9]+(\.[0-9]+)?$ ]] || ! awk -v p="$percent" 'BEGIN { exit !(p > 0 && p <= 100) }'; then
-    die "the loss is a percentage in (0, 100], not '$percent'"
+  if ! [[ $percent =~ ^[0-9]+$ ]] || ((percent < 1 || percent > 100)); then
+    die "the loss is a whole percentage from 1 to 100, not '$percent'"
   fi
   if ! [[ $seconds =~ ^[0-9]+$ ]] || ((seconds == 0)); then
     die "the duration is a number of seconds, not '$seconds'"
   fi
-  drop="$(awk -v p="$percent" 'BEGIN { printf "%.4f", p / 100 }')"
-  fault_api "$i" POST "/datapath/faults?peer=$(node_addr "$j")&drop=$drop&seconds=$seconds" >/dev/null ||
-    die "agent $i (${NODES[$i]}) refused the fault (is its eBPF datapath running? see: $0 datapath $i)"
+  # The agent answers once its chaos executor and eBPF datapath carry the fault, or says why not.
+  answer="$(fault_api "$i" POST "/chaos/faults?peer=$(node_addr "$j")&action=loss&percent=$percent&seconds=$seconds")" ||
+    die "agent $i (${NODES[$i]}) refused the fault: $answer (see: $0 datapath $i)"
   log "${NODES[$i]} drops $percent% of its mesh packets to and from ${NODES[$j]} ($(node_addr "$j")) for ${seconds}s (eBPF fault map)"
+  # The executor reports a fault set by hand on the MeshNode record, as experiment by-hand.
+  local deadline=$((SECONDS + 10)) reported
+  until reported="$(kctl get meshnode "$MESH-${NODES[$i]}" -o jsonpath='{.status.chaos[?(@.experiment=="by-hand")].activeEntries}' 2>/dev/null)" &&
+    [[ $reported == 1 ]]; do
+    ((SECONDS < deadline)) || die "${NODES[$i]}'s MeshNode record does not report the fault set by hand (activeEntries '$reported')"
+    sleep 0.5
+  done
+  log "${NODES[$i]}'s MeshNode record reports it: status.chaos[experiment=by-hand].activeEntries $reported"
 }
 
 clear_fault() {
   local i=$1 j=$2
   load_nodes
   check_neighbours "$i" "$j"
-  fault_api "$i" DELETE "/datapath/faults?peer=$(node_addr "$j")" >/dev/null ||
+  fault_api "$i" DELETE "/chaos/faults?peer=$(node_addr "$j")" >/dev/null ||
     die "agent $i (${NODES[$i]}) could not remove the fault"
   log "${NODES[$i]}: fault towards ${NODES[$j]} removed"
 }
@@ -729,8 +791,35 @@ case "${1:-}" in
     if ! [[ $2 =~ ^[0-9]+$ ]] || (($2 >= ${#NODES[@]})); then die "no agent '$2'"; fi
     fault_api "$2" GET /datapath && printf '\n'
     ;;
+  supervise) supervise ;;
+  kill)
+    # kill <i>: the agent of the i-th node dies as in a crash (SIGKILL); its kernel fault
+    # entries stay until their expiry, as they would on a real node.
+    (($# == 2)) || die "usage: $0 kill <i>"
+    load_nodes
+    pid="$(alive_pid "$STATE/agent-$2.pid" "$STATE/")" || die "the agent of node $2 is not running"
+    kill -KILL "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    log "agent $2 (${NODES[$2]}, pid $pid) killed"
+    ;;
+  start)
+    # start <i>: (re)start the agent of the i-th node, with the demo's configuration.
+    (($# == 2)) || die "usage: $0 start <i>"
+    need
+    load_nodes
+    METRICS_PORT="$(config_port metricsPort)"
+    METRICS_PORT="${METRICS_PORT:-47102}"
+    start_agent "$2"
+    ;;
+  status-addr)
+    # status-addr <i>: host:port of the i-th agent's /metrics, /status and /ping.
+    (($# == 2)) || die "usage: $0 status-addr <i>"
+    load_nodes
+    METRICS_PORT="$(config_port metricsPort)"
+    printf '%s:%s\n' "$(mgmt_ns "$2")" "${METRICS_PORT:-47102}"
+    ;;
   *)
-    echo "usage: $0 up|down|failover [i]|fl [job]|ebpf [i] [j]|inject-loss <i> <j> <percent> <seconds>|clear-fault <i> <j>|datapath <i>" >&2
+    echo "usage: $0 up|down|failover [i]|fl [job]|ebpf [i] [j]|inject-loss <i> <j> <percent> <seconds>|clear-fault <i> <j>|datapath <i>|kill <i>|start <i>|status-addr <i>" >&2
     exit 2
     ;;
 esac

@@ -32,6 +32,25 @@ stop_operator() {
   fi
 }
 
+start_operator() {
+  log "starting the operator (log: $OPERATOR_LOG)"
+  POD_NAMESPACE=default setsid "$ROOT/target/debug/x0tta6bl4-operator" run \
+    --metrics-addr 127.0.0.1:0 --identity "demo-$(hostname)" \
+    --agent-image x0tta6bl4/node-agent:dev >>"$OPERATOR_LOG" 2>&1 &
+  echo $! >"$OPERATOR_PID"
+}
+
+# The operator dies as a crash would kill it: SIGKILL, no lease released, nothing cleaned up.
+kill_operator() {
+  [[ -f "$OPERATOR_PID" ]] || { log "no operator pid file"; return 1; }
+  local pid
+  pid="$(cat "$OPERATOR_PID")"
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$OPERATOR_PID"
+  log "operator $pid killed (SIGKILL)"
+}
+
 up() {
   e2e/cluster/build-binaries.sh all
   cargo build --locked -p x0tta6bl4-operator -p x0tta6bl4-node-agent
@@ -43,13 +62,10 @@ up() {
     "$KUBECTL" apply -f -
 
   stop_operator
-  log "starting the operator (log: $OPERATOR_LOG)"
-  POD_NAMESPACE=default setsid "$ROOT/target/debug/x0tta6bl4-operator" run \
-    --metrics-addr 127.0.0.1:0 --identity "demo-$(hostname)" \
-    --agent-image x0tta6bl4/node-agent:dev >"$OPERATOR_LOG" 2>&1 &
-  echo $! >"$OPERATOR_PID"
+  start_operator
 
-  "$KUBECTL" apply -f examples/meshnetwork.yaml -f examples/flround.yaml -f examples/chaos-loss.yaml
+  # The chaos examples run later, on the converged mesh (make demo-chaos).
+  "$KUBECTL" apply -f examples/meshnetwork.yaml -f examples/flround.yaml
   log "waiting for the MeshNetwork to become Ready"
   local last="" current deadline=$((SECONDS + 120))
   while ((SECONDS < deadline)); do
@@ -83,5 +99,7 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  operator-kill) kill_operator ;;
+  operator-start) eval "$("$CLUSTER" env)"; start_operator ;;
+  *) echo "usage: $0 up|down|operator-kill|operator-start" >&2; exit 2 ;;
 esac

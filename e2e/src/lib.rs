@@ -1,6 +1,7 @@
 //! Helpers shared by the e2e tests: a client of the local cluster, one namespace per test,
-//! operator processes the tests start and kill, `kubectl` as users run it, and waiting on
-//! conditions with deadlines (never fixed sleeps).
+//! operator processes the tests start and kill, `kubectl` as users run it, and agents started
+//! as the agent pods of the cluster's nodes. Starting agent processes, waiting on conditions
+//! with deadlines (never fixed sleeps) and reading /metrics come from `x0tta6bl4-testsupport`.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -12,9 +13,12 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use x0tta6bl4_testsupport::process::{self, AgentSpec};
+use x0tta6bl4_testsupport::status::metric_sum_with;
 
 pub use x0tta6bl4_api as api;
+pub use x0tta6bl4_testsupport::http::request as http_request;
+pub use x0tta6bl4_testsupport::{free_port, metric_sum, wait_until};
 
 /// Root of the repository (examples, crds, charts live here).
 pub fn repo_root() -> PathBuf {
@@ -46,13 +50,10 @@ pub fn kubectl(args: &[&str]) -> Output {
 
 /// Runs kubectl and fails the test with its stderr if it fails.
 pub fn kubectl_ok(args: &[&str]) -> String {
-    let out = kubectl(args);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    x0tta6bl4_testsupport::run(
+        Command::new(env_path("X0_KUBECTL")).args(args),
+        &format!("kubectl {args:?} failed"),
+    )
 }
 
 /// Runs helm against the e2e cluster.
@@ -120,32 +121,6 @@ impl Drop for TestNamespace {
     }
 }
 
-/// Polls `fetch` until `done` holds or `timeout` passes; returns the last value or fails with
-/// `what` and the last value seen, so a timeout explains itself.
-pub async fn wait_until<T, F, Fut>(
-    what: &str,
-    timeout: Duration,
-    mut fetch: F,
-    done: impl Fn(&T) -> bool,
-) -> T
-where
-    T: std::fmt::Debug,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = T>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let value = fetch().await;
-        if done(&value) {
-            return value;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}; last seen: {value:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Gets an object, or None when it does not exist.
 pub async fn get_opt<K>(api: &Api<K>, name: &str) -> Option<K>
 where
@@ -190,15 +165,19 @@ impl Operator {
             identity: identity.to_owned(),
             log,
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while http_get(metrics_port, "/healthz").await.is_err() {
-            if tokio::time::Instant::now() >= deadline {
-                bail!(
-                    "operator {identity} did not serve /healthz: {}",
-                    operator.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let serving = x0tta6bl4_testsupport::try_wait_until(
+            &format!("operator {identity} to serve /healthz"),
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || async move {
+                http_get(metrics_port, "/healthz")
+                    .await
+                    .map_err(|error| error.to_string())
+            },
+        )
+        .await;
+        if let Err(timed_out) = serving {
+            bail!("{timed_out}: {}", operator.log_tail());
         }
         Ok(operator)
     }
@@ -224,10 +203,7 @@ impl Operator {
     /// Sum of a metric over the label sets that contain `label` (for example `kind="DaemonSet"`).
     pub async fn metric_with(&self, name: &str, label: &str) -> f64 {
         let body = http_get(self.metrics_port, "/metrics").await.unwrap_or_default();
-        body.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum_with(&body, name, label)
     }
 
     /// Kills the process at once (SIGKILL), as a node failure would.
@@ -237,9 +213,7 @@ impl Operator {
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        process::log_tail(&self.log, process::LOG_TAIL_LINES)
     }
 }
 
@@ -247,18 +221,6 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Sum of the samples of `name` in a Prometheus text exposition.
-pub fn metric_sum(body: &str, name: &str) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Runs `x0tta6bl4-operator` with `args` (a command such as `verify-chain` or `get-model`):
@@ -277,25 +239,8 @@ pub fn operator_command(args: &[&str]) -> (bool, String) {
 }
 
 /// A raw HTTP/1.1 GET on loopback, enough for /metrics and probes.
-pub async fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+async fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     http_request("127.0.0.1", port, "GET", path).await
-}
-
-/// A raw HTTP/1.1 request without a body to `host:port` (an agent's loopback address).
-pub async fn http_request(host: &str, port: u16, method: &str, path: &str) -> std::io::Result<String> {
-    let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response)
-}
-
-/// A TCP port the kernel says is free now.
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Number of fake nodes in the e2e cluster.
@@ -308,9 +253,8 @@ pub fn node_count() -> i32 {
 
 /// A node agent process started by a test, authenticating as the agent pod of one node.
 pub struct Agent {
-    child: Child,
+    process: x0tta6bl4_testsupport::Agent,
     pub node: String,
-    log: PathBuf,
 }
 
 impl Agent {
@@ -327,7 +271,7 @@ impl Agent {
     }
 
     /// [`Agent::start`] for the agents of mesh `mesh` (its service account), with `extra`
-    /// command-line arguments (test settings such as `--fl-byzantine`).
+    /// command-line arguments (test settings such as `--test-fault byzantineUpdate=signFlip`).
     pub fn start_in_mesh(
         mesh: &str,
         node: &str,
@@ -374,52 +318,39 @@ impl Agent {
             token.trim()
         );
         std::fs::write(&kubeconfig, text)?;
-        let log = dir.join("agent.log");
-        let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(env_path("X0_NODE_AGENT_BIN"))
-            .args([
-                "--config",
-                config.to_str().unwrap_or_default(),
-                "--node-name",
-                node,
-            ])
-            .args(["--state-dir", dir.join("state").to_str().unwrap_or_default()])
-            .args(["--listen-addr", &format!("{ip}:47101"), "--advertise-address", ip])
-            .args(["--metrics-addr", &format!("{ip}:47102")])
-            .args(extra)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(log_file.try_clone()?))
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .context("starting the node agent (X0_NODE_AGENT_BIN)")?;
+        let address: std::net::IpAddr = ip.parse().context("an agent's IP address")?;
+        let process = AgentSpec::new(
+            env_path("X0_NODE_AGENT_BIN"),
+            node,
+            config,
+            dir.join("state"),
+            dir.join("agent.log"),
+        )
+        .listen((address, 47101).into())
+        .advertise(ip)
+        .metrics((address, 47102).into())
+        .args(extra.iter().cloned())
+        .env("KUBECONFIG", &kubeconfig)
+        .spawn()
+        .context("starting the node agent (X0_NODE_AGENT_BIN)")?;
         Ok(Self {
-            child,
+            process,
             node: node.to_owned(),
-            log,
         })
     }
 
+    /// SIGKILL, and reap it (dropping it does the same).
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.process.log_tail()
     }
 
     /// The agent's whole log (stdout and stderr).
     pub fn log_path(&self) -> &std::path::Path {
-        &self.log
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
+        &self.process.log
     }
 }
 

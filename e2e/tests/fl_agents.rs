@@ -31,7 +31,7 @@ const NODES: usize = 7;
 const NODE_LABEL: &str = "x0tta6bl4.io/e2e-fl";
 const SUBNET: &str = "127.0.4";
 const BYZANTINE: [&str; 2] = ["x0-fl-2", "x0-fl-5"];
-/// Serves POST /fl/inject.
+/// Serves POST /chaos/forged-update (the fault endpoint).
 const INJECTOR: &str = "x0-fl-1";
 const ADMIN_PORT: u16 = 47103;
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -198,7 +198,7 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
     let injector_ip = format!("{SUBNET}.{}", 2);
     let admin = |node: &str| {
         if node == INJECTOR {
-            vec!["--fl-admin".to_owned(), format!("{injector_ip}:{ADMIN_PORT}")]
+            vec!["--fault-api".to_owned(), format!("{injector_ip}:{ADMIN_PORT}")]
         } else {
             Vec::new()
         }
@@ -245,7 +245,7 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
             &ns.name,
             &ips[index],
             &config,
-            &["--fl-byzantine".to_owned(), "sign-flip".to_owned()],
+            &["--test-fault".to_owned(), "byzantineUpdate=signFlip".to_owned()],
         )
         .unwrap();
     }
@@ -264,7 +264,7 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
             &injector_ip,
             ADMIN_PORT,
             "POST",
-            &format!("/fl/inject?job=byzantine&round={ROUNDS}&kind={kind}"),
+            &format!("/chaos/forged-update?job=byzantine&round={ROUNDS}&kind={kind}"),
         )
         .await
         .unwrap();

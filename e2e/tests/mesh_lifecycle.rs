@@ -155,7 +155,11 @@ async fn a_mesh_network_lives_its_whole_lifecycle() {
             .contains("\"helloInterval\": \"200ms\"")
     );
 
-    // Deleting the mesh garbage-collects every child.
+    // Deleting the mesh garbage-collects every child, and its series leave the operator's
+    // metrics (no alert for a mesh that is gone).
+    let series = format!("namespace=\"{}\"", ns.name);
+    let desired = operator.metric_with("x0_mesh_desired_nodes", &series).await;
+    assert!(desired > 0.0, "x0_mesh_desired_nodes of the live mesh: {desired}");
     meshes.delete("demo", &DeleteParams::background()).await.unwrap();
     wait_until(
         "every child of demo garbage-collected",
@@ -188,6 +192,16 @@ async fn a_mesh_network_lives_its_whole_lifecycle() {
             )
         },
         |left| *left == (false, false, false, false, false, false),
+    )
+    .await;
+    wait_until(
+        "the deleted mesh's series gone from the operator's /metrics",
+        TIMEOUT,
+        || async {
+            operator.metric_with("x0_mesh_desired_nodes", &series).await
+                + operator.metric_with("x0_mesh_ready_nodes", &series).await
+        },
+        |left| *left == 0.0,
     )
     .await;
     ns.delete_and_wait().await;

@@ -31,7 +31,7 @@ async fn kubectl_get_prints_the_health_columns() {
         (
             "chaos",
             "loss-30",
-            vec!["NAME", "ACTION", "PHASE", "RECOVERY", "VERDICT", "AGE"],
+            vec!["NAME", "ACTION", "PHASE", "DETECT", "RECOVER", "VERDICT", "AGE"],
         ),
     ];
     for (resource, name, columns) in expected {

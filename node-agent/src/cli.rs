@@ -125,7 +125,8 @@ pub struct RunArgs {
     /// (looked up again as peers come and go), never loopback.
     #[arg(long = "interface", env = "X0_INTERFACE", value_delimiter = ',')]
     pub interfaces: Vec<String>,
-    /// Serve fault injection by hand (/datapath, /datapath/faults) on this loopback address.
+    /// Serve faults by hand (/chaos/faults) and the eBPF datapath's counters and fault map
+    /// (/datapath) on this loopback address.
     #[arg(long, env = "X0_FAULT_API")]
     pub fault_api: Option<SocketAddr>,
     /// Log format: text or json.
@@ -134,10 +135,11 @@ pub struct RunArgs {
     /// Test only: restrict the key exchange regardless of the config.
     #[arg(long, hide = true)]
     pub test_key_exchange: Option<TestKeyExchange>,
-    /// Test only: lie about every link's cost (use and advertise this one), to test that
-    /// neighbours detect and quarantine a lying peer.
-    #[arg(long, hide = true)]
-    pub test_misreport_link_cost: Option<u32>,
+    /// Test only: an adversarial fault this agent acts out from its start, through the chaos
+    /// executor (byzantineUpdate=signFlip|scaling|noise|labelFlip|alie|ipm, falseMetric=PERCENT);
+    /// repeatable.
+    #[arg(long = "test-fault", hide = true, value_parser = crate::chaos::behaviour::parse_test_fault)]
+    pub test_faults: Vec<crate::chaos::behaviour::TestFault>,
     /// Federated learning (jobs, results, the injection endpoint).
     #[command(flatten)]
     pub fl: crate::fl::FlArgs,

@@ -13,8 +13,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use x0tta6bl4_wire::NodeId;
 
+use crate::mesh::Direction;
 use crate::peers::PeerEndpoint;
-use crate::session::{self, Direction, Refusal, SessionContext, SessionEnd};
+use crate::session::{self, Refusal, SessionContext, SessionEnd};
 
 /// Handshakes in progress at once on the listener; more connections are closed at once.
 const MAX_PENDING_HANDSHAKES: usize = 64;

@@ -75,7 +75,7 @@ impl EndorsementBook {
             Err(error) => return Verdict::Refused(refusal_label(&error)),
         };
         let node = match trust.admit(&endorsement, now_unix) {
-            Ok(node) => NodeId(node.0),
+            Ok(node) => node,
             Err(error) => return Verdict::Refused(refusal_label(&error)),
         };
         self.by_key.insert(

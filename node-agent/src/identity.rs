@@ -10,11 +10,13 @@ use std::future::Future;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use x0tta6bl4_crypto::endorsement::Endorsement;
 use x0tta6bl4_crypto::keyfile::{self, StoredKey};
 use x0tta6bl4_crypto::{SigningKey, VerifyingKey};
+use x0tta6bl4_session::binding::Identity;
 
 /// The node key inside the state directory.
 pub const NODE_KEY_FILE: &str = "node.key";
@@ -65,7 +67,7 @@ pub fn node_name_of(spiffe_id: &str) -> Option<&str> {
 
 /// The mesh NodeId of a SPIFFE ID.
 pub fn node_id(spiffe_id: &str) -> x0tta6bl4_wire::NodeId {
-    x0tta6bl4_wire::NodeId(x0tta6bl4_crypto::NodeId::for_identity(spiffe_id).0)
+    x0tta6bl4_crypto::node_id_for(spiffe_id)
 }
 
 /// Loads the node key from `state_dir`, creating it (epoch 1) if there is none. Returns the
@@ -245,6 +247,25 @@ pub fn check_endorsement(
     Ok(())
 }
 
+/// The identity new sessions bind with and advertisements are signed with; replaced as a
+/// whole on rotation, so a reader never sees a key with another key's endorsement.
+#[derive(Clone)]
+pub struct CurrentIdentity(Arc<RwLock<Arc<Identity>>>);
+
+impl CurrentIdentity {
+    pub fn new(identity: Identity) -> Self {
+        CurrentIdentity(Arc::new(RwLock::new(Arc::new(identity))))
+    }
+
+    pub fn get(&self) -> Arc<Identity> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn replace(&self, identity: Identity) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(identity);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,7 +284,6 @@ mod tests {
         assert!(id.starts_with(&mesh_prefix("x0.local", "ns1", "demo")));
         assert_eq!(node_name_of(&id), Some("node-a"));
         assert_eq!(node_name_of("spiffe://x/y"), None);
-        assert_eq!(node_id(&id).0, x0tta6bl4_crypto::NodeId::for_identity(&id).0);
     }
 
     #[test]

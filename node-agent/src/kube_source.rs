@@ -8,15 +8,17 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use x0tta6bl4_api::MeshNode;
+use x0tta6bl4_api::chaos::AgentChaosReport;
+use x0tta6bl4_api::mesh_node::{MESH_LABEL, MeshNodeSpec, MeshNodeStatus, NeighbourStatus};
 use x0tta6bl4_crypto::VerifyingKey;
 use x0tta6bl4_crypto::endorsement::Endorsement;
 
+use crate::datapath::DatapathState;
 use crate::identity::{self, IdentityError, IdentityRequest, IdentitySource, TrustMaterial};
 use crate::mesh::MeshHandle;
 use crate::peers::{PeerEndpoint, PeerSource};
@@ -29,6 +31,8 @@ const ENDORSEMENT_POLL: Duration = Duration::from_secs(1);
 /// Status is written at most this often, and only when it changed (1000 agents → ≤ 200 writes/s
 /// in the worst case, far fewer in steady state).
 const REPORT_EVERY: Duration = Duration::from_secs(5);
+/// A changed chaos report is written at most this often.
+const CHAOS_REPORT_EVERY: Duration = Duration::from_secs(1);
 /// An unchanged status is rewritten this often, as a heartbeat the operator checks.
 const HEARTBEAT: Duration = Duration::from_secs(30);
 
@@ -71,17 +75,7 @@ impl IdentitySource for KubeIdentity {
                     .map_err(|e| cluster_error("authorityPublicKey in the agent configuration", e))
             })?;
         let name = record_name(&self.mesh, request.node_name);
-        let record = serde_json::json!({
-            "apiVersion": "x0tta6bl4.io/v1alpha1",
-            "kind": "MeshNode",
-            "metadata": {"name": name, "labels": {"x0tta6bl4.io/mesh": self.mesh}},
-            "spec": {
-                "meshName": self.mesh,
-                "nodeName": request.node_name,
-                "publicKey": STANDARD.encode(request.public_key.as_bytes()),
-                "keyEpoch": request.key_epoch,
-            },
-        });
+        let record = key_record(&self.mesh, &request);
         self.records()
             .patch(
                 &name,
@@ -95,16 +89,29 @@ impl IdentitySource for KubeIdentity {
                     e,
                 )
             })?;
-        // The endpoint goes out at once so that peers can dial while we wait.
-        let status = serde_json::json!({
-            "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNode",
-            "status": {"endpoint": self.endpoint, "spiffeId": request.spiffe_id},
-        });
+        // The endpoint goes out at once so that peers can dial while we wait. The apply drops
+        // what a previous run of this agent reported (it looks dead until its first report,
+        // as it should), except its chaos reports, which the new run resumes from.
+        let previous_chaos = self
+            .records()
+            .get_opt(&name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|record| record.status)
+            .map(|status| status.chaos)
+            .unwrap_or_default();
+        let status = MeshNodeStatus {
+            endpoint: self.endpoint.clone(),
+            spiffe_id: request.spiffe_id.to_owned(),
+            chaos: previous_chaos,
+            ..MeshNodeStatus::default()
+        };
         self.records()
             .patch_status(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&status),
+                &Patch::Apply(&status.apply_patch()),
             )
             .await
             .map_err(|e| {
@@ -169,21 +176,15 @@ impl KubePeers {
             trust_domain.to_owned(),
             own_node.to_owned(),
         );
+        let (reader, mut changes) =
+            crate::watch_cache::reflect("MeshNode records", records, config, shutdown.clone());
         tokio::spawn(async move {
-            let (reader, writer) = kube::runtime::reflector::store::<MeshNode>();
-            let mut stream = std::pin::pin!(
-                watcher(records, config)
-                    .default_backoff()
-                    .reflect(writer)
-                    .touched_objects()
-            );
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    event = stream.next() => match event {
-                        None => return,
-                        Some(Err(error)) => tracing::warn!(%error, "MeshNode watch failed; retrying"),
-                        Some(Ok(_)) => {
+                    changed = changes.changed() => match changed {
+                        Err(_) => return,
+                        Ok(()) => {
                             let endpoints = reader
                                 .state()
                                 .iter()
@@ -228,6 +229,21 @@ fn coarse_age(age: Duration) -> Duration {
     Duration::from_secs(age.as_secs() / unit * unit)
 }
 
+/// The agent's part of its MeshNode record: the key it asks the operator to endorse.
+fn key_record(mesh: &str, request: &IdentityRequest<'_>) -> MeshNode {
+    let mut record = MeshNode::new(
+        &record_name(mesh, request.node_name),
+        MeshNodeSpec {
+            mesh_name: mesh.to_owned(),
+            node_name: request.node_name.to_owned(),
+            public_key: STANDARD.encode(request.public_key.as_bytes()),
+            key_epoch: i64::from(request.key_epoch),
+        },
+    );
+    record.metadata.labels = Some([(MESH_LABEL.to_owned(), mesh.to_owned())].into());
+    record
+}
+
 /// A packet count rounded down to two significant digits (1234 → 1200): the record is written
 /// only when its status changes, and a count growing by tens a second would change it at every
 /// chance. Rounded, a steadily growing count changes about 90 times per power of ten, ever more
@@ -240,85 +256,117 @@ pub fn coarse_count(count: u64) -> i64 {
     i64::try_from(count / unit * unit).unwrap_or(i64::MAX)
 }
 
-/// The status fields the agent owns in its MeshNode record, from its /status report and the
-/// eBPF datapath's per-peer totals.
-pub fn record_status(report: &StatusReport) -> serde_json::Value {
-    record_status_with(report, crate::datapath::peer_totals)
+/// The status fields the agent owns in its MeshNode record, from its /status report, the
+/// eBPF datapath's per-peer totals and the chaos executor's reports: the API's own type, so
+/// what the agent writes is what the CRD declares.
+pub fn record_status(
+    report: &StatusReport,
+    chaos: &[AgentChaosReport],
+    datapath: &DatapathState,
+) -> MeshNodeStatus {
+    let mut status = datapath_status(report, datapath);
+    status.chaos = chaos.to_vec();
+    status
 }
 
-fn record_status_with(
-    report: &StatusReport,
-    ebpf_totals: impl Fn(std::net::IpAddr) -> Option<x0tta6bl4_datapath::PeerTotals>,
-) -> serde_json::Value {
+fn micro_time(at_unix_us: u64) -> Option<k8s_openapi::jiff::Timestamp> {
+    k8s_openapi::jiff::Timestamp::from_microsecond(i64::try_from(at_unix_us).ok()?).ok()
+}
+
+fn to_i32(value: usize) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// The record's status without the chaos reports.
+fn datapath_status(report: &StatusReport, datapath: &DatapathState) -> MeshNodeStatus {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+
     let alive: Vec<_> = report.neighbours.iter().filter(|n| n.alive).collect();
     let (mut ebpf_packets, mut ebpf_drops, mut ebpf_seen) = (0u64, 0u64, false);
-    let neighbours: Vec<_> = alive
+    let neighbours: Vec<NeighbourStatus> = alive
         .iter()
         .map(|n| {
-            let mut entry = serde_json::json!({
-                "node": n.node_name.clone().unwrap_or_else(|| n.node_id.clone()),
-                "cost": n.cost,
-                "rttMicros": n.rtt_ms.map(|ms| (ms * 1000.0) as i64).unwrap_or(0),
-                "lossPercent": n.loss_percent,
-                "keyExchange": n.key_exchange.clone().unwrap_or_default(),
-            });
             // The datapath counts by address: the session's remote address names the peer.
             let totals = n
                 .remote_address
                 .as_deref()
                 .and_then(|address| address.parse::<std::net::SocketAddr>().ok())
-                .and_then(|address| ebpf_totals(address.ip()));
+                .and_then(|address| datapath.peer_totals(address.ip()));
             if let Some(totals) = totals {
-                entry["ebpfTxPackets"] = serde_json::json!(coarse_count(totals.tx_packets));
-                entry["ebpfRxPackets"] = serde_json::json!(coarse_count(totals.rx_packets));
-                entry["ebpfDrops"] = serde_json::json!(coarse_count(totals.drops));
                 ebpf_packets = ebpf_packets
                     .saturating_add(totals.tx_packets)
                     .saturating_add(totals.rx_packets);
                 ebpf_drops = ebpf_drops.saturating_add(totals.drops);
                 ebpf_seen = true;
             }
-            entry
+            NeighbourStatus {
+                node: n.node_name.clone().unwrap_or_else(|| n.node_id.clone()),
+                cost: i64::from(n.cost),
+                rtt_micros: n.rtt_ms.map_or(0, |ms| (ms * 1000.0) as i64),
+                loss_percent: i32::try_from(n.loss_percent).unwrap_or(i32::MAX),
+                key_exchange: n.key_exchange.clone().unwrap_or_default(),
+                ebpf_tx_packets: totals.map(|t| coarse_count(t.tx_packets)),
+                ebpf_rx_packets: totals.map(|t| coarse_count(t.rx_packets)),
+                ebpf_drops: totals.map(|t| coarse_count(t.drops)),
+                clock_bound_micros: n
+                    .clock_offset
+                    .map(|offset| i64::try_from(offset.bound_us).unwrap_or(i64::MAX)),
+            }
         })
         .collect();
-    let mut status = serde_json::json!({
-        "endpoint": report.endpoint,
-        "spiffeId": report.spiffe_id,
-        "neighbourCount": alive.len(),
-        "routeCount": report.routes.len(),
-        "pqSessions": report.post_quantum_sessions,
-        "classicalSessions": report.sessions.saturating_sub(report.post_quantum_sessions),
-        "neighbours": neighbours,
-        "quarantined": report
+    // Totals only where the datapath runs: absent says "not counted", 0 would claim silence.
+    let datapath_running = datapath.availability().is_some_and(|a| !a.unavailable);
+    let counted = ebpf_seen || datapath_running;
+    let key_age = Duration::from_micros(report.now_unix_us.saturating_sub(report.key_since_unix_us));
+    let last_route_change = report
+        .events
+        .iter()
+        .filter(|event| event.kind == "route_changed")
+        .map(|event| event.at_unix_us)
+        .max()
+        .and_then(micro_time);
+    let settled = report.last_settled_convergence.as_ref();
+    MeshNodeStatus {
+        conditions: datapath.condition().into_iter().collect(),
+        endpoint: report.endpoint.clone(),
+        spiffe_id: report.spiffe_id.clone(),
+        neighbour_count: to_i32(alive.len()),
+        route_count: to_i32(report.routes.len()),
+        pq_sessions: to_i32(report.post_quantum_sessions),
+        classical_sessions: to_i32(report.sessions.saturating_sub(report.post_quantum_sessions)),
+        neighbours,
+        ebpf_packets: counted.then(|| coarse_count(ebpf_packets)),
+        ebpf_drops: counted.then(|| coarse_count(ebpf_drops)),
+        quarantined: report
             .quarantined
             .iter()
-            .map(|q| format!("{}: {}", q.node_name.clone().unwrap_or_else(|| q.node_id.clone()), q.reason))
-            .collect::<Vec<_>>(),
-    });
-    // Totals only where the datapath runs: absent says "not counted", 0 would claim silence.
-    let datapath_running = crate::datapath::availability().is_some_and(|a| !a.unavailable);
-    if ebpf_seen || datapath_running {
-        status["ebpfPackets"] = serde_json::json!(coarse_count(ebpf_packets));
-        status["ebpfDrops"] = serde_json::json!(coarse_count(ebpf_drops));
+            .map(|q| {
+                format!(
+                    "{}: {}",
+                    q.node_name.clone().unwrap_or_else(|| q.node_id.clone()),
+                    q.reason
+                )
+            })
+            .collect(),
+        key_age: x0tta6bl4_api::duration::format(coarse_age(key_age)),
+        last_route_change_time: last_route_change.map(MicroTime),
+        last_convergence_time: settled
+            .and_then(|episode| {
+                micro_time(
+                    episode
+                        .last_change_at_unix_us
+                        .unwrap_or(episode.started_at_unix_us),
+                )
+            })
+            .map(Time),
+        last_reroute_duration: settled
+            .filter(|episode| episode.trigger.kind == "neighbour_lost")
+            .map(|episode| {
+                x0tta6bl4_api::duration::format(Duration::from_micros((episode.duration_ms * 1000.0) as u64))
+            })
+            .unwrap_or_default(),
+        ..MeshNodeStatus::default()
     }
-    let key_age = Duration::from_micros(report.now_unix_us.saturating_sub(report.key_since_unix_us));
-    status["keyAge"] = serde_json::json!(x0tta6bl4_api::duration::format(coarse_age(key_age)));
-    if let Some(condition) = crate::datapath::condition_json() {
-        status["conditions"] = serde_json::json!([condition]);
-    }
-    if let Some(episode) = report.last_settled_convergence.as_ref() {
-        let at = episode
-            .last_change_at_unix_us
-            .unwrap_or(episode.started_at_unix_us);
-        if let Ok(time) = k8s_openapi::jiff::Timestamp::from_microsecond(at as i64) {
-            status["lastConvergenceTime"] = serde_json::json!(time.to_string());
-        }
-        if episode.trigger.kind == "neighbour_lost" {
-            let duration = Duration::from_micros((episode.duration_ms * 1000.0) as u64);
-            status["lastRerouteDuration"] = serde_json::json!(x0tta6bl4_api::duration::format(duration));
-        }
-    }
-    status
 }
 
 /// Writes the agent's status into its record, rate-limited and only on change.
@@ -327,18 +375,39 @@ pub fn start_reporting(
     namespace: String,
     name: String,
     mesh: MeshHandle,
+    mut chaos: tokio::sync::watch::Receiver<Vec<AgentChaosReport>>,
+    datapath: DatapathState,
     shutdown: CancellationToken,
 ) {
     tokio::spawn(async move {
         let records: Api<MeshNode> = Api::namespaced(client, &namespace);
-        let mut last_sent: Option<(serde_json::Value, tokio::time::Instant)> = None;
+        let mut last_sent: Option<(MeshNodeStatus, tokio::time::Instant)> = None;
+        let mut next = tokio::time::Instant::now() + REPORT_EVERY;
         loop {
+            // A chaos report that changed goes out within CHAOS_REPORT_EVERY (the operator
+            // measures and judges experiments from it); everything else every REPORT_EVERY.
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(REPORT_EVERY) => {}
+                () = tokio::time::sleep_until(next) => {}
+                changed = chaos.changed() => {
+                    if changed.is_err() {
+                        // No executor (standalone): reports on the timer only.
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep_until(next) => {}
+                        }
+                    }
+                    let earliest = last_sent.as_ref().map_or_else(tokio::time::Instant::now, |(_, at)| *at + CHAOS_REPORT_EVERY);
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep_until(earliest.min(next)) => {}
+                    }
+                }
             }
+            next = tokio::time::Instant::now() + REPORT_EVERY;
             let Some(report) = mesh.status().await else { return };
-            let status = record_status(&report);
+            let reports = chaos.borrow_and_update().clone();
+            let status = record_status(&report, &reports, &datapath);
             if last_sent
                 .as_ref()
                 .is_some_and(|(sent, at)| *sent == status && at.elapsed() < HEARTBEAT)
@@ -346,8 +415,10 @@ pub fn start_reporting(
                 continue;
             }
             let mut written = status.clone();
-            written["lastReportTime"] = serde_json::json!(k8s_openapi::jiff::Timestamp::now().to_string());
-            let body = serde_json::json!({"apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNode", "status": written});
+            written.last_report_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+            let body = written.apply_patch();
             match records
                 .patch_status(
                     &name,
@@ -384,6 +455,10 @@ mod tests {
             direction: Some("outbound"),
             remote_address: remote.map(str::to_owned),
             session_since_unix_us: Some(1),
+            clock_offset: Some(crate::clock::ClockOffset {
+                estimate_us: -40,
+                bound_us: 90,
+            }),
         }
     }
 
@@ -436,58 +511,97 @@ mod tests {
             neighbour("node-2", Some("198.18.251.3:40112")),
             neighbour("node-3", None),
         ]);
-        let totals = |peer: std::net::IpAddr| match peer.to_string().as_str() {
-            "198.18.251.2" => Some(PeerTotals {
-                tx_packets: 1234,
-                rx_packets: 987,
-                drops: 0,
-                ..PeerTotals::default()
-            }),
-            "198.18.251.3" => Some(PeerTotals {
-                tx_packets: 70,
-                rx_packets: 100,
-                drops: 31,
-                ..PeerTotals::default()
-            }),
-            _ => None,
-        };
-        let status = record_status_with(&report, totals);
-        let neighbours = status["neighbours"].as_array().unwrap();
+        let datapath = DatapathState::default();
+        datapath.set_totals(
+            [
+                (
+                    "198.18.251.2".parse().unwrap(),
+                    PeerTotals {
+                        tx_packets: 1234,
+                        rx_packets: 987,
+                        drops: 0,
+                        ..PeerTotals::default()
+                    },
+                ),
+                (
+                    "198.18.251.3".parse().unwrap(),
+                    PeerTotals {
+                        tx_packets: 70,
+                        rx_packets: 100,
+                        drops: 31,
+                        ..PeerTotals::default()
+                    },
+                ),
+            ]
+            .into(),
+        );
+        let status = datapath_status(&report, &datapath);
+        let neighbours = &status.neighbours;
         assert_eq!(
             (
-                &neighbours[0]["ebpfTxPackets"],
-                &neighbours[0]["ebpfRxPackets"],
-                &neighbours[0]["ebpfDrops"]
+                neighbours[0].ebpf_tx_packets,
+                neighbours[0].ebpf_rx_packets,
+                neighbours[0].ebpf_drops
             ),
-            (
-                &serde_json::json!(1200),
-                &serde_json::json!(980),
-                &serde_json::json!(0)
-            )
+            (Some(1200), Some(980), Some(0))
         );
-        assert_eq!(neighbours[1]["ebpfDrops"], 31);
-        assert!(
-            neighbours[2].get("ebpfTxPackets").is_none(),
-            "not counted is absent, not zero: {}",
-            neighbours[2]
+        assert_eq!(neighbours[1].ebpf_drops, Some(31));
+        assert_eq!(neighbours[1].ebpf_tx_packets, Some(70));
+        assert_eq!(neighbours[1].clock_bound_micros, Some(90));
+        assert_eq!(
+            neighbours[2].ebpf_tx_packets, None,
+            "not counted is absent, not zero"
         );
         // Sums of the exact counts, rounded once: 1234 + 987 + 70 + 100 = 2391.
-        assert_eq!(status["ebpfPackets"], 2300);
-        assert_eq!(status["ebpfDrops"], 31);
-        // What the API server keeps: the CRD type has every field the agent writes.
-        let typed: x0tta6bl4_api::mesh_node::MeshNodeStatus = serde_json::from_value(status).unwrap();
-        assert_eq!(typed.neighbours[1].ebpf_tx_packets, Some(70));
-        assert_eq!((typed.ebpf_packets, typed.ebpf_drops), (Some(2300), Some(31)));
+        assert_eq!((status.ebpf_packets, status.ebpf_drops), (Some(2300), Some(31)));
+        // As written: camelCase fields of the CRD, absent ones left out.
+        let written = serde_json::to_value(&status).unwrap();
+        assert_eq!(written["neighbours"][0]["ebpfTxPackets"], 1200);
+        assert!(
+            written["neighbours"][2].get("ebpfTxPackets").is_none(),
+            "{written}"
+        );
+        assert_eq!(written["neighbourCount"], 3);
     }
 
     #[test]
-    fn a_status_without_counts_carries_no_ebpf_fields_and_parses_as_the_crd_type() {
-        let status = record_status_with(
-            &report(vec![neighbour("node-1", Some("198.18.251.2:7946"))]),
-            |_| None,
+    fn the_key_record_applies_only_the_agents_fields() {
+        let key = x0tta6bl4_crypto::SigningKey::generate().unwrap();
+        let request = IdentityRequest {
+            spiffe_id: "spiffe://x0.local/ns/ns1/mesh/demo/node/n1",
+            node_name: "n1",
+            public_key: key.verifying_key(),
+            key_epoch: 3,
+        };
+        let applied = serde_json::to_value(key_record("demo", &request)).unwrap();
+        assert_eq!(applied["apiVersion"], "x0tta6bl4.io/v1alpha1");
+        assert_eq!(applied["kind"], "MeshNode");
+        assert_eq!(applied["metadata"]["name"], record_name("demo", "n1"));
+        assert_eq!(applied["metadata"]["labels"][MESH_LABEL], "demo");
+        assert_eq!(applied["spec"]["meshName"], "demo");
+        assert_eq!(applied["spec"]["nodeName"], "n1");
+        assert_eq!(applied["spec"]["keyEpoch"], 3);
+        assert_eq!(
+            applied["spec"]["publicKey"].as_str().map(str::len),
+            Some(STANDARD.encode(key.verifying_key().as_bytes()).len())
         );
-        assert!(status["neighbours"][0].get("ebpfRxPackets").is_none());
-        let typed: x0tta6bl4_api::mesh_node::MeshNodeStatus = serde_json::from_value(status).unwrap();
-        assert_eq!(typed.neighbours[0].ebpf_rx_packets, None);
+        assert!(
+            applied.get("status").is_none(),
+            "the status is written apart: {applied}"
+        );
+    }
+
+    #[test]
+    fn a_status_without_counts_carries_no_ebpf_fields() {
+        let status = datapath_status(
+            &report(vec![neighbour("node-1", Some("198.18.251.2:7946"))]),
+            &DatapathState::default(),
+        );
+        assert_eq!(status.neighbours[0].ebpf_rx_packets, None);
+        let written = serde_json::to_value(&status).unwrap();
+        assert!(
+            written["neighbours"][0].get("ebpfRxPackets").is_none(),
+            "{written}"
+        );
     }
 }

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod chaos;
 pub mod cli;
 pub mod clock;
 pub mod convergence;
@@ -20,6 +21,7 @@ pub mod endorsements;
 pub mod fl;
 pub mod identity;
 pub mod kube_source;
+pub mod links;
 pub mod mesh;
 pub mod metrics;
 pub mod peers;
@@ -29,3 +31,4 @@ pub mod runtime;
 pub mod session;
 pub mod settings;
 pub mod status;
+pub mod watch_cache;

@@ -1,10 +1,12 @@
 //! Every Prometheus metric of the agent, in one registry (served on /metrics, and summed into
-//! the counters of /status).
-use std::collections::BTreeMap;
+//! the counters of /status), with the registry's `x0_agent_build_info` and `process_*` series.
+//! Series about a peer carry its node name (`peer_node`), as the peer's MeshNode and the other
+//! agents' `x0_agent_info{node}` name it, so they join by node.
+use std::collections::{BTreeMap, BTreeSet};
 
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 use x0tta6bl4_wire::Message;
 
@@ -38,7 +40,33 @@ pub struct Metrics {
     pub healing_actions: IntCounterVec,
     pub quarantined_peers: IntGauge,
     pub key_rotations: IntCounterVec,
+    /// TLS handshake and binding, by direction and outcome (established, refused, timeout).
+    pub handshake_seconds: HistogramVec,
+    /// Settled convergence episodes (the durations `last_convergence_seconds` shows).
+    pub convergence_seconds: Histogram,
+    /// When the key in use is due for replacement: its rotation time, or its endorsement's
+    /// end if that comes first.
+    pub key_expiry: Gauge,
+    /// The end of the validity of the key in use (its endorsement's `not_after`).
+    pub endorsement_expiry: Gauge,
 }
+
+/// One live link's gauges: the peer's node name, cost, hello loss and smoothed RTT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkSample {
+    pub peer_node: String,
+    pub cost: u32,
+    pub loss_percent: u32,
+    pub rtt_seconds: Option<f64>,
+}
+
+/// Buckets of the session handshake (TLS 1.3 with ML-KEM, then the ML-DSA binding): about a
+/// millisecond on loopback, up to the 5 s handshake timeout.
+const HANDSHAKE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+/// Buckets of a convergence episode (trigger to last route change).
+const CONVERGENCE_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: T) -> T {
     // Names are fixed and unique within this registry: registration cannot fail.
@@ -66,7 +94,7 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let r = &registry;
-        Metrics {
+        let metrics = Metrics {
             info: gauge_vec(
                 r,
                 "x0_agent_info",
@@ -148,7 +176,7 @@ impl Metrics {
                 r,
                 "x0_agent_link_cost",
                 "Routing cost of the link to each neighbour (256 is a perfect link)",
-                &["peer"],
+                &["peer_node"],
             ),
             link_rtt_seconds: register(
                 r,
@@ -157,7 +185,7 @@ impl Metrics {
                         "x0_agent_link_rtt_seconds",
                         "Smoothed round-trip time to each neighbour",
                     ),
-                    &["peer"],
+                    &["peer_node"],
                 )
                 .expect("valid metric definition"),
             ),
@@ -165,7 +193,7 @@ impl Metrics {
                 r,
                 "x0_agent_link_loss_percent",
                 "Hello loss on the link to each neighbour",
-                &["peer"],
+                &["peer_node"],
             ),
             route_changes: register(
                 r,
@@ -237,8 +265,100 @@ impl Metrics {
                 "Node key rotations, by result (done, failed)",
                 &["result"],
             ),
+            handshake_seconds: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "x0_agent_session_handshake_duration_seconds",
+                        "Neighbour session setup (TLS handshake and ML-DSA binding), by direction and outcome (established, refused, timeout)",
+                    )
+                    .buckets(HANDSHAKE_BUCKETS.to_vec()),
+                    &["direction", "outcome"],
+                )
+                .expect("valid metric definition"),
+            ),
+            convergence_seconds: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "x0_agent_convergence_duration_seconds",
+                        "Settled convergence episodes, trigger to last route change",
+                    )
+                    .buckets(CONVERGENCE_BUCKETS.to_vec()),
+                )
+                .expect("valid metric definition"),
+            ),
+            key_expiry: register(
+                r,
+                Gauge::new(
+                    "x0_agent_key_expiry_timestamp_seconds",
+                    "When the node key in use is due for replacement (Unix seconds): its rotation time, or its endorsement's end if sooner",
+                )
+                .expect("valid metric definition"),
+            ),
+            endorsement_expiry: register(
+                r,
+                Gauge::new(
+                    "x0_agent_endorsement_expiry_timestamp_seconds",
+                    "When the endorsement of the node key in use ends (not_after, Unix seconds)",
+                )
+                .expect("valid metric definition"),
+            ),
             registry,
+        };
+        if let Err(error) =
+            x0tta6bl4_telemetry::register_build_info(&metrics.registry, "x0_agent_build_info", BUILD_VERSION)
+        {
+            tracing::error!(%error, "build_info registration failed");
         }
+        if let Err(error) = x0tta6bl4_telemetry::register_process_metrics(&metrics.registry) {
+            tracing::error!(%error, "process metrics registration failed");
+        }
+        metrics
+    }
+
+    /// Sets the gauges of the live links and removes the series of the links in `previous`
+    /// that are not live any more; returns the peers now labelled (the next call's `previous`).
+    pub fn set_links(&self, links: &[LinkSample], previous: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut labelled = BTreeSet::new();
+        for link in links {
+            let label = [link.peer_node.as_str()];
+            self.link_cost.with_label_values(&label).set(i64::from(link.cost));
+            self.link_loss_percent
+                .with_label_values(&label)
+                .set(i64::from(link.loss_percent));
+            match link.rtt_seconds {
+                Some(rtt) => self.link_rtt_seconds.with_label_values(&label).set(rtt),
+                None => {
+                    let _ = self.link_rtt_seconds.remove_label_values(&label);
+                }
+            }
+            labelled.insert(link.peer_node.clone());
+        }
+        for gone in previous.difference(&labelled) {
+            let _ = self.link_cost.remove_label_values(&[gone]);
+            let _ = self.link_loss_percent.remove_label_values(&[gone]);
+            let _ = self.link_rtt_seconds.remove_label_values(&[gone]);
+        }
+        labelled
+    }
+
+    /// Records the endorsement of the key now in use.
+    pub fn endorsement_valid_until(&self, not_after_unix: u64) {
+        self.endorsement_expiry.set(not_after_unix as f64);
+    }
+
+    /// Records when the key in use is due for rotation (capped at its endorsement's end).
+    pub fn key_due(&self, rotation_due_unix: u64) {
+        let endorsement = self.endorsement_expiry.get();
+        self.key_expiry.set(key_expiry(rotation_due_unix, endorsement));
+    }
+
+    /// Times one session handshake.
+    pub fn handshake(&self, direction: &str, outcome: &str, seconds: f64) {
+        self.handshake_seconds
+            .with_label_values(&[direction, outcome])
+            .observe(seconds);
     }
 
     /// Counts a refused session.
@@ -255,7 +375,10 @@ impl Metrics {
     pub fn counters(&self) -> BTreeMap<String, BTreeMap<String, f64>> {
         let mut counters = BTreeMap::new();
         for family in self.registry.gather() {
-            if family.get_field_type() != prometheus::proto::MetricType::COUNTER {
+            // The agent's own: process_cpu_seconds_total is no business of the MeshNode record.
+            if family.get_field_type() != prometheus::proto::MetricType::COUNTER
+                || !family.name().starts_with("x0_agent_")
+            {
                 continue;
             }
             let entry: &mut BTreeMap<String, f64> = counters.entry(family.name().to_owned()).or_default();
@@ -276,6 +399,20 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The version in `x0_agent_build_info{version}` (the crate's).
+pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// When a key is due: its rotation time, or its endorsement's end if that comes first (an
+/// endorsement end of 0: not known yet).
+pub fn key_expiry(rotation_due_unix: u64, endorsement_not_after: f64) -> f64 {
+    let due = rotation_due_unix as f64;
+    if endorsement_not_after > 0.0 {
+        due.min(endorsement_not_after)
+    } else {
+        due
     }
 }
 
@@ -309,5 +446,125 @@ mod tests {
             !counters.contains_key("x0_agent_routes"),
             "gauges are not counters"
         );
+        assert!(
+            counters.keys().all(|name| name.starts_with("x0_agent_")),
+            "the process's own counters stay out of the status: {:?}",
+            counters.keys()
+        );
+    }
+
+    /// The samples of one gauge family: label values joined by `,` -> value.
+    fn gauge_samples(metrics: &Metrics, name: &str) -> BTreeMap<String, f64> {
+        metrics
+            .registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == name)
+            .flat_map(|family| family.get_metric())
+            .map(|metric| {
+                let labels = metric
+                    .get_label()
+                    .iter()
+                    .map(|pair| format!("{}={}", pair.name(), pair.value()))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                (labels, metric.get_gauge().get_value())
+            })
+            .collect()
+    }
+
+    fn link(peer_node: &str, cost: u32, rtt_seconds: Option<f64>) -> LinkSample {
+        LinkSample {
+            peer_node: peer_node.to_owned(),
+            cost,
+            loss_percent: 5,
+            rtt_seconds,
+        }
+    }
+
+    #[test]
+    fn link_series_are_named_by_peer_node_and_go_with_the_link() {
+        let metrics = Metrics::new();
+        let held = metrics.set_links(
+            &[link("node-2", 256, Some(0.002)), link("node-3", 512, None)],
+            &BTreeSet::new(),
+        );
+        assert_eq!(
+            gauge_samples(&metrics, "x0_agent_link_cost"),
+            BTreeMap::from([
+                ("peer_node=node-2".to_owned(), 256.0),
+                ("peer_node=node-3".to_owned(), 512.0)
+            ])
+        );
+        assert_eq!(
+            gauge_samples(&metrics, "x0_agent_link_rtt_seconds"),
+            BTreeMap::from([("peer_node=node-2".to_owned(), 0.002)]),
+            "no RTT measured yet: no series"
+        );
+        // node-2 is lost: its three series go, node-3's stay.
+        let held = metrics.set_links(&[link("node-3", 300, Some(0.004))], &held);
+        assert_eq!(held, BTreeSet::from(["node-3".to_owned()]));
+        for name in [
+            "x0_agent_link_cost",
+            "x0_agent_link_loss_percent",
+            "x0_agent_link_rtt_seconds",
+        ] {
+            let samples = gauge_samples(&metrics, name);
+            assert_eq!(samples.keys().collect::<Vec<_>>(), ["peer_node=node-3"], "{name}");
+        }
+        metrics.set_links(&[], &held);
+        assert!(gauge_samples(&metrics, "x0_agent_link_cost").is_empty());
+    }
+
+    #[test]
+    fn the_registry_has_build_info_and_the_process_series() {
+        let metrics = Metrics::new();
+        assert_eq!(
+            gauge_samples(&metrics, "x0_agent_build_info"),
+            BTreeMap::from([(format!("version={}", env!("CARGO_PKG_VERSION")), 1.0)])
+        );
+        let names: BTreeSet<String> = metrics
+            .registry
+            .gather()
+            .iter()
+            .map(|family| family.name().to_owned())
+            .collect();
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+        ] {
+            assert!(names.contains(name), "{name} missing from {names:?}");
+        }
+        for name in [
+            "x0_agent_key_expiry_timestamp_seconds",
+            "x0_agent_endorsement_expiry_timestamp_seconds",
+        ] {
+            assert!(names.contains(name), "{name} missing from {names:?}");
+        }
+    }
+
+    #[test]
+    fn convergence_episodes_feed_the_histogram() {
+        let metrics = Metrics::new();
+        for seconds in [0.02, 0.3, 7.0] {
+            metrics.convergence_seconds.observe(seconds);
+        }
+        assert_eq!(metrics.convergence_seconds.get_sample_count(), 3);
+        let family = metrics
+            .registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == "x0_agent_convergence_duration_seconds")
+            .expect("registered");
+        let buckets = family.get_metric()[0].get_histogram().get_bucket();
+        let le = |bound: f64| {
+            buckets
+                .iter()
+                .find(|b| b.upper_bound() == bound)
+                .map(|b| b.cumulative_count())
+        };
+        assert_eq!((le(0.05), le(0.5), le(10.0)), (Some(1), Some(2), Some(3)));
     }
 }

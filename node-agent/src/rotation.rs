@@ -23,25 +23,6 @@ use crate::identity::{self, IdentityRequest, IdentitySource, NODE_KEY_FILE, NODE
 use crate::mesh::MeshHandle;
 use crate::metrics::Metrics;
 
-/// The identity new sessions bind with and advertisements are signed with; replaced as a
-/// whole on rotation, so a reader never sees a key with another key's endorsement.
-#[derive(Clone)]
-pub struct CurrentIdentity(Arc<RwLock<Arc<Identity>>>);
-
-impl CurrentIdentity {
-    pub fn new(identity: Identity) -> Self {
-        CurrentIdentity(Arc::new(RwLock::new(Arc::new(identity))))
-    }
-
-    pub fn get(&self) -> Arc<Identity> {
-        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    pub fn replace(&self, identity: Identity) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(identity);
-    }
-}
-
 /// Which key is current: its epoch and when it was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyVersion {
@@ -49,10 +30,14 @@ pub struct KeyVersion {
     pub created_unix: u64,
 }
 
+/// When the key created at `created_unix` is due for replacement (Unix seconds).
+pub fn rotation_due(created_unix: u64, interval: Duration) -> u64 {
+    created_unix.saturating_add(interval.as_secs().max(1))
+}
+
 /// When the key created at `created_unix` is due for replacement, from now.
 pub fn due_in(created_unix: u64, interval: Duration, now_unix: u64) -> Duration {
-    let due = created_unix.saturating_add(interval.as_secs().max(1));
-    Duration::from_secs(due.saturating_sub(now_unix))
+    Duration::from_secs(rotation_due(created_unix, interval).saturating_sub(now_unix))
 }
 
 /// What the rotation task needs.
@@ -71,6 +56,9 @@ impl<S: IdentitySource + 'static> Rotation<S> {
     /// Rotates on schedule until shutdown, starting from the key the agent started with.
     pub async fn run(self, mut current: KeyVersion, shutdown: CancellationToken) {
         loop {
+            // The mesh has recorded the endorsement of the key in use (at start, on rotation).
+            self.metrics
+                .key_due(rotation_due(current.created_unix, self.interval));
             let wait = due_in(current.created_unix, self.interval, unix_seconds());
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -147,5 +135,25 @@ mod tests {
         assert_eq!(due_in(1_000, day, 1_000), day);
         assert_eq!(due_in(1_000, day, 1_000 + 86_000), Duration::from_secs(400));
         assert_eq!(due_in(1_000, day, 1_000 + 90_000), Duration::ZERO, "overdue: now");
+    }
+
+    #[test]
+    fn the_key_expiry_is_its_rotation_unless_its_endorsement_ends_sooner() {
+        let day = Duration::from_secs(86_400);
+        let metrics = Metrics::new();
+        metrics.key_due(rotation_due(1_000, day));
+        assert_eq!(
+            metrics.key_expiry.get(),
+            87_400.0,
+            "no endorsement recorded yet: the rotation time"
+        );
+        metrics.endorsement_valid_until(1_000 + 86_400 + 3_600);
+        metrics.key_due(rotation_due(1_000, day));
+        assert_eq!(metrics.key_expiry.get(), 87_400.0);
+        assert_eq!(metrics.endorsement_expiry.get(), 91_000.0);
+        // An endorsement shorter than the rotation interval: the key is due when it ends.
+        metrics.endorsement_valid_until(50_000);
+        metrics.key_due(rotation_due(1_000, day));
+        assert_eq!(metrics.key_expiry.get(), 50_000.0);
     }
 }

@@ -21,9 +21,9 @@ use x0tta6bl4_session::binding::{self, MAX_BINDING_LEN, Role};
 use x0tta6bl4_session::tls::{self, KeyExchangePolicy};
 use x0tta6bl4_wire::{FrameReader, NodeId};
 
-use crate::mesh::{Admission, Input, SessionUp};
+use crate::identity::CurrentIdentity;
+use crate::mesh::{Admission, Direction, Input, SessionUp};
 use crate::metrics::{Metrics, message_label};
-use crate::rotation::CurrentIdentity;
 
 /// Frames a session's writer queue holds; beyond it frames are dropped and counted, so a slow
 /// peer never blocks the router. A new session is sent every known endorsement and every
@@ -34,22 +34,6 @@ pub const WRITER_QUEUE: usize = 8192;
 const WRITE_BATCH: usize = 64 * 1024;
 /// Bytes read at once.
 const READ_CHUNK: usize = 32 * 1024;
-
-/// Which side opened the TCP connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Outbound,
-    Inbound,
-}
-
-impl Direction {
-    pub fn label(self) -> &'static str {
-        match self {
-            Direction::Outbound => "outbound",
-            Direction::Inbound => "inbound",
-        }
-    }
-}
 
 /// Everything sessions share.
 pub struct SessionContext {
@@ -215,12 +199,29 @@ pub async fn handshake(
 ) -> Result<Established, Refusal> {
     let remote = tcp.peer_addr().ok();
     let _ = tcp.set_nodelay(true);
-    tokio::time::timeout(
+    let started = Instant::now();
+    let result = tokio::time::timeout(
         ctx.handshake_timeout,
         handshake_steps(ctx, tcp, direction, remote),
     )
     .await
-    .map_err(|_| Refusal::Timeout)?
+    .unwrap_or(Err(Refusal::Timeout));
+    ctx.metrics.handshake(
+        direction.label(),
+        handshake_outcome(&result),
+        started.elapsed().as_secs_f64(),
+    );
+    result
+}
+
+/// The `outcome` label of `x0_agent_session_handshake_duration_seconds` (the refusal's reason
+/// is in `x0_agent_session_refusals_total`).
+fn handshake_outcome<T>(result: &Result<T, Refusal>) -> &'static str {
+    match result {
+        Ok(_) => "established",
+        Err(Refusal::Timeout) => "timeout",
+        Err(_) => "refused",
+    }
 }
 
 async fn handshake_steps(
@@ -285,7 +286,7 @@ async fn handshake_steps(
         reason: binding_refusal(&e),
         detail: e.to_string(),
     })?;
-    let node = NodeId(peer.node.0);
+    let node = peer.node;
     if node == ctx.self_id {
         return Err(Refusal::SelfConnection);
     }
@@ -407,6 +408,32 @@ async fn write_frames(mut stream: WriteHalf<TlsStream<TcpStream>>, mut queue: mp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshakes_are_timed_by_direction_and_outcome() {
+        let metrics = Metrics::new();
+        let refused: Result<(), Refusal> = Err(Refusal::ForeignMesh("spiffe://other".into()));
+        let outcomes = [
+            handshake_outcome(&Ok::<(), Refusal>(())),
+            handshake_outcome(&refused),
+            handshake_outcome(&Err::<(), Refusal>(Refusal::Timeout)),
+        ];
+        assert_eq!(outcomes, ["established", "refused", "timeout"]);
+        metrics.handshake(Direction::Inbound.label(), outcomes[0], 0.003);
+        metrics.handshake(Direction::Inbound.label(), outcomes[0], 0.2);
+        let established = metrics
+            .handshake_seconds
+            .with_label_values(&["inbound", "established"]);
+        assert_eq!(established.get_sample_count(), 2);
+        assert!((established.get_sample_sum() - 0.203).abs() < 1e-9);
+        assert_eq!(
+            metrics
+                .handshake_seconds
+                .with_label_values(&["outbound", "established"])
+                .get_sample_count(),
+            0
+        );
+    }
 
     #[test]
     fn binding_failures_are_labelled_by_cause() {

@@ -1,71 +1,26 @@
 //! What the agent derives from its rendered configuration (pure: tested without IO).
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
-
 use x0tta6bl4_api::agent_config::AgentConfig;
-use x0tta6bl4_api::duration;
 use x0tta6bl4_routing::healing::HealingConfig;
 use x0tta6bl4_routing::{MetricWeights, RouterConfig};
 use x0tta6bl4_session::tls::KeyExchangePolicy;
 
-use crate::cli::TestKeyExchange;
-
-/// The only algorithms this agent speaks.
-const KEY_EXCHANGE: &str = "X25519MLKEM768";
-const SIGNATURE: &str = "ML-DSA-65";
-
-/// A configuration the agent cannot run with.
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error("{field}: {source}")]
-    Duration {
-        field: &'static str,
-        source: duration::DurationError,
-    },
-    #[error("{field} must be positive")]
-    Zero { field: &'static str },
-    #[error("{field} '{value}' is not supported (this agent speaks {supported})")]
-    Unsupported {
-        field: &'static str,
-        value: String,
-        supported: &'static str,
-    },
-}
-
-fn positive(config_value: &str, field: &'static str) -> Result<Duration, SettingsError> {
-    let value = duration::parse(config_value).map_err(|source| SettingsError::Duration { field, source })?;
-    if value.is_zero() {
-        return Err(SettingsError::Zero { field });
-    }
-    Ok(value)
-}
+use crate::cli::{RunArgs, TestKeyExchange};
+use crate::identity;
 
 /// Routes are dropped when not refreshed for this many originator intervals.
 const ROUTE_EXPIRY_INTERVALS: u32 = 4;
 
-/// The routing configuration: intervals, hop limit and metric weights from the config, and the
-/// endpoint this node advertises.
-pub fn router_config(config: &AgentConfig, endpoint: String) -> Result<RouterConfig, SettingsError> {
-    if config.key_exchange != KEY_EXCHANGE {
-        return Err(SettingsError::Unsupported {
-            field: "keyExchange",
-            value: config.key_exchange.clone(),
-            supported: KEY_EXCHANGE,
-        });
-    }
-    if config.signature != SIGNATURE {
-        return Err(SettingsError::Unsupported {
-            field: "signature",
-            value: config.signature.clone(),
-            supported: SIGNATURE,
-        });
-    }
-    let originator_interval = positive(&config.originator_interval, "originatorInterval")?;
-    Ok(RouterConfig {
-        hello_interval: positive(&config.hello_interval, "helloInterval")?,
-        neighbour_timeout: positive(&config.neighbour_timeout, "neighbourTimeout")?,
-        originator_interval,
-        route_expiry: originator_interval.saturating_mul(ROUTE_EXPIRY_INTERVALS),
+/// The routing configuration: intervals, hop limit and metric weights from the config (parsed
+/// and checked when it was read), and the endpoint this node advertises. The config's key
+/// exchange and signature are the only ones its types admit, so nothing is left to refuse.
+pub fn router_config(config: &AgentConfig, endpoint: String) -> RouterConfig {
+    RouterConfig {
+        hello_interval: config.hello_interval,
+        neighbour_timeout: config.neighbour_timeout,
+        originator_interval: config.originator_interval,
+        route_expiry: config.originator_interval.saturating_mul(ROUTE_EXPIRY_INTERVALS),
         max_hops: u8::try_from(config.max_hops).unwrap_or(u8::MAX),
         weights: MetricWeights {
             loss: config.metric_weights.loss,
@@ -74,21 +29,21 @@ pub fn router_config(config: &AgentConfig, endpoint: String) -> Result<RouterCon
         },
         endpoint,
         ..RouterConfig::default()
-    })
+    }
 }
 
 /// The self-healing loop's knobs from `selfHealing` (anomalyDeciSigma is k × 10).
-pub fn healing_config(config: &AgentConfig) -> Result<HealingConfig, SettingsError> {
+pub fn healing_config(config: &AgentConfig) -> HealingConfig {
     let healing = &config.self_healing;
-    Ok(HealingConfig {
+    HealingConfig {
         enabled: healing.enabled,
         loss_threshold_percent: healing.loss_threshold_percent,
-        rtt_threshold: positive(&healing.rtt_threshold, "selfHealing.rttThreshold")?,
+        rtt_threshold: healing.rtt_threshold,
         anomaly_sigma: f64::from(healing.anomaly_deci_sigma) / 10.0,
         quarantine_after: healing.quarantine_after.max(1),
-        quarantine_duration: positive(&healing.quarantine_duration, "selfHealing.quarantineDuration")?,
+        quarantine_duration: healing.quarantine_duration,
         ..HealingConfig::default()
-    })
+    }
 }
 
 /// `requirePostQuantum` → only X25519MLKEM768; otherwise it is preferred and X25519 accepted.
@@ -103,6 +58,52 @@ pub fn key_exchange_policy(
     }
 }
 
+/// Everything a run derives from its command line and configuration before it starts a task.
+#[derive(Debug)]
+pub struct RunSettings {
+    pub spiffe_id: String,
+    pub self_id: x0tta6bl4_wire::NodeId,
+    pub state_dir: PathBuf,
+    /// Where neighbour sessions are accepted.
+    pub listen: SocketAddr,
+    /// Where /metrics, the probes, /status and /ping are served.
+    pub http: SocketAddr,
+    /// The endpoint this node advertises (empty when no address was given).
+    pub endpoint: String,
+    pub key_exchange: KeyExchangePolicy,
+    pub router: RouterConfig,
+    pub healing: HealingConfig,
+}
+
+impl RunSettings {
+    pub fn derive(args: &RunArgs, config: &AgentConfig, node_name: &str) -> Self {
+        let listen = args
+            .listen_addr
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config.tcp_port)));
+        let endpoint = args
+            .advertise_address
+            .map(|ip| SocketAddr::new(ip, listen.port()).to_string())
+            .unwrap_or_default();
+        let spiffe_id = identity::spiffe_id(&config.trust_domain, &config.namespace, &config.mesh, node_name);
+        RunSettings {
+            self_id: identity::node_id(&spiffe_id),
+            spiffe_id,
+            state_dir: args
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| default_state_dir(config)),
+            listen,
+            http: args
+                .metrics_addr
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config.metrics_port))),
+            router: router_config(config, endpoint.clone()),
+            endpoint,
+            key_exchange: key_exchange_policy(config, args.test_key_exchange),
+            healing: healing_config(config),
+        }
+    }
+}
+
 /// `/var/lib/x0tta6bl4/<namespace>/<mesh>`.
 pub fn default_state_dir(config: &AgentConfig) -> PathBuf {
     PathBuf::from("/var/lib/x0tta6bl4")
@@ -112,6 +113,8 @@ pub fn default_state_dir(config: &AgentConfig) -> PathBuf {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// A rendered configuration as the operator writes it (fields this agent does not read
@@ -146,7 +149,7 @@ selfHealing: {enabled: false, lossThresholdPercent: 20, rttThreshold: 50ms, anom
 
     #[test]
     fn the_router_takes_intervals_hops_and_weights_from_the_config() {
-        let router = router_config(&mk_config(), "198.18.0.1:7946".to_owned()).unwrap();
+        let router = router_config(&mk_config(), "198.18.0.1:7946".to_owned());
         assert_eq!(router.hello_interval, Duration::from_millis(100));
         assert_eq!(router.neighbour_timeout, Duration::from_millis(300));
         assert_eq!(router.originator_interval, Duration::from_secs(1));
@@ -156,44 +159,56 @@ selfHealing: {enabled: false, lossThresholdPercent: 20, rttThreshold: 50ms, anom
         assert_eq!(router.endpoint, "198.18.0.1:7946");
     }
 
+    fn run_args(args: &[&str]) -> RunArgs {
+        use clap::Parser as _;
+        let base = ["x0tta6bl4-node-agent", "--config", "c", "--node-name", "n1"];
+        crate::cli::Cli::try_parse_from(base.iter().chain(args))
+            .unwrap()
+            .run
+    }
+
+    #[test]
+    fn a_run_listens_and_serves_on_the_configured_ports_unless_told_otherwise() {
+        let settings = RunSettings::derive(&run_args(&[]), &mk_config(), "n1");
+        assert_eq!(settings.listen, "0.0.0.0:7946".parse().unwrap());
+        assert_eq!(settings.http, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(settings.endpoint, "", "nothing to advertise without an address");
+        assert_eq!(settings.spiffe_id, "spiffe://x0.local/ns/ns1/mesh/demo/node/n1");
+        assert_eq!(settings.self_id, identity::node_id(&settings.spiffe_id));
+        assert_eq!(settings.state_dir, PathBuf::from("/var/lib/x0tta6bl4/ns1/demo"));
+
+        let given = RunSettings::derive(
+            &run_args(&[
+                "--listen-addr",
+                "127.0.0.2:7000",
+                "--metrics-addr",
+                "127.0.0.2:9000",
+                "--advertise-address",
+                "198.18.0.7",
+                "--state-dir",
+                "/tmp/s",
+            ]),
+            &mk_config(),
+            "n1",
+        );
+        assert_eq!(given.listen, "127.0.0.2:7000".parse().unwrap());
+        assert_eq!(given.http, "127.0.0.2:9000".parse().unwrap());
+        assert_eq!(
+            given.endpoint, "198.18.0.7:7000",
+            "advertised with the listening port"
+        );
+        assert_eq!(given.router.endpoint, given.endpoint);
+        assert_eq!(given.state_dir, PathBuf::from("/tmp/s"));
+    }
+
     #[test]
     fn self_healing_takes_its_thresholds_from_the_config() {
-        let mut config = mk_config();
-        let healing = healing_config(&config).unwrap();
+        let healing = healing_config(&mk_config());
         assert!(!healing.enabled);
         assert_eq!(healing.anomaly_sigma, 3.0);
         assert_eq!(healing.rtt_threshold, Duration::from_millis(50));
         assert_eq!(healing.quarantine_after, 3);
         assert_eq!(healing.quarantine_duration, Duration::from_secs(300));
-        config.self_healing.rtt_threshold = "fast".to_owned();
-        assert!(
-            healing_config(&config)
-                .unwrap_err()
-                .to_string()
-                .contains("selfHealing.rttThreshold")
-        );
-    }
-
-    #[test]
-    fn a_zero_or_malformed_interval_or_unknown_algorithm_is_refused() {
-        let mut config = mk_config();
-        config.hello_interval = "0s".to_owned();
-        assert!(matches!(
-            router_config(&config, String::new()),
-            Err(SettingsError::Zero {
-                field: "helloInterval"
-            })
-        ));
-        config.hello_interval = "soon".to_owned();
-        assert!(router_config(&config, String::new()).is_err());
-        let mut config = mk_config();
-        config.signature = "Ed25519".to_owned();
-        assert!(
-            router_config(&config, String::new())
-                .unwrap_err()
-                .to_string()
-                .contains("Ed25519")
-        );
     }
 
     #[test]

@@ -8,13 +8,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Agent, AgentSpec, Scratch, counter, loopback, routes, wait_for};
+use common::loopback::loopback_sessions;
+use common::{Agent, Scratch, counter, loopback, routes, scratch, wait_for};
 use x0tta6bl4_api::fl_record::RoundRecord;
 use x0tta6bl4_fl::aggregate::{Contribution, fedavg};
+use x0tta6bl4_fl::codec::train_request::TrainRequest;
 use x0tta6bl4_fl::dataset::DatasetName;
 use x0tta6bl4_fl::model::{ModelKind, ModelShape, digest};
 use x0tta6bl4_fl::training::{apply, evaluate};
-use x0tta6bl4_node_agent::fl::{job, messages::TrainRequest, participant};
+use x0tta6bl4_node_agent::fl::{job, participant};
 
 const POLL: Duration = Duration::from_millis(100);
 const CONVERGED: Duration = Duration::from_secs(40);
@@ -54,7 +56,7 @@ fn start_with(
     stragglers: &[usize],
     injector: usize,
 ) -> Mesh {
-    let scratch = Scratch::new(mesh);
+    let scratch = scratch(mesh);
     let authority = scratch.authority("authority");
     let config = scratch.config(mesh, true);
     let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
@@ -70,30 +72,24 @@ fn start_with(
         .iter()
         .map(|name| scratch.node(&authority, mesh, name))
         .collect();
-    let listen: Vec<String> = (0..n).map(|i| loopback(octet, i)).collect();
     let agents: Vec<Agent> = (0..n)
         .map(|i| {
             let mut extra = vec!["--fl-job", job_arg.as_str(), "--fl-results", results_arg.as_str()];
             if byzantine.contains(&i) {
-                extra.extend(["--fl-byzantine", "sign-flip"]);
+                extra.extend(["--test-fault", "byzantineUpdate=signFlip"]);
             }
             if stragglers.contains(&i) {
                 extra.extend(["--fl-straggle", STRAGGLE]);
             }
             if i == injector {
-                extra.extend(["--fl-admin", admin_arg.as_str()]);
+                extra.extend(["--fault-api", admin_arg.as_str()]);
             }
-            Agent::start(&AgentSpec {
-                node: &nodes[i],
-                config: &config,
-                listen: &listen[i],
-                metrics: format!("{}:9090", listen[i]).parse().unwrap(),
-                advertise: Some(&listen[i]),
-                peers: vec![format!("{}:7946", listen[(i + 1) % n])],
-                extra,
-                netns: None,
-                log_dir: &scratch.dir,
-            })
+            scratch
+                .agent(&nodes[i], &config)
+                .on(loopback_sessions(octet, i).ip())
+                .peers([loopback_sessions(octet, (i + 1) % n).to_string()])
+                .args(extra)
+                .start()
         })
         .collect();
     for agent in &agents {
@@ -280,7 +276,7 @@ fn five_agents_complete_a_job_and_an_injected_tampered_update_is_rejected() {
     assert_eq!(
         post(
             mesh.admin,
-            &format!("/fl/inject?job=digits&round={ROUNDS}&kind=tampered")
+            &format!("/chaos/forged-update?job=digits&round={ROUNDS}&kind=tampered")
         ),
         Some(200)
     );
@@ -327,7 +323,7 @@ fn two_sign_flipping_agents_of_seven_are_rejected_by_multi_krum() {
     assert_eq!(
         post(
             mesh.admin,
-            &format!("/fl/inject?job=digits&round={ROUNDS}&kind=unsigned")
+            &format!("/chaos/forged-update?job=digits&round={ROUNDS}&kind=unsigned")
         ),
         Some(200)
     );
@@ -530,7 +526,7 @@ status:
     assert_eq!(
         post(
             mesh.admin,
-            &format!("/fl/inject?job=digits&round={ROUNDS}&kind=tampered")
+            &format!("/chaos/forged-update?job=digits&round={ROUNDS}&kind=tampered")
         ),
         Some(200)
     );

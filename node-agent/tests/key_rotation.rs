@@ -11,7 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{NodeFiles, Scratch, admin, counter, ping, routes, start_on_loopback, wait_for};
+use common::identity::spiffe_id;
+use common::{
+    Admin, NodeFiles, TestConfig, counter, get, metric_sum, ping, routes, scratch, start_on_loopback,
+    wait_for,
+};
 use serde_json::Value;
 
 /// This file's number in the loopback addresses.
@@ -22,24 +26,25 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Endorses a node's current public key as `epoch`, replacing its endorsement file at once
 /// (written aside, then renamed, so the agent never reads half a file).
-fn endorse(authority: &Path, node: &NodeFiles, spiffe_id: &str, epoch: u32) {
+fn endorse(admin: &Admin, authority: &Path, node: &NodeFiles, spiffe_id: &str, epoch: u32) {
     let aside = node.endorsement.with_extension("next");
-    admin(&[
-        "endorse",
-        "--authority",
-        authority.join("authority.key").to_str().unwrap(),
-        "--public-key",
-        node.state_dir.join("node.pub").to_str().unwrap(),
-        "--spiffe-id",
+    admin.endorse(
+        authority,
+        &node.state_dir.join("node.pub"),
         spiffe_id,
-        "--epoch",
-        &epoch.to_string(),
-        "--valid-for",
-        "2h",
-        "--out",
-        aside.to_str().unwrap(),
-    ]);
+        epoch,
+        &aside,
+    );
     std::fs::rename(&aside, &node.endorsement).unwrap();
+}
+
+/// The key and endorsement expiry timestamps on an agent's /metrics.
+fn expiries(metrics: std::net::SocketAddr) -> (f64, f64) {
+    let (_, body) = get(metrics, "/metrics").expect("/metrics answers");
+    (
+        metric_sum(&body, "x0_agent_key_expiry_timestamp_seconds"),
+        metric_sum(&body, "x0_agent_endorsement_expiry_timestamp_seconds"),
+    )
 }
 
 /// Each neighbour's session start, by name.
@@ -75,16 +80,11 @@ fn established(status: &Value) -> f64 {
 
 #[test]
 fn key_rotation_under_traffic_loses_no_session() {
-    let scratch = Scratch::new("rotation");
+    let scratch = scratch("rotation");
     let authority = scratch.authority("authority");
-    let base = std::fs::read_to_string(scratch.config("rotation", true)).unwrap();
-    let config = scratch.dir.join("rotation-fast.yaml");
-    std::fs::write(
-        &config,
-        base.replace("keyRotationInterval: 24h", "keyRotationInterval: 4s")
-            .replace("keyOverlap: 1h", "keyOverlap: 2s"),
-    )
-    .unwrap();
+    let config = scratch.write_config(
+        &TestConfig::new("rotation").key_rotation(Duration::from_secs(4), Duration::from_secs(2)),
+    );
     let names = ["a", "b", "c"];
     let nodes: Vec<NodeFiles> = names
         .iter()
@@ -105,6 +105,7 @@ fn key_rotation_under_traffic_loses_no_session() {
     });
     let before: Vec<Vec<(String, u64)>> = agents.iter().map(|a| sessions(&a.status().unwrap())).collect();
     let established_before: Vec<f64> = agents.iter().map(|a| established(&a.status().unwrap())).collect();
+    let expiries_before = expiries(agents[1].metrics);
 
     // Traffic: a pings c in bursts until the rotations are over.
     let stop = Arc::new(AtomicBool::new(false));
@@ -127,7 +128,6 @@ fn key_rotation_under_traffic_loses_no_session() {
 
     // The authority's part: endorse each new key as the next epoch, until every agent has
     // rotated twice (epoch 3).
-    let spiffe = |name: &str| format!("spiffe://x0.test/ns/it/mesh/rotation/node/{name}");
     let mut endorsed_epoch = [1u32; 3];
     let mut endorsed_key: Vec<Vec<u8>> = nodes
         .iter()
@@ -138,7 +138,13 @@ fn key_rotation_under_traffic_loses_no_session() {
             let key = std::fs::read(node.state_dir.join("node.pub")).unwrap_or_default();
             if !key.is_empty() && key != endorsed_key[i] {
                 endorsed_epoch[i] += 1;
-                endorse(&authority, node, &spiffe(names[i]), endorsed_epoch[i]);
+                endorse(
+                    &scratch.admin,
+                    &authority,
+                    node,
+                    &spiffe_id("rotation", names[i]),
+                    endorsed_epoch[i],
+                );
                 endorsed_key[i] = key;
             }
         }
@@ -161,6 +167,15 @@ fn key_rotation_under_traffic_loses_no_session() {
     });
     stop.store(true, Ordering::Relaxed);
     pinger.join().unwrap();
+
+    // b's key is due later with each rotation, and its endorsement ends later: both gauges
+    // moved on with the key in use.
+    let (key_after, endorsement_after) = expiries(agents[1].metrics);
+    let (key_before, endorsement_before) = expiries_before;
+    assert!(
+        key_after > key_before && endorsement_after > endorsement_before && key_after <= endorsement_after,
+        "b's key expiry {key_before} -> {key_after}, endorsement expiry {endorsement_before} -> {endorsement_after}"
+    );
 
     let (sent, answered) = (sent.load(Ordering::Relaxed), answered.load(Ordering::Relaxed));
     eprintln!("rotation under traffic: {sent} pings sent, {answered} answered");

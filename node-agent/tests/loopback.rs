@@ -6,9 +6,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::loopback::loopback_sessions;
+use common::status::{metric_sum, metric_sum_with};
 use common::{
-    Agent, AgentSpec, Scratch, alive_neighbours, counter, loopback, loopback_metrics, ping, routes,
-    start_on_loopback, wait_for,
+    alive_neighbours, counter, get, loopback_metrics, ping, routes, scratch, start_on_loopback, wait_for,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -17,7 +18,7 @@ const POLL: Duration = Duration::from_millis(50);
 #[test]
 fn three_agents_in_a_line_route_and_ping_across_two_hops() {
     const TEST: u8 = 1;
-    let scratch = Scratch::new("line");
+    let scratch = scratch("line");
     let authority = scratch.authority("authority");
     let config = scratch.config("line", true);
     let names = ["a", "b", "c"];
@@ -57,6 +58,68 @@ fn three_agents_in_a_line_route_and_ping_across_two_hops() {
     assert_eq!(b["known_nodes"], 3, "every endorsement reached b");
     assert!(counter(&b, "x0_agent_originator_verifications_total", "") >= 2.0);
 
+    // b's /metrics: its links named by the neighbours' node names, its handshakes timed,
+    // convergence episodes, its key's expiry, the build and the process.
+    let metrics_of_b = agents[1].metrics;
+    let scrape_b = || {
+        get(metrics_of_b, "/metrics")
+            .filter(|(code, _)| *code == 200)
+            .map(|(_, body)| body)
+    };
+    let body = wait_for(
+        "b's link series for a and c, with RTTs, and a settled convergence episode",
+        DEADLINE,
+        POLL,
+        || {
+            let body = scrape_b().ok_or("no /metrics")?;
+            let missing: Vec<String> = ["a", "c"]
+                .iter()
+                .flat_map(|peer| {
+                    [
+                        "x0_agent_link_cost",
+                        "x0_agent_link_loss_percent",
+                        "x0_agent_link_rtt_seconds",
+                    ]
+                    .map(|name| format!("{name}{{peer_node=\"{peer}\"}}"))
+                })
+                .filter(|series| !body.lines().any(|line| line.starts_with(series.as_str())))
+                .collect();
+            let episodes = metric_sum(&body, "x0_agent_convergence_duration_seconds_count");
+            if missing.is_empty() && episodes >= 1.0 {
+                Ok(body)
+            } else {
+                Err(format!("missing {missing:?}, {episodes} convergence episodes"))
+            }
+        },
+    );
+    assert!(
+        metric_sum_with(
+            &body,
+            "x0_agent_session_handshake_duration_seconds_count",
+            "outcome=\"established\""
+        ) >= 2.0,
+        "b's handshakes with a and c are timed"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let key_expiry = metric_sum(&body, "x0_agent_key_expiry_timestamp_seconds");
+    let endorsement_expiry = metric_sum(&body, "x0_agent_endorsement_expiry_timestamp_seconds");
+    assert!(
+        now < key_expiry && key_expiry <= endorsement_expiry,
+        "key due at {key_expiry}, endorsement ends at {endorsement_expiry}, now {now}"
+    );
+    assert_eq!(
+        metric_sum_with(
+            &body,
+            "x0_agent_build_info",
+            &format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))
+        ),
+        1.0
+    );
+    assert!(metric_sum(&body, "process_resident_memory_bytes") > 0.0);
+
     // A clean stop: SIGTERM ends the process with success, and b reroutes at once.
     assert!(
         agents[2].terminate(Duration::from_secs(5)),
@@ -67,6 +130,17 @@ fn three_agents_in_a_line_route_and_ping_across_two_hops() {
         let b = agents[1].status().ok_or("no status")?;
         let gone = !routes(&a).iter().any(|(d, _, _)| d == "c") && alive_neighbours(&b) == ["a"];
         gone.then_some(()).ok_or_else(|| format!("a: {:?}", routes(&a)))
+    });
+    wait_for("c's link series to leave b's /metrics", DEADLINE, POLL, || {
+        let body = scrape_b().ok_or("no /metrics")?;
+        let stale: Vec<&str> = body
+            .lines()
+            .filter(|line| line.starts_with("x0_agent_link_") && line.contains("peer_node=\"c\""))
+            .collect();
+        let kept = body.contains("x0_agent_link_cost{peer_node=\"a\"}");
+        (stale.is_empty() && kept)
+            .then_some(())
+            .ok_or_else(|| format!("stale: {stale:?}, a's kept: {kept}"))
     });
     for agent in &mut agents[..2] {
         assert!(
@@ -80,7 +154,7 @@ fn three_agents_in_a_line_route_and_ping_across_two_hops() {
 #[test]
 fn a_classical_peer_and_an_unendorsed_key_get_no_session_and_are_counted() {
     const TEST: u8 = 2;
-    let scratch = Scratch::new("refusals");
+    let scratch = scratch("refusals");
     let authority = scratch.authority("authority");
     let other_authority = scratch.authority("other-authority");
     let strict = scratch.config("refusals", true);
@@ -89,20 +163,15 @@ fn a_classical_peer_and_an_unendorsed_key_get_no_session_and_are_counted() {
     let classical = scratch.node(&authority, "refusals", "classical");
     let stranger = scratch.node(&other_authority, "refusals", "stranger");
     let hybrid = scratch.node(&authority, "refusals", "hybrid");
-    let listen: Vec<String> = (0..4).map(|i| loopback(TEST, i)).collect();
-    let endpoint = |i: usize| format!("{}:7946", listen[i]);
+    let endpoint = |i: usize| loopback_sessions(TEST, i).to_string();
     let start = |i: usize, node, config, peers: Vec<String>, extra: Vec<&'static str>| {
-        Agent::start(&AgentSpec {
-            node,
-            config,
-            listen: &listen[i],
-            metrics: loopback_metrics(TEST, i),
-            advertise: None,
-            peers,
-            extra,
-            netns: None,
-            log_dir: &scratch.dir,
-        })
+        scratch
+            .agent(node, config)
+            .listen(loopback_sessions(TEST, i))
+            .metrics(loopback_metrics(TEST, i))
+            .peers(peers)
+            .args(extra)
+            .start()
     };
     // The strict agent dials both offenders and both dial it.
     let pq_agent = start(0, &pq, &strict, vec![endpoint(1), endpoint(2)], vec![]);
@@ -188,23 +257,16 @@ async fn garbage_from_an_authenticated_peer_is_counted_and_never_crashes_the_age
     use x0tta6bl4_session::tls::{self, KeyExchangePolicy, TlsKey};
 
     const TEST: u8 = 3;
-    let scratch = Scratch::new("garbage");
+    let scratch = scratch("garbage");
     let authority = scratch.authority("authority");
     let config = scratch.config("garbage", true);
     let victim = scratch.node(&authority, "garbage", "victim");
     let rogue = scratch.node(&authority, "garbage", "rogue");
-    let listen = loopback(TEST, 0);
-    let agent = Agent::start(&AgentSpec {
-        node: &victim,
-        config: &config,
-        listen: &listen,
-        metrics: loopback_metrics(TEST, 0),
-        advertise: None,
-        peers: Vec::new(),
-        extra: Vec::new(),
-        netns: None,
-        log_dir: &scratch.dir,
-    });
+    let agent = scratch
+        .agent(&victim, &config)
+        .listen(loopback_sessions(TEST, 0))
+        .metrics(loopback_metrics(TEST, 0))
+        .start();
     let probe = agent.metrics;
     tokio::task::spawn_blocking(move || {
         wait_for("the victim to run", DEADLINE, POLL, || {
@@ -226,9 +288,7 @@ async fn garbage_from_an_authenticated_peer_is_counted_and_never_crashes_the_age
         )
         .unwrap(),
     };
-    let tcp = tokio::net::TcpStream::connect(format!("{listen}:7946"))
-        .await
-        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(agent.listen).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(
         tls::client_config(&TlsKey::generate().unwrap(), KeyExchangePolicy::PostQuantumOnly).unwrap(),
     );

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Scratch, counter, ping, routes, start_on_loopback, wait_for};
+use common::{TestConfig, counter, ping, routes, scratch, start_on_loopback, wait_for};
 use serde_json::Value;
 
 /// This file's number in the loopback addresses.
@@ -42,9 +42,9 @@ fn quarantined(status: &Value) -> Vec<(String, bool, String)> {
 
 #[test]
 fn a_peer_lying_about_its_link_cost_is_detected_quarantined_and_routed_around() {
-    let scratch = Scratch::new("healing");
+    let scratch = scratch("healing");
     let authority = scratch.authority("authority");
-    let config = scratch.config_with("healing", true, true);
+    let config = scratch.write_config(&TestConfig::new("healing").self_healing(true));
     let names = ["a", "b", "c", "d"];
     let nodes: Vec<_> = names
         .iter()
@@ -54,7 +54,7 @@ fn a_peer_lying_about_its_link_cost_is_detected_quarantined_and_routed_around() 
     let peers: [&[usize]; 4] = [&[1, 2], &[3], &[3], &[]];
     let agents = start_on_loopback(&scratch, TEST, &nodes, &config, &peers, |i| {
         if i == 2 {
-            vec!["--test-misreport-link-cost", "1"]
+            vec!["--test-fault", "falseMetric=1"]
         } else {
             Vec::new()
         }
@@ -93,10 +93,16 @@ fn a_peer_lying_about_its_link_cost_is_detected_quarantined_and_routed_around() 
         .into_iter()
         .find(|(name, _, _)| name == "c")
         .unwrap();
-    assert!(
-        reason.contains("claims link cost 1"),
-        "the reason names the lie: {reason}"
-    );
+    // c claims 1% of what it measures, far below what a's own round trips to it cost: "claims
+    // link cost {claimed}, below the {floor} its round trip alone costs (tolerance ...)".
+    let number_after = |marker: &str| -> Option<u32> {
+        let rest = reason.split(marker).nth(1)?;
+        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    let (claimed, floor) = number_after("claims link cost ")
+        .zip(number_after("below the "))
+        .unwrap_or_else(|| panic!("the reason names the lie: {reason}"));
+    assert!(claimed * 20 < floor, "the reason names the lie: {reason}");
     assert!(counter(&a_status, "x0_agent_healing_findings_total", "kind=contradiction") >= 3.0);
     assert_eq!(
         counter(

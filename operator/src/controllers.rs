@@ -5,15 +5,15 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
-use kube::{Resource, ResourceExt};
 use x0tta6bl4_api::{ChaosExperiment, FLTrainingRound, MeshNetwork, MeshNode};
 use x0tta6bl4_telemetry::Readiness;
 
-use crate::admission_only::{self, Reconciled};
+use crate::chaos;
 use crate::context::{Context, error_policy};
 use crate::mesh;
 use crate::mesh::build::MANAGED_BY;
@@ -31,12 +31,23 @@ pub async fn run(
     // Status writes bump resourceVersion but not generation: filtering on generation keeps our
     // own status patches from triggering another reconcile.
     let (mesh_reader, mesh_writer) = reflector::store();
+    let mesh_metrics = ctx.metrics.clone();
+    let live_meshes = mesh_reader.clone();
     let meshes = watcher(
         Api::<MeshNetwork>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .reflect(mesh_writer)
+    // The store has applied the event: a deleted mesh's series go with it.
+    .inspect(move |_| {
+        let live = live_meshes
+            .state()
+            .iter()
+            .map(|mesh| (mesh.namespace().unwrap_or_default(), mesh.name_any()))
+            .collect();
+        mesh_metrics.forget_deleted_meshes(&live);
+    })
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
     let children =
@@ -79,12 +90,20 @@ pub async fn run(
     // Federated jobs: woken by their own spec changes and by the aggregator's round
     // ConfigMaps (labelled with the job's name), so each round is sealed as it lands.
     let (round_reader, round_writer) = reflector::store();
+    let job_metrics = ctx.metrics.clone();
+    let job_reader = round_reader.clone();
     let rounds = watcher(
         Api::<FLTrainingRound>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .reflect(round_writer)
+    // The store has applied the event (status changes and deletions included): the per-job
+    // gauges follow it.
+    .inspect(move |_| {
+        let all = job_reader.state();
+        job_metrics.record_fl_jobs(all.iter().map(|job| job.as_ref()));
+    })
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
     let round_future = Controller::for_stream(rounds, round_reader.clone())
@@ -100,7 +119,48 @@ pub async fn run(
         .graceful_shutdown_on(shutdown.clone())
         .run(crate::flround::reconcile::reconcile, error_policy, ctx.clone())
         .for_each(log_outcome);
-    let (chaos_future, chaos_reader) = validated_controller::<ChaosExperiment>(ctx.clone(), shutdown.clone());
+
+    // Chaos experiments: woken by their own spec changes, by the reports of their mesh's
+    // agents (MeshNode changes: measurement, liveness) and by their MeshNetwork (the kill
+    // switch, convergence). Experiments with nothing left to do are not woken by either.
+    let (chaos_reader, chaos_writer) = reflector::store();
+    let phase_metrics = ctx.metrics.clone();
+    let phase_reader = chaos_reader.clone();
+    let experiments = watcher(
+        Api::<ChaosExperiment>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(chaos_writer)
+    // The store has applied the event by now: recount the phases (deletions included).
+    .inspect(move |_| {
+        let all = phase_reader.state();
+        phase_metrics.count_chaos_phases(all.iter().map(|e| e.as_ref()));
+    })
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let by_node = chaos_reader.clone();
+    let by_mesh = chaos_reader.clone();
+    let chaos_future = Controller::for_stream(experiments, chaos_reader.clone())
+        .watches(
+            Api::<MeshNode>::all(client.clone()),
+            watcher::Config::default(),
+            move |node: MeshNode| {
+                let namespace = node.namespace().unwrap_or_default();
+                experiments_on(&by_node, &namespace, &node.spec.mesh_name)
+            },
+        )
+        .watches(
+            Api::<MeshNetwork>::all(client.clone()),
+            watcher::Config::default(),
+            move |mesh: MeshNetwork| {
+                let namespace = mesh.namespace().unwrap_or_default();
+                experiments_on(&by_mesh, &namespace, &mesh.name_any())
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(chaos::reconcile::reconcile, error_policy, ctx.clone())
+        .for_each(log_outcome);
 
     let ready = async move {
         mesh_reader.wait_until_ready().await.ok();
@@ -121,25 +181,28 @@ pub async fn run(
 
 type Shutdown = futures::future::Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>>;
 
-/// A controller for a kind that, in this release, is validated and reported on only.
-fn validated_controller<K>(
-    ctx: Arc<Context>,
-    shutdown: Shutdown,
-) -> (impl Future<Output = ()>, reflector::Store<K>)
-where
-    K: Reconciled + Resource<DynamicType = ()>,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(Api::<K>::all(ctx.client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
-    let future = Controller::for_stream(stream, reader.clone())
-        .graceful_shutdown_on(shutdown)
-        .run(admission_only::reconcile::<K>, error_policy, ctx)
-        .for_each(log_outcome);
-    (future, reader)
+/// The experiments of `namespace` on mesh `mesh` that still have something to do, from the
+/// controller's cache.
+fn experiments_on(
+    store: &reflector::Store<ChaosExperiment>,
+    namespace: &str,
+    mesh: &str,
+) -> Vec<ObjectRef<ChaosExperiment>> {
+    store
+        .state()
+        .iter()
+        .filter(|experiment| experiment.namespace().as_deref() == Some(namespace))
+        .filter(|experiment| {
+            experiment
+                .spec
+                .target
+                .mesh_ref
+                .as_ref()
+                .is_some_and(|r| r.name == mesh)
+        })
+        .filter(|experiment| !chaos::plan::is_settled(experiment))
+        .map(|experiment| ObjectRef::from_obj(experiment.as_ref()))
+        .collect()
 }
 
 async fn log_outcome<T: std::fmt::Debug, E: std::fmt::Display>(outcome: Result<T, E>) {

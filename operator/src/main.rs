@@ -35,9 +35,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct GetModelArgs {
-    /// Namespace of the FLTrainingRound.
-    #[arg(long, short = 'n', default_value = "default")]
-    namespace: String,
+    /// Namespace of the FLTrainingRound (default: the kubeconfig context's, as kubectl does).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
     /// Name of the FLTrainingRound.
     name: String,
     /// SHA-256 (hex) of the model wanted; default: the job's current model (status.modelDigest).
@@ -50,9 +50,9 @@ struct GetModelArgs {
 
 #[derive(clap::Args)]
 struct VerifyChainArgs {
-    /// Namespace of the FLTrainingRound.
-    #[arg(long, short = 'n', default_value = "default")]
-    namespace: String,
+    /// Namespace of the FLTrainingRound (default: the kubeconfig context's, as kubectl does).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
     /// Name of the FLTrainingRound.
     name: String,
 }
@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     // One TLS provider for the whole process (the API client and anything else), chosen here
     // rather than inferred from crate features, which other workspace crates can change.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    x0tta6bl4_telemetry::init_logging(args.log_format, "info,kube=warn");
+    x0tta6bl4_telemetry::init_logging(args.log_format, x0tta6bl4_operator::DEFAULT_LOG_FILTER);
     let identity = args
         .identity
         .clone()
@@ -186,7 +186,7 @@ async fn shutdown_signal() {
 
 /// A federated job and its round ConfigMaps, for the commands that read them.
 async fn job_and_rounds(
-    namespace: &str,
+    namespace: Option<&str>,
     name: &str,
 ) -> anyhow::Result<(
     x0tta6bl4_api::FLTrainingRound,
@@ -200,6 +200,8 @@ async fn job_and_rounds(
     let client = kube::Client::try_default()
         .await
         .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster)")?;
+    let namespace = namespace.unwrap_or(client.default_namespace()).to_owned();
+    let namespace = namespace.as_str();
     let job = Api::<FLTrainingRound>::namespaced(client.clone(), namespace)
         .get(name)
         .await
@@ -216,7 +218,7 @@ async fn verify_chain(args: VerifyChainArgs) -> anyhow::Result<()> {
     use x0tta6bl4_api::fl_protocol::SEALED_KEY;
     use x0tta6bl4_api::fl_record::{GENESIS, RoundRecord, verify_chain};
 
-    let (job, maps) = job_and_rounds(&args.namespace, &args.name).await?;
+    let (job, maps) = job_and_rounds(args.namespace.as_deref(), &args.name).await?;
     let mut records = Vec::new();
     for map in maps {
         let name = map.metadata.name.clone().unwrap_or_default();
@@ -244,7 +246,7 @@ async fn get_model(args: GetModelArgs) -> anyhow::Result<()> {
     use x0tta6bl4_api::fl_record::RoundRecord;
     use x0tta6bl4_crypto::model_digest::{model_digest, params_from_le_bytes};
 
-    let (job, maps) = job_and_rounds(&args.namespace, &args.name).await?;
+    let (job, maps) = job_and_rounds(args.namespace.as_deref(), &args.name).await?;
     let wanted = match args.digest {
         Some(digest) => digest.to_ascii_lowercase(),
         None => job.status.map(|s| s.model_digest).unwrap_or_default(),

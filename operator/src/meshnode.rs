@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
+use x0tta6bl4_api::mesh_node::EndorsementStatus;
 use x0tta6bl4_api::{MeshNetwork, MeshNode};
 use x0tta6bl4_crypto::VerifyingKey;
 use x0tta6bl4_crypto::endorsement::Endorsement;
@@ -152,11 +153,12 @@ pub async fn reconcile(node: Arc<MeshNode>, ctx: Arc<Context>) -> Result<Action>
             let until = k8s_openapi::jiff::Timestamp::from_second(not_after as i64)
                 .map(|t| t.to_string())
                 .unwrap_or_default();
-            let body = serde_json::json!({
-                "apiVersion": MeshNode::api_version(&()),
-                "kind": KIND,
-                "status": {"endorsement": encoded, "endorsedEpoch": epoch, "endorsedUntil": until},
-            });
+            let body = EndorsementStatus {
+                endorsement: encoded,
+                endorsed_epoch: i64::from(epoch),
+                endorsed_until: until,
+            }
+            .apply_patch();
             Api::<MeshNode>::namespaced(ctx.client.clone(), &namespace)
                 .patch_status(
                     &node.name_any(),
@@ -201,12 +203,13 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{self, MockApi};
     use x0tta6bl4_crypto::SigningKey;
 
     const DAY: Duration = Duration::from_secs(86_400);
 
     fn mk_node(public_key: &str, epoch: i64, endorsement: Option<&Endorsement>) -> MeshNode {
-        let mut node: MeshNode = serde_yaml::from_str(&format!(
+        let mut node: MeshNode = serde_norway::from_str(&format!(
             "apiVersion: x0tta6bl4.io/v1alpha1\nkind: MeshNode\nmetadata: {{name: demo-n1, namespace: ns}}\n\
              spec: {{meshName: demo, nodeName: n1, publicKey: '{public_key}', keyEpoch: {epoch}}}"
         ))
@@ -272,5 +275,129 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(decide(&mk_node("", 0, None), "td", "ns", DAY, 0), Decision::NoKey);
+    }
+
+    /// Serves the mesh "demo" of namespace "ns" (when `mesh` is true), its authority and the
+    /// record `node`.
+    fn mock_api(node: &MeshNode, mesh: bool, authority: &SigningKey) -> (kube::Client, MockApi) {
+        let mesh = mesh.then(|| {
+            serde_json::json!({"apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNetwork",
+                "metadata": {"name": "demo", "namespace": "ns", "uid": "mesh-uid"}, "spec": {}})
+        });
+        let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "demo-mesh-authority", "namespace": "ns"},
+        "data": {
+            "authority.pub": STANDARD.encode(authority.verifying_key().as_bytes()),
+            "authority.key": STANDARD.encode(authority.secret_bytes()),
+        }});
+        let mut routes = vec![
+            ("/api/v1/namespaces/ns/secrets/demo-mesh-authority", secret),
+            (
+                "/apis/x0tta6bl4.io/v1alpha1/namespaces/ns/meshnodes/demo-n1/status",
+                serde_json::to_value(node).unwrap(),
+            ),
+        ];
+        routes.extend(mesh.map(|mesh| {
+            (
+                "/apis/x0tta6bl4.io/v1alpha1/namespaces/ns/meshnetworks/demo",
+                mesh,
+            )
+        }));
+        MockApi::serve_suffixes(routes)
+    }
+
+    /// A record of node n1 with its key, endorsed (when `endorsed`) from now for `validity`.
+    fn mk_record(authority: &SigningKey, endorsed: bool, validity: Duration) -> MeshNode {
+        let key = SigningKey::generate().unwrap();
+        let endorsement = endorsed.then(|| {
+            let now = unix_now();
+            let spiffe = spiffe_id("x0tta6bl4.local", "ns", "demo", "n1");
+            Endorsement::issue(
+                authority,
+                &spiffe,
+                1,
+                key.verifying_key(),
+                now - SKEW,
+                now + validity.as_secs(),
+            )
+            .unwrap()
+        });
+        mk_node(
+            &STANDARD.encode(key.verifying_key().as_bytes()),
+            1,
+            endorsement.as_ref(),
+        )
+    }
+
+    fn default_validity() -> Duration {
+        let mesh: MeshNetwork = serde_norway::from_str(
+            "apiVersion: x0tta6bl4.io/v1alpha1\nkind: MeshNetwork\nmetadata: {name: demo}\nspec: {}",
+        )
+        .unwrap();
+        assert_eq!(mesh.spec.identity.trust_domain, "x0tta6bl4.local");
+        endorsement_validity(&mesh).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_endorsed_record_is_read_against_its_mesh_and_never_written() {
+        let authority = SigningKey::generate().unwrap();
+        let validity = default_validity();
+        let node = mk_record(&authority, true, validity);
+        let (client, api) = mock_api(&node, true, &authority);
+        let action = reconcile(Arc::new(node), testing::context(client))
+            .await
+            .expect("reconcile succeeds");
+        // Looked at again when half the endorsement has run out (the clock may have ticked).
+        let half = validity / 2;
+        assert!(
+            (0..3).any(|late| action == Action::requeue(half - Duration::from_secs(late))),
+            "{action:?}"
+        );
+        assert_eq!(api.write_lines(), Vec::<String>::new());
+        assert_eq!(
+            api.read_lines(),
+            ["GET /apis/x0tta6bl4.io/v1alpha1/namespaces/ns/meshnetworks/demo"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_without_a_key_or_without_its_mesh_is_read_and_left_alone() {
+        let authority = SigningKey::generate().unwrap();
+        let no_key = mk_node("", 0, None);
+        let orphan = mk_record(&authority, false, default_validity());
+        for (node, mesh) in [(no_key, true), (orphan, false)] {
+            let (client, api) = mock_api(&node, mesh, &authority);
+            let action = reconcile(Arc::new(node), testing::context(client))
+                .await
+                .expect("reconcile succeeds");
+            assert_eq!(action, Action::await_change());
+            assert_eq!(api.write_lines(), Vec::<String>::new());
+            assert_eq!(
+                api.read_lines(),
+                ["GET /apis/x0tta6bl4.io/v1alpha1/namespaces/ns/meshnetworks/demo"]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_key_is_endorsed_with_one_status_write() {
+        let authority = SigningKey::generate().unwrap();
+        let node = mk_record(&authority, false, default_validity());
+        let (client, api) = mock_api(&node, true, &authority);
+        reconcile(Arc::new(node), testing::context(client))
+            .await
+            .expect("reconcile succeeds");
+        assert_eq!(
+            api.write_lines(),
+            ["PATCH /apis/x0tta6bl4.io/v1alpha1/namespaces/ns/meshnodes/demo-n1/status"]
+        );
+        let written = &api.writes()[0].body["status"];
+        let endorsement = STANDARD.decode(written["endorsement"].as_str().unwrap()).unwrap();
+        let endorsement = Endorsement::decode(&endorsement).unwrap();
+        assert_eq!(
+            endorsement.spiffe_id,
+            "spiffe://x0tta6bl4.local/ns/ns/mesh/demo/node/n1"
+        );
+        assert_eq!(written["endorsedEpoch"], 1);
     }
 }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
 use crate::condition::Condition;
 use crate::duration::{self, DURATION_PATTERN};
 use crate::{FieldError, LocalObjectRef, labels};
@@ -24,12 +26,31 @@ use crate::{FieldError, LocalObjectRef, labels};
     printcolumn(name = "Action", type_ = "string", json_path = ".spec.action.type"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
-        name = "Recovery",
+        name = "Detect",
+        type_ = "string",
+        json_path = ".status.timeToDetect",
+        description = "Time from injection until an untargeted agent noticed the fault"
+    ),
+    printcolumn(
+        name = "Recover",
         type_ = "string",
         json_path = ".status.timeToRecover",
-        description = "Time from injection to recovery"
+        description = "Time from injection until every pair of untargeted agents had a route avoiding the targets"
     ),
     printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict"),
+    printcolumn(
+        name = "Targets",
+        type_ = "string",
+        json_path = ".status.targets",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Reverted",
+        type_ = "string",
+        json_path = ".status.revertCause",
+        description = "Why the fault was last reverted",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -49,6 +70,85 @@ pub struct ChaosExperimentSpec {
     /// Select targets and report what would be injected, without injecting anything.
     #[serde(default)]
     pub dry_run: bool,
+    /// What the mesh must achieve for the verdict Passed. With none set, the experiment passes
+    /// when every live, untargeted agent can reach every other one again before the fault ends.
+    #[serde(default)]
+    pub expectations: Expectations,
+    /// Bounds that, crossed while the fault is injected, revert it at once (verdict Failed,
+    /// reason Aborted).
+    #[serde(default)]
+    pub abort: AbortGuards,
+    /// Limits checked before anything is injected; an experiment beyond them is refused
+    /// (reason BlastRadiusExceeded).
+    #[serde(default)]
+    pub blast_radius: BlastRadius,
+}
+
+/// What the mesh must achieve while the fault is injected.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Expectations {
+    /// Longest acceptable time from injection until an untargeted agent notices the fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub max_time_to_detect: Option<String>,
+    /// Longest acceptable time from injection until every pair of live, untargeted agents has
+    /// a route that avoids the targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub max_time_to_recover: Option<String>,
+    /// Lowest acceptable share of pairs of untargeted agents that can reach each other when
+    /// the fault ends, in percent (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_reachable_percent: Option<i32>,
+}
+
+/// Abort guards, checked at every report of the agents while the fault is injected.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortGuards {
+    /// Revert at once when fewer than this share of pairs of untargeted agents can reach each
+    /// other, in percent, once recoverAfter has passed since injection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_reachable_percent: Option<i32>,
+    /// Grace time after injection before minReachablePercent applies, so that the routes can
+    /// move first (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub recover_after: Option<String>,
+    /// Revert at once when more than this many untargeted agents stop reporting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub max_silent_agents: Option<i32>,
+}
+
+/// Blast-radius limits.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlastRadius {
+    /// Largest share of the mesh's agents the experiment may target, in percent.
+    #[serde(default = "default_max_target_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_target_percent: i32,
+    /// Allow an experiment that would split the untargeted agents into parts that cannot reach
+    /// each other (a target that is a cut vertex of the mesh's links).
+    #[serde(default)]
+    pub allow_disconnect: bool,
+}
+
+impl Default for BlastRadius {
+    fn default() -> Self {
+        Self {
+            max_target_percent: default_max_target_percent(),
+            allow_disconnect: false,
+        }
+    }
+}
+
+fn default_max_target_percent() -> i32 {
+    50
 }
 
 fn default_duration() -> String {
@@ -124,6 +224,32 @@ pub struct ActionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
     pub metric_percent: Option<i32>,
+    /// For nodeKill: a cascading failure (with target.mode one). The first step kills the
+    /// target; each later step,
+    /// `interval` after the previous one, kills a live neighbour of the node killed before it
+    /// (the node that inherits its traffic), so a failure spreads along the mesh's links.
+    /// Every node of the chain is chosen before the first kill, so the blast-radius checks
+    /// cover the whole cascade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<CascadeSpec>,
+}
+
+/// Ordered kills inside one nodeKill experiment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CascadeSpec {
+    /// Number of kills in the chain, the first included (2 to 10).
+    #[schemars(range(min = 2, max = 10))]
+    pub steps: i32,
+    /// Time between two kills (1s to 10m).
+    #[serde(default = "default_cascade_interval")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('10m')").message("must be between 1s and 10m"))]
+    pub interval: String,
+}
+
+fn default_cascade_interval() -> String {
+    "10s".into()
 }
 
 fn default_direction() -> Direction {
@@ -147,12 +273,45 @@ pub enum ActionType {
     KemDowngrade,
 }
 
+impl ActionType {
+    /// The name as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionType::Partition => "partition",
+            ActionType::Latency => "latency",
+            ActionType::Loss => "loss",
+            ActionType::Corrupt => "corrupt",
+            ActionType::NodeKill => "nodeKill",
+            ActionType::ByzantineUpdate => "byzantineUpdate",
+            ActionType::ForgedBeacon => "forgedBeacon",
+            ActionType::ReplayedBeacon => "replayedBeacon",
+            ActionType::FalseMetric => "falseMetric",
+            ActionType::KeyExpiry => "keyExpiry",
+            ActionType::KemDowngrade => "kemDowngrade",
+        }
+    }
+
+    /// The faults carried out on a mesh's links by the agents' fault entries.
+    pub fn is_link_fault(self) -> bool {
+        matches!(
+            self,
+            ActionType::Partition | ActionType::Latency | ActionType::Loss | ActionType::Corrupt
+        )
+    }
+
+    /// Link faults and node faults: what this release injects.
+    pub fn is_network_or_node_fault(self) -> bool {
+        self.is_link_fault() || self == ActionType::NodeKill
+    }
+}
+
 /// Traffic direction, seen from a chosen node.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum Direction {
     To,
     From,
+    #[default]
     Both,
 }
 
@@ -214,15 +373,220 @@ pub struct ChaosExperimentStatus {
     /// Nodes the fault was (or, in a dry run, would be) injected into.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
-    /// Time from injection until the mesh noticed the fault.
+    /// Per agent, the fault entries it installs while the window is open: the contract between
+    /// operator and agents. Agents apply only the entries of their own node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assignments: Vec<NodeAssignment>,
+    /// When the current injection window opened (absent before injection and while suspended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injected_at: Option<MicroTime>,
+    /// When the current injection window closes; agents give every entry this expiry in the
+    /// kernel, so the fault ends on time with the operator and the agent both dead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<MicroTime>,
+    /// Injection time still owed after a suspension (a duration); resuming opens a window this long.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub remaining: String,
+    /// Total time the fault has been injected so far, over every window.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub injected_for: String,
+    /// When the fault was last reverted, and why: duration, delete, suspend, abort or killSwitch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_at: Option<MicroTime>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revert_cause: String,
+    /// Time from injection until the first untargeted agent noticed the fault, by the agents' clocks.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub time_to_detect: String,
-    /// Time from injection until the mesh was healthy again.
+    /// The agent that noticed first, and what it saw.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detected_by: String,
+    /// Time from injection until every pair of live, untargeted agents had a route avoiding the
+    /// targets, by the agents' clocks.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub time_to_recover: String,
+    /// Time from the revert until the mesh was converged again on routes through every agent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub time_to_restore: String,
+    /// How far apart the clocks behind timeToDetect and timeToRecover can be: the most the
+    /// clock of the target whose entries went in first can differ from the clock of any
+    /// untargeted agent, from the bounds the agents estimate from their neighbours' hellos
+    /// (summed along the tightest path). Each figure is exact to within it. Absent for nodeKill,
+    /// whose figures start at the operator's clock.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub clock_skew_bound: String,
+    /// Share of pairs of untargeted agents that could reach each other at the last report, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable_percent: Option<i32>,
+    /// nodeKill: each kill of the experiment (one per target; a cascade's in order), when it
+    /// was made and what the mesh did about it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kills: Vec<KillStep>,
     /// Passed, Failed or Inconclusive.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub verdict: String,
+    /// Why the verdict is what it is: the expectation that failed with the measured value, the
+    /// guard that aborted, or what was missing.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub verdict_message: String,
+}
+
+/// One kill of a nodeKill experiment.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KillStep {
+    /// Position in the cascade, from 1.
+    pub step: i32,
+    /// The node whose agent is killed.
+    pub node: String,
+    /// When the kill is due (injection + (step - 1) × cascade interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<MicroTime>,
+    /// When the operator killed it (recorded before the pod is deleted, so a restarted operator
+    /// never kills twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed_at: Option<MicroTime>,
+    /// The pod deleted (empty when there was none to delete: see note).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod: String,
+    /// Why the kill could not be made, if it could not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    /// Time from the kill until an untargeted agent noticed this node gone.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub time_to_detect: String,
+    /// Who noticed first, and what it saw.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detected_by: String,
+    /// Time from the kill until every pair of live, untargeted agents had a route avoiding the
+    /// nodes killed so far.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub time_to_recover: String,
+}
+
+/// The fault entries one agent installs.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAssignment {
+    /// The node whose agent installs these entries.
+    pub node: String,
+    /// One entry per peer whose mesh traffic the fault touches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<FaultEntry>,
+}
+
+/// One fault on the mesh traffic between an agent and one peer.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultEntry {
+    /// The peer's node name.
+    pub peer: String,
+    /// The peer's address, as its MeshNode record publishes it.
+    pub address: String,
+    /// Which direction of the traffic with this peer is touched: to, from or both.
+    pub direction: Direction,
+    /// Drop every packet (partition).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partition: bool,
+    /// Share of packets dropped, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_percent: Option<i32>,
+    /// Share of packets corrupted, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt_percent: Option<i32>,
+    /// Delay added to every frame sent to the peer, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_millis: Option<i64>,
+    /// Random variation of the delay, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_millis: Option<i64>,
+}
+
+/// When an agent first saw one target fail, and how.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetDetection {
+    pub node: String,
+    pub at: Option<MicroTime>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub what: String,
+}
+
+/// One experiment as an agent carries it out, in its MeshNode status.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentChaosReport {
+    /// The experiment's name.
+    pub experiment: String,
+    /// The experiment's UID, so a recreated experiment of the same name is told apart.
+    pub uid: String,
+    /// Whether this agent is one of the targets.
+    #[serde(default)]
+    pub target: bool,
+    /// Entries installed now.
+    #[serde(default)]
+    pub active_entries: i32,
+    /// How the entries are applied: ebpf (the tc classifiers, with the deadline as kernel
+    /// expiry) or sendPath (frames held back in the agent before they are sent: latency).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mechanism: String,
+    /// Why entries could not be installed (for example the eBPF datapath is unavailable).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub refused: String,
+    /// When this agent installed the entries (its clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<MicroTime>,
+    /// When it removed them, and why: deadline, deleted, suspended, killSwitch, aborted, or
+    /// kernelExpiry (gone before the agent removed them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_at: Option<MicroTime>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revert_cause: String,
+    /// The first time, after the window opened, this agent saw a target fail (neighbour lost,
+    /// route moved off or withdrawn from a target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<MicroTime>,
+    /// What it saw then.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detection: String,
+    /// The first time, after the window opened, this agent saw each target fail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detections: Vec<TargetDetection>,
+    /// Since when this agent's routes have reached every untargeted agent through untargeted
+    /// next hops (absent while they do not). Together over all untargeted agents this means
+    /// every pair of them has a path avoiding the targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avoiding_since: Option<MicroTime>,
+    /// The faulty nodes that avoidingSince and reachable account for (for nodeKill, the nodes
+    /// killed so far as this agent has seen them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faulty: Vec<String>,
+    /// Untargeted agents this agent has a route to through an untargeted next hop.
+    #[serde(default)]
+    pub reachable: i32,
+    /// Untargeted agents other than this one.
+    #[serde(default)]
+    pub peers: i32,
+}
+
+/// Phases of an experiment.
+pub mod phase {
+    pub const PENDING: &str = "Pending";
+    pub const INJECTING: &str = "Injecting";
+    pub const RECOVERING: &str = "Recovering";
+    pub const COMPLETED: &str = "Completed";
+    pub const FAILED: &str = "Failed";
+    pub const SUSPENDED: &str = "Suspended";
+}
+
+/// Why a fault was reverted, in the status and the metrics' `cause` label.
+pub mod revert_cause {
+    pub const DURATION: &str = "duration";
+    pub const DELETE: &str = "delete";
+    pub const SUSPEND: &str = "suspend";
+    pub const ABORT: &str = "abort";
+    pub const KILL_SWITCH: &str = "killSwitch";
+    pub const KERNEL_EXPIRY: &str = "kernelExpiry";
 }
 
 impl ChaosExperimentSpec {
@@ -255,6 +619,47 @@ impl ChaosExperimentSpec {
                 }
             }
         }
+        for (field, value) in [
+            (
+                "spec.expectations.maxTimeToDetect",
+                &self.expectations.max_time_to_detect,
+            ),
+            (
+                "spec.expectations.maxTimeToRecover",
+                &self.expectations.max_time_to_recover,
+            ),
+            ("spec.abort.recoverAfter", &self.abort.recover_after),
+        ] {
+            if let Some(Err(why)) = value.as_deref().map(duration::parse) {
+                errors.push(FieldError::new(field, why.to_string()));
+            }
+        }
+        if self.target.round_ref.is_some() && self.action.type_.is_network_or_node_fault() {
+            errors.push(FieldError::new(
+                "spec.target.roundRef",
+                format!(
+                    "{} acts on a mesh: set spec.target.meshRef",
+                    self.action.type_.as_str()
+                ),
+            ));
+        }
+        if let Some(cascade) = &self.action.cascade {
+            if self.action.type_ != ActionType::NodeKill {
+                errors.push(FieldError::new(
+                    "spec.action.cascade",
+                    "a cascade is a chain of kills: only for type nodeKill",
+                ));
+            }
+            if self.target.mode != TargetMode::One {
+                errors.push(FieldError::new(
+                    "spec.target.mode",
+                    "a cascade starts from one node: mode must be one",
+                ));
+            }
+            if let Err(why) = duration::parse(&cascade.interval) {
+                errors.push(FieldError::new("spec.action.cascade.interval", why.to_string()));
+            }
+        }
         if self.target.mode == TargetMode::Fixed && self.target.value.is_none() {
             errors.push(FieldError::new("spec.target.value", "mode fixed needs a value"));
         }
@@ -268,7 +673,7 @@ mod tests {
 
     #[test]
     fn a_loss_experiment_on_a_mesh_is_valid() {
-        let s: ChaosExperimentSpec = serde_yaml::from_str(
+        let s: ChaosExperimentSpec = serde_norway::from_str(
             "target: {meshRef: {name: demo}, mode: fixedPercent, value: 50}\naction: {type: loss, probabilityPercent: 30}",
         )
         .unwrap();
@@ -279,7 +684,7 @@ mod tests {
 
     #[test]
     fn jitter_larger_than_delay_is_refused_with_its_field() {
-        let s: ChaosExperimentSpec = serde_yaml::from_str(
+        let s: ChaosExperimentSpec = serde_norway::from_str(
             "target: {meshRef: {name: demo}}\naction: {type: latency, latency: {delay: 10ms, jitter: 20ms}}",
         )
         .unwrap();

@@ -159,3 +159,39 @@ mod tests {
         }
     }
 }
+
+/// Serde for a duration kept as its Go-style text (`100ms`, `1h0m0s`) in a file, parsed once
+/// when the file is read: `#[serde(with = "duration::text")]`.
+pub mod text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// As [`text`], refusing a zero duration (an interval or a timeout).
+pub mod positive {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        super::text::serialize(value, serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let value = super::text::deserialize(deserializer)?;
+        if value.is_zero() {
+            return Err(serde::de::Error::custom("must be a positive duration"));
+        }
+        Ok(value)
+    }
+}

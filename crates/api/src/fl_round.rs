@@ -485,7 +485,7 @@ mod tests {
 
     #[test]
     fn a_minimal_round_gets_defaults() {
-        let s: FLTrainingRoundSpec = serde_yaml::from_str(
+        let s: FLTrainingRoundSpec = serde_norway::from_str(
             "meshRef: {name: demo}\nmodel: {kind: logisticRegression, inputDim: 4, classes: 3}",
         )
         .unwrap();
@@ -497,7 +497,7 @@ mod tests {
 
     #[test]
     fn a_model_that_does_not_fit_its_dataset_or_a_config_map_names_its_field() {
-        let s: FLTrainingRoundSpec = serde_yaml::from_str(
+        let s: FLTrainingRoundSpec = serde_norway::from_str(
             "meshRef: {name: demo}\nmodel: {kind: logisticRegression, inputDim: 64, classes: 3, dataset: iris}",
         )
         .unwrap();
@@ -507,7 +507,7 @@ mod tests {
             errors[0].message,
             "the iris dataset has 4 features per example, inputDim is 64"
         );
-        let s: FLTrainingRoundSpec = serde_yaml::from_str(
+        let s: FLTrainingRoundSpec = serde_norway::from_str(
             "meshRef: {name: demo}\nmodel: {kind: mlp, inputDim: 64, hiddenDim: 4096, classes: 10, dataset: digits}",
         )
         .unwrap();
@@ -520,7 +520,7 @@ mod tests {
             "{}",
             errors[0].message
         );
-        let telemetry: FLTrainingRoundSpec = serde_yaml::from_str(
+        let telemetry: FLTrainingRoundSpec = serde_norway::from_str(
             "meshRef: {name: demo}\nmodel: {kind: logisticRegression, inputDim: 20, classes: 2, dataset: linkTelemetry}",
         )
         .unwrap();
@@ -529,7 +529,7 @@ mod tests {
 
     #[test]
     fn a_bad_learning_rate_names_its_field() {
-        let s: FLTrainingRoundSpec = serde_yaml::from_str(
+        let s: FLTrainingRoundSpec = serde_norway::from_str(
             "meshRef: {name: demo}\nmodel: {kind: mlp, inputDim: 4, hiddenDim: 8}\nlearningRate: '0'",
         )
         .unwrap();

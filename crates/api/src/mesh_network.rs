@@ -82,6 +82,10 @@ pub struct MeshNetworkSpec {
     /// Thresholds of the monitor-analyze-plan-execute loop that heals the mesh.
     #[serde(default)]
     pub self_healing: SelfHealingSpec,
+
+    /// Chaos experiments on this mesh.
+    #[serde(default)]
+    pub chaos: ChaosSpec,
 }
 
 /// The node agent that runs on every selected node (a DaemonSet on the host network).
@@ -438,6 +442,17 @@ fn default_ebpf_mode() -> EbpfMode {
     EbpfMode::Tc
 }
 
+/// Chaos experiments on this mesh.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChaosSpec {
+    /// Kill switch: while true, every agent removes the fault entries of every experiment on
+    /// this mesh at once (without waiting for the operator) and no experiment injects; they
+    /// wait as Pending and resume with the rest of their window when it is false again.
+    #[serde(default)]
+    pub paused: bool,
+}
+
 /// Thresholds of the self-healing loop.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -750,7 +765,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> MeshNetworkSpec {
-        serde_yaml::from_str(yaml).expect("fixture parses")
+        serde_norway::from_str(yaml).expect("fixture parses")
     }
 
     #[test]

@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
 
+/// Label naming the mesh on every child of a MeshNetwork and on its MeshNode records (the
+/// agent sets it on its record; the operator selects by it).
+pub const MESH_LABEL: &str = "x0tta6bl4.io/mesh";
+
 /// Identity of one agent in one mesh.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -123,6 +127,13 @@ pub struct MeshNodeStatus {
     /// Time from the last neighbour death this agent saw until its routes avoided it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub last_reroute_duration: String,
+    /// When this agent's route table last changed (a next hop moved, a route came or went).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_route_change_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime>,
+    /// The chaos experiments this agent takes part in: what it installed and removed, and what
+    /// it saw of the fault.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chaos: Vec<crate::chaos::AgentChaosReport>,
     /// The mesh authority's endorsement of spec.publicKey at spec.keyEpoch (written by the operator).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub endorsement: String,
@@ -165,4 +176,46 @@ pub struct NeighbourStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ebpf_drops: Option<i64>,
+    /// The most this neighbour's clock can differ from this agent's, in microseconds: from the
+    /// neighbour's last hello, stamped by its wall clock, and the link's round-trip time.
+    /// Chaos measurements that subtract times from two nodes are exact to within the sum of
+    /// these bounds along a path between them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub clock_bound_micros: Option<i64>,
+}
+
+/// The body of a server-side apply of a MeshNode's status: the fields `status` sets are the
+/// ones the applying field manager owns afterwards (those it leaves out, it gives up).
+fn status_apply_patch(status: &impl Serialize) -> serde_json::Value {
+    use kube::Resource;
+    serde_json::json!({
+        "apiVersion": MeshNode::api_version(&()),
+        "kind": MeshNode::kind(&()),
+        "status": status,
+    })
+}
+
+impl MeshNodeStatus {
+    /// The body of the agent's server-side apply of this status.
+    pub fn apply_patch(&self) -> serde_json::Value {
+        status_apply_patch(self)
+    }
+}
+
+/// The fields of a MeshNode's status the operator owns: its endorsement of the node key. Applied
+/// on their own, so the operator never claims a field the agent reports.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EndorsementStatus {
+    pub endorsement: String,
+    pub endorsed_epoch: i64,
+    pub endorsed_until: String,
+}
+
+impl EndorsementStatus {
+    /// The body of the operator's server-side apply.
+    pub fn apply_patch(&self) -> serde_json::Value {
+        status_apply_patch(self)
+    }
 }

@@ -3,7 +3,7 @@
 //! trusted only through such an endorsement, never for the address it connects from.
 use std::collections::HashMap;
 
-use crate::{Error, NodeId, Result, SigningContext, SigningKey, VerifyingKey};
+use crate::{Error, NodeId, Result, SigningContext, SigningKey, VerifyingKey, node_id_for};
 
 const MAGIC: &[u8; 5] = b"X0END";
 const VERSION: u8 = 1;
@@ -104,7 +104,7 @@ impl Endorsement {
     }
 
     pub fn node_id(&self) -> NodeId {
-        NodeId::for_identity(&self.spiffe_id)
+        node_id_for(&self.spiffe_id)
     }
 }
 
@@ -303,7 +303,7 @@ mod tests {
     fn an_endorsed_key_verifies_its_node_messages_within_the_window() {
         let (_, node, endorsement, mut store) = setup();
         let id = store.admit(&endorsement, 150).unwrap();
-        assert_eq!(id, NodeId::for_identity(NODE));
+        assert_eq!(id, node_id_for(NODE));
         let signature = node.sign(SigningContext::Originator, b"adv").unwrap();
         assert_eq!(
             store.verify(SigningContext::Originator, &id, 1, b"adv", &signature.0, 150),
@@ -367,7 +367,7 @@ mod tests {
                 .contains("not signed by a mesh authority")
         );
         let signature = node.sign(SigningContext::Originator, b"adv").unwrap();
-        let id = NodeId::for_identity(NODE);
+        let id = node_id_for(NODE);
         assert_eq!(
             store.verify(SigningContext::Originator, &id, 1, b"adv", &signature.0, 150),
             Err(Refusal::UnknownKey)

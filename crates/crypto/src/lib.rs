@@ -14,7 +14,7 @@ pub mod model_digest;
 pub mod node_id;
 
 pub use mldsa::{Signature, SigningContext, SigningKey, VerifyingKey};
-pub use node_id::NodeId;
+pub use node_id::{NodeId, node_id_for};
 
 /// Errors of this crate. Messages never contain key material.
 #[derive(Debug, thiserror::Error)]

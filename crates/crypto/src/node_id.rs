@@ -1,27 +1,26 @@
 //! A node's identifier in the mesh: the SHA-256 of its SPIFFE ID. It stays the same across key
 //! rotations (routes do not churn when a key rolls over); which key speaks for it at each key
-//! epoch is what endorsements establish.
+//! epoch is what endorsements establish. The type itself is the wire's [`NodeId`] (one type
+//! from the frame to the key store); this crate only says how it is derived.
 use sha2::{Digest, Sha256};
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub [u8; 32]);
+pub use x0tta6bl4_wire::NodeId;
 
-impl NodeId {
-    /// The identifier of the node with this SPIFFE ID (`spiffe://<trust domain>/...`).
-    pub fn for_identity(spiffe_id: &str) -> Self {
-        Self(Sha256::digest(spiffe_id.as_bytes()).into())
-    }
+/// The identifier of the node with this SPIFFE ID (`spiffe://<trust domain>/...`).
+pub fn node_id_for(spiffe_id: &str) -> NodeId {
+    NodeId(Sha256::digest(spiffe_id.as_bytes()).into())
 }
 
-impl std::fmt::Display for NodeId {
-    /// The first 8 bytes in hex: enough to tell nodes apart in logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&hex::encode(&self.0[..8]))
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl std::fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "NodeId({self})")
+    #[test]
+    fn a_node_id_is_the_sha256_of_the_spiffe_id() {
+        // `printf %s <id> | sha256sum`
+        assert_eq!(
+            node_id_for("spiffe://x0.local/ns/ns1/mesh/demo/node/node-a").to_string(),
+            "b7e296c6a6e1207163724099afda5f18d4e8722760c2d8cd96927e0a6da24041"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The datapath in the real kernel: programs run with BPF_PROG_TEST_RUN, and attached to veth
 //! pairs between network namespaces this test creates (addresses from 198.18.0.0/15 only).
 //!
-//! Needs root and `X0_NETNS_TESTS=1` (`make ebpf-test`); otherwise each test passes without
-//! running. Every wait polls a condition with a deadline; loops are bounded; namespaces (and
+//! Needs root and `X0_NETNS_TESTS=1` (`make ebpf-test`); a plain `cargo test` lists each test
+//! as ignored, with that reason. Every wait polls a condition with a deadline; loops are bounded; namespaces (and
 //! with them the veths and any filter left on them) are removed on exit, even on failure.
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
@@ -10,13 +10,14 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use x0tta6bl4_datapath::bench::{TC_ACT_OK, TC_ACT_SHOT, TestBed, packets};
 use x0tta6bl4_datapath::{
     Datapath, DatapathConfig, DatapathError, DatapathMaps, Direction, Directions, Fault, PeerTraffic,
     monotonic_now_ns,
 };
+use x0tta6bl4_testsupport::netns::{ip, require_netns};
 
 const BIN: &str = env!("CARGO_BIN_EXE_x0-datapath");
 const MESH_TCP: u16 = 7000;
@@ -24,28 +25,12 @@ const MESH_UDP: u16 = 7001;
 const OTHER_PORT: u16 = 9999;
 const LOCAL: &str = "198.18.0.1";
 
-fn enabled() -> bool {
-    let root = nix::unistd::Uid::effective().is_root();
-    root && std::env::var("X0_NETNS_TESTS").as_deref() == Ok("1")
-}
-
-macro_rules! require_kernel {
-    () => {
-        if !enabled() {
-            eprintln!("skipped: needs root and X0_NETNS_TESTS=1 (run `make ebpf-test`)");
-            return;
-        }
-    };
-}
-
-fn ip(args: &[&str]) {
-    let output = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
+/// These tests are `#[ignore]`d with the reason, so a plain `cargo test` lists them as ignored;
+/// `make ebpf-test` runs them (`--ignored`, as root, with X0_NETNS_TESTS=1). Run any other way
+/// they fail with what is missing rather than pass without running.
+#[track_caller]
+fn require_kernel() {
+    require_netns("make ebpf-test");
 }
 
 fn addr(text: &str) -> IpAddr {
@@ -57,15 +42,11 @@ fn hour_from_now() -> u64 {
 }
 
 /// Polls `condition` every 10 ms until it holds or `timeout` passes.
+#[track_caller]
 fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    x0tta6bl4_testsupport::wait_for(what, timeout, Duration::from_millis(10), || {
+        condition().then_some(()).ok_or_else(|| "not yet".to_owned())
+    });
 }
 
 /// Two namespaces joined by a veth: `here` (198.18.0.1/24 on `x0a`) and `peers` (the given
@@ -169,16 +150,9 @@ impl Pair {
 /// Filters named like ours on `dev` in namespace `ns` (one line per filter), by direction.
 fn our_filters(ns: &str, dev: &str) -> (usize, usize) {
     let count = |direction: &str| {
-        let output = Command::new("ip")
-            .args(["netns", "exec", ns, "tc", "filter", "show", "dev", dev, direction])
-            .output()
-            .expect("run tc");
-        assert!(
-            output.status.success(),
-            "tc: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout)
+        let mut tc = Command::new("ip");
+        tc.args(["netns", "exec", ns, "tc", "filter", "show", "dev", dev, direction]);
+        x0tta6bl4_testsupport::run(&mut tc, "tc")
             .lines()
             .filter(|line| line.contains("x0_mesh_"))
             .count()
@@ -251,8 +225,9 @@ fn attach_here() -> Datapath {
 // ----- programs alone (BPF_PROG_TEST_RUN) -------------------------------------------------------
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn the_programs_count_mesh_packets_per_peer_both_families_and_ignore_other_ports() {
-    require_kernel!();
+    require_kernel();
     let mut bed = TestBed::load(&[MESH_UDP]).expect("load");
     let v4 = packets::frame(
         packets::UDP,
@@ -286,8 +261,9 @@ fn the_programs_count_mesh_packets_per_peer_both_families_and_ignore_other_ports
 }
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn a_partition_verdict_is_shot_and_an_expired_fault_is_ignored_by_the_program() {
-    require_kernel!();
+    require_kernel();
     let mut bed = TestBed::load(&[MESH_UDP]).expect("load");
     let peer = addr("198.18.0.2");
     let to_peer = packets::frame(packets::UDP, addr(LOCAL), 40_000, peer, MESH_UDP, 10);
@@ -319,8 +295,9 @@ fn a_partition_verdict_is_shot_and_an_expired_fault_is_ignored_by_the_program() 
 }
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn corruption_flips_a_payload_bit_and_never_a_header() {
-    require_kernel!();
+    require_kernel();
     let mut bed = TestBed::load(&[MESH_TCP]).expect("load");
     let peer = addr("198.18.0.2");
     bed.maps()
@@ -355,8 +332,9 @@ fn corruption_flips_a_payload_bit_and_never_a_header() {
 // ----- attached, with real traffic ---------------------------------------------------------------
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn counters_equal_the_packets_sent_per_peer_and_direction() {
-    require_kernel!();
+    require_kernel();
     let pair = Pair::create("count", &["198.18.0.2", "198.18.0.3"]);
     let peer2 = udp(&pair.peers, "198.18.0.2", MESH_UDP);
     let peer3 = udp(&pair.peers, "198.18.0.3", MESH_UDP);
@@ -407,8 +385,9 @@ fn counters_equal_the_packets_sent_per_peer_and_direction() {
 }
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn loss_of_thirty_percent_drops_thirty_percent_of_mesh_packets_and_no_other_packet() {
-    require_kernel!();
+    require_kernel();
     const PACKETS: usize = 10_000;
     const BATCH: usize = 250;
     let pair = Pair::create("loss", &["198.18.0.2"]);
@@ -466,8 +445,9 @@ fn loss_of_thirty_percent_drops_thirty_percent_of_mesh_packets_and_no_other_pack
 }
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn a_partition_blocks_only_the_chosen_peers_and_directions() {
-    require_kernel!();
+    require_kernel();
     const EACH: usize = 20;
     let peers = ["198.18.0.2", "198.18.0.3", "198.18.0.4"];
     let pair = Pair::create("part", &peers);
@@ -605,14 +585,17 @@ impl Holder {
             nix::sys::signal::Signal::SIGTERM,
         )
         .expect("SIGTERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "hold did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        x0tta6bl4_testsupport::wait_for(
+            "hold to stop on SIGTERM",
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || {
+                self.child
+                    .try_wait()
+                    .expect("wait")
+                    .ok_or_else(|| "still running".to_owned())
+            },
+        )
     }
 }
 
@@ -624,8 +607,9 @@ impl Drop for Holder {
 }
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn a_fault_stops_applying_at_its_expiry_with_its_loader_killed() {
-    require_kernel!();
+    require_kernel();
     let pair = Pair::create("expiry", &["198.18.0.2"]);
     let peer = udp(&pair.peers, "198.18.0.2", MESH_UDP);
     let here = udp(&pair.here, LOCAL, MESH_UDP);
@@ -677,8 +661,9 @@ fn a_fault_stops_applying_at_its_expiry_with_its_loader_killed() {
 }
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn killing_the_loader_and_starting_another_leaves_exactly_one_set_of_filters() {
-    require_kernel!();
+    require_kernel();
     let pair = Pair::create("restart", &["198.18.0.2"]);
     assert_eq!(pair.our_filters(), (0, 0));
     let first = Holder::start(&pair.here, &[]);
@@ -700,8 +685,9 @@ fn killing_the_loader_and_starting_another_leaves_exactly_one_set_of_filters() {
 }
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn loading_a_broken_object_fails_with_a_clear_error_and_attaches_nothing() {
-    require_kernel!();
+    require_kernel();
     let pair = Pair::create("broken", &["198.18.0.2"]);
     let config = DatapathConfig {
         interfaces: vec!["x0a".to_owned()],
@@ -735,8 +721,9 @@ fn loading_a_broken_object_fails_with_a_clear_error_and_attaches_nothing() {
 }
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn the_interface_of_an_address_is_found() {
-    require_kernel!();
+    require_kernel();
     let pair = Pair::create("ifaddr", &["198.18.0.2"]);
     let found = in_netns(&pair.here, || {
         (
@@ -748,8 +735,9 @@ fn the_interface_of_an_address_is_found() {
 }
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn a_missing_interface_is_named_in_the_error() {
-    require_kernel!();
+    require_kernel();
     let error = Datapath::attach(&DatapathConfig {
         interfaces: vec!["x0-nonexistent".to_owned()],
         ports: vec![MESH_UDP],
@@ -764,8 +752,9 @@ fn a_missing_interface_is_named_in_the_error() {
 // ----- several interfaces -------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn one_datapath_on_two_interfaces_counts_and_faults_the_peers_behind_each() {
-    require_kernel!();
+    require_kernel();
     let pair = Pair::create("two", &["198.18.0.2"]).with_second_link(&["198.18.1.2"]);
     let beyond = pair.beyond.clone().expect("the second link");
     let near = udp(&pair.peers, "198.18.0.2", MESH_UDP);
@@ -840,8 +829,9 @@ fn one_datapath_on_two_interfaces_counts_and_faults_the_peers_behind_each() {
 }
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn a_restart_leaves_exactly_one_set_of_filters_on_every_interface() {
-    require_kernel!();
+    require_kernel();
     let pair = Pair::create("restart2", &["198.18.0.2"]).with_second_link(&["198.18.1.2"]);
     let both = ["--interface", "x0c"];
     let first = Holder::start(&pair.here, &both);
@@ -871,8 +861,9 @@ fn a_restart_leaves_exactly_one_set_of_filters_on_every_interface() {
 }
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn a_missing_interface_among_several_attaches_nothing() {
-    require_kernel!();
+    require_kernel();
     let pair = Pair::create("missing2", &["198.18.0.2"]);
     let error = in_netns(&pair.here, || {
         Datapath::attach(&DatapathConfig {
@@ -893,8 +884,9 @@ fn a_missing_interface_among_several_attaches_nothing() {
 }
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn the_route_lookup_names_the_interface_each_peer_is_reached_through() {
-    require_kernel!();
+    require_kernel();
     let pair = Pair::create("route", &["198.18.0.2"]).with_second_link(&["198.18.1.2"]);
     // A host route through the second link's peer, as the demo's ring has.
     ip(&[
@@ -928,8 +920,9 @@ fn the_route_lookup_names_the_interface_each_peer_is_reached_through() {
 }
 
 #[test]
+#[ignore = "needs root and X0_NETNS_TESTS=1: run with `make ebpf-test`"]
 fn an_interface_recreated_under_the_same_name_is_attached_again() {
-    require_kernel!();
+    require_kernel();
     let pair = Pair::create("recreate", &["198.18.0.2"]);
     let here = pair.here.clone();
     let dummy = move |add: bool| {

@@ -16,6 +16,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand_distr::{Distribution, Gamma};
 
+/// The share of a dataset every federated job holds out to test on.
+pub const TEST_FRACTION: f64 = 0.2;
+
 /// A labelled dataset held row-major: example `i` is `features[i*dim..(i+1)*dim]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {

@@ -326,9 +326,12 @@ mod tests {
         // A signature made for another message type does not verify as a model update.
         let message = update("alice").signed_bytes().unwrap();
         let routing_sig = fx.alice.sign(SigningContext::Originator, &message).unwrap().0;
-        let mut other_context = message;
-        other_context.extend_from_slice(&(routing_sig.len() as u16).to_le_bytes());
-        other_context.extend_from_slice(&routing_sig);
+        let other_context = SignedUpdate {
+            update: update("alice"),
+            signature: routing_sig,
+        }
+        .encode()
+        .unwrap();
         let mut fresh = fixture();
         let keys = HashMap::from([("alice".to_string(), fx.alice.verifying_key().clone())]);
         fresh.validator = UpdateValidator::new(RoundExpectations::new(UID, 3, [7; 32], 4), keys);

@@ -21,7 +21,6 @@ mod agent;
 mod peer;
 mod synthetic;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,7 +39,12 @@ use x0tta6bl4_session::binding::Identity;
 use x0tta6bl4_session::tls::{self, KeyExchangePolicy, TlsKey};
 use x0tta6bl4_wire::{EndorsementAnnounce, Message, NodeId, Originator};
 
-use crate::agent::{AgentFiles, AgentProcess, Memory};
+use x0tta6bl4_testsupport::loopback::loopback_sessions;
+use x0tta6bl4_testsupport::process::log_tail;
+use x0tta6bl4_testsupport::status::status_async;
+use x0tta6bl4_testsupport::{Agent, Scratch, alive_neighbours, counter, counter_sum, routes, try_wait_until};
+
+use crate::agent::{AgentFiles, Memory};
 use crate::peer::Session;
 use crate::synthetic::{AGENT_NAME, LINK_COST, Node, TRUST_DOMAIN, Topology};
 
@@ -133,7 +137,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        // A signal ends the run future, whose drop kills the agent (AgentProcess::drop).
+        // A signal ends the run future, whose drop kills the agent (Agent::drop).
         tokio::select! {
             result = bench(&args) => result,
             signal = signals() => Err(anyhow::anyhow!("interrupted by {signal}")),
@@ -162,15 +166,6 @@ async fn signals() -> &'static str {
     }
 }
 
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// What every run shares: the mesh authority, the agent's key, the synthetic nodes.
 struct Bench<'a> {
     args: &'a Args,
@@ -179,9 +174,6 @@ struct Bench<'a> {
     agent_id: NodeId,
     nodes: Vec<Node>,
     scratch: Scratch,
-    /// Second octet of this invocation's loopback addresses (127.<run>.<agent run>.10), so
-    /// concurrent invocations and the agent's own tests never share an address.
-    run_octet: u8,
     ticks_per_second: u64,
     threads: usize,
 }
@@ -221,8 +213,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         nodes.len(),
         started.elapsed().as_secs_f64()
     );
-    let scratch = Scratch(std::env::temp_dir().join(format!("x0-mesh-load-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&scratch.0);
+    let scratch = Scratch::new(&args.agent_bin, "mesh-load");
     let bench = Bench {
         args,
         authority,
@@ -230,7 +221,6 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         agent_id: synthetic::node_id(AGENT_NAME),
         nodes,
         scratch,
-        run_octet: u8::try_from(std::process::id() % 200).unwrap_or(0) + 20,
         ticks_per_second: agent::clock_ticks_per_second(),
         threads,
     };
@@ -255,9 +245,11 @@ impl Bench<'_> {
     /// One agent, a mesh of `nodes` (1: no peers at all).
     async fn run(&self, nodes: usize, run_index: u8) -> anyhow::Result<Outcome> {
         let args = self.args;
-        let dir = self.scratch.0.join(format!("run-{run_index}-{nodes}"));
+        let dir = self.scratch.dir.join(format!("run-{run_index}-{nodes}"));
         let files = AgentFiles::write(&dir, &self.authority, &self.agent_key)?;
-        let address = IpAddr::V4(Ipv4Addr::new(127, self.run_octet, run_index, 10));
+        // This invocation's loopback address of this run (127.<run>.<run index>.10), so
+        // concurrent invocations and the agent's own tests never share an address.
+        let address = loopback_sessions(run_index, 0).ip();
 
         // Everything signed before the agent starts, so the harness's signing does not compete
         // with the agent for the CPU while it is measured.
@@ -279,19 +271,22 @@ impl Bench<'_> {
             None
         };
 
-        let mut agent = AgentProcess::spawn(&args.agent_bin, &files, address, dir.join("agent.log"))?;
+        let mut agent = files.spawn(&args.agent_bin, address, dir.join("agent.log"))?;
         let result = match &prepared {
             None => self.idle(&mut agent).await,
             Some((topology, rounds)) => self.mesh(&mut agent, nodes, topology, rounds).await,
         };
         if result.is_err() {
-            eprintln!("mesh-load: the agent's log ends with:\n{}", agent.log_tail(40));
+            eprintln!(
+                "mesh-load: the agent's log ends with:\n{}",
+                log_tail(&agent.log, 40)
+            );
         }
         result
     }
 
     /// The baseline: the agent alone, running as long as a loaded run's rounds.
-    async fn idle(&self, agent: &mut AgentProcess) -> anyhow::Result<Outcome> {
+    async fn idle(&self, agent: &mut Agent) -> anyhow::Result<Outcome> {
         wait_for_agent(agent, |_| Ok(())).await?;
         let mut rss_max = 0;
         let mut rss_series = Vec::new();
@@ -301,37 +296,37 @@ impl Bench<'_> {
         let mut cpu_start = None;
         for round in 0..self.args.rounds {
             ticker.tick().await;
-            agent.check_alive()?;
+            agent.check_running()?;
             if round == self.args.warmup_rounds {
-                cpu_start = Some((agent.cpu_ticks()?, Instant::now()));
+                cpu_start = Some((agent::cpu_ticks(agent.pid())?, Instant::now()));
             }
-            let rss = agent.memory()?.rss_kib;
+            let rss = Memory::of(agent.pid())?.rss_kib;
             rss_series.push(rss);
             rss_max = rss_max.max(rss);
         }
         ticker.tick().await;
         let (cpu_cores, cpu_window_secs) = self.cpu_since(agent, cpu_start)?;
-        let memory = agent.memory()?;
-        let status = agent::status(agent.metrics).await?;
+        let memory = Memory::of(agent.pid())?;
+        let status = status_async(agent.metrics).await?;
         Ok(Outcome {
             nodes: 1,
             memory,
-            hwm_after_status_kib: agent.memory()?.hwm_kib,
+            hwm_after_status_kib: Memory::of(agent.pid())?.hwm_kib,
             rss_max_sampled_kib: rss_max.max(memory.rss_kib),
             rss_series_kib: rss_series,
             cpu_cores,
             cpu_window_secs,
             rounds: self.args.rounds,
             rounds_secs: started.elapsed().as_secs_f64(),
-            routes: agent::routes(&status),
+            routes: routes(&status).len(),
             known_nodes: status["known_nodes"].as_u64().unwrap_or(0),
             ..Outcome::default()
         })
     }
 
-    fn cpu_since(&self, agent: &AgentProcess, start: Option<(u64, Instant)>) -> anyhow::Result<(f64, f64)> {
+    fn cpu_since(&self, agent: &Agent, start: Option<(u64, Instant)>) -> anyhow::Result<(f64, f64)> {
         let (ticks, at) = start.context("the CPU window never opened")?;
-        let used = agent.cpu_ticks()?.saturating_sub(ticks) as f64 / self.ticks_per_second as f64;
+        let used = agent::cpu_ticks(agent.pid())?.saturating_sub(ticks) as f64 / self.ticks_per_second as f64;
         let wall = at.elapsed().as_secs_f64();
         Ok((used / wall, wall))
     }
@@ -339,7 +334,7 @@ impl Bench<'_> {
     /// The agent in a mesh of `nodes`: sessions, endorsements, hellos, then the rounds.
     async fn mesh(
         &self,
-        agent: &mut AgentProcess,
+        agent: &mut Agent,
         nodes: usize,
         topology: &Topology,
         rounds: &[Vec<Originator>],
@@ -371,7 +366,7 @@ impl Bench<'_> {
                 endorsement: node.endorsement.clone(),
             };
             let stream = peer::connect(
-                agent.sessions,
+                agent.listen,
                 &connector,
                 &identity,
                 &mut trust,
@@ -404,7 +399,7 @@ impl Bench<'_> {
         let degree = sessions.len();
         let settled = wait_for_agent(agent, |status| {
             let known = status["known_nodes"].as_u64().unwrap_or(0);
-            let alive = agent::alive_neighbours(status);
+            let alive = alive_neighbours(status).len();
             if known == u64::try_from(nodes)? && alive == degree {
                 Ok(())
             } else {
@@ -427,12 +422,12 @@ impl Bench<'_> {
         let mut rss_series = Vec::new();
         for (round, originators) in rounds.iter().enumerate() {
             if round == usize::try_from(args.warmup_rounds)? {
-                cpu_start = Some((agent.cpu_ticks()?, Instant::now()));
+                cpu_start = Some((agent::cpu_ticks(agent.pid())?, Instant::now()));
             }
-            let rss = agent.memory()?.rss_kib;
+            let rss = Memory::of(agent.pid())?.rss_kib;
             rss_series.push(rss);
             rss_max = rss_max.max(rss);
-            agent.check_alive()?;
+            agent.check_running()?;
             check_sessions(&sessions)?;
             for slice in 0..slices {
                 ticker.tick().await;
@@ -459,13 +454,13 @@ impl Bench<'_> {
         }
         let rounds_secs = started.elapsed().as_secs_f64();
         let (cpu_cores, cpu_window_secs) = self.cpu_since(agent, cpu_start)?;
-        let memory = agent.memory()?;
-        agent.check_alive()?;
+        let memory = Memory::of(agent.pid())?;
+        agent.check_running()?;
         check_sessions(&sessions)?;
 
-        let status = agent::status(agent.metrics).await?;
-        let hwm_after_status_kib = agent.memory()?.hwm_kib;
-        let routes = agent::routes(&status);
+        let status = status_async(agent.metrics).await?;
+        let hwm_after_status_kib = Memory::of(agent.pid())?.hwm_kib;
+        let routes = routes(&status).len();
         let sum = |f: fn(&peer::SessionStats) -> u64| sessions.iter().map(|s| f(&s.stats)).sum::<u64>();
         use std::sync::atomic::Ordering::Relaxed;
         let outcome = Outcome {
@@ -480,15 +475,15 @@ impl Bench<'_> {
             rounds: args.rounds,
             rounds_secs,
             routes,
-            mean_route_hops: mean_route_hops(&status),
+            mean_route_hops: mean_of(&status, "routes", "hop_count"),
             known_nodes: status["known_nodes"].as_u64().unwrap_or(0),
-            alive_neighbours: agent::alive_neighbours(&status),
-            verifications: agent::counter(&status, "x0_agent_originator_verifications_total", ""),
-            duplicates: agent::counter(&status, "x0_agent_routing_rejections_total", "reason=duplicate"),
+            alive_neighbours: alive_neighbours(&status).len(),
+            verifications: counter(&status, "x0_agent_originator_verifications_total", ""),
+            duplicates: counter(&status, "x0_agent_routing_rejections_total", "reason=duplicate"),
             frames_dropped: counter_sum(&status, "x0_agent_frames_dropped_total"),
             neighbour_losses: counter_sum(&status, "x0_agent_neighbour_losses_total"),
-            route_changes: agent::counter(&status, "x0_agent_route_changes_total", ""),
-            mean_link_rtt_ms: mean_link_rtt_ms(&status),
+            route_changes: counter(&status, "x0_agent_route_changes_total", ""),
+            mean_link_rtt_ms: mean_of(&status, "neighbours", "rtt_ms"),
             originators_from_agent: sum(|s| s.originators_in.load(Relaxed)),
             hellos_from_agent: sum(|s| s.hellos_in.load(Relaxed)),
             hellos_not_queued: sum(|s| s.hellos_not_queued.load(Relaxed)),
@@ -505,27 +500,13 @@ impl Bench<'_> {
     }
 }
 
-fn mean_route_hops(status: &serde_json::Value) -> f64 {
-    let hops: Vec<f64> = status["routes"]
+/// The mean of `field` over the entries of the status's list `list` that have it (0 if none).
+fn mean_of(status: &serde_json::Value, list: &str, field: &str) -> f64 {
+    let values: Vec<f64> = status[list]
         .as_array()
-        .map(|routes| routes.iter().filter_map(|r| r["hop_count"].as_f64()).collect())
+        .map(|entries| entries.iter().filter_map(|e| e[field].as_f64()).collect())
         .unwrap_or_default();
-    hops.iter().sum::<f64>() / hops.len().max(1) as f64
-}
-
-fn mean_link_rtt_ms(status: &serde_json::Value) -> f64 {
-    let rtts: Vec<f64> = status["neighbours"]
-        .as_array()
-        .map(|neighbours| neighbours.iter().filter_map(|n| n["rtt_ms"].as_f64()).collect())
-        .unwrap_or_default();
-    rtts.iter().sum::<f64>() / rtts.len().max(1) as f64
-}
-
-fn counter_sum(status: &serde_json::Value, name: &str) -> f64 {
-    status["counters"][name]
-        .as_object()
-        .map(|labels| labels.values().filter_map(serde_json::Value::as_f64).sum())
-        .unwrap_or(0.0)
+    values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
 fn check_sessions(sessions: &[Session]) -> anyhow::Result<()> {
@@ -539,24 +520,28 @@ fn check_sessions(sessions: &[Session]) -> anyhow::Result<()> {
 
 /// Polls /status until `ready` accepts it (or the agent exits, or the deadline passes).
 async fn wait_for_agent(
-    agent: &mut AgentProcess,
+    agent: &mut Agent,
     ready: impl Fn(&serde_json::Value) -> anyhow::Result<()>,
 ) -> anyhow::Result<serde_json::Value> {
-    let started = Instant::now();
-    let mut last = String::from("no answer yet");
-    let mut ticker = tokio::time::interval(POLL);
-    while started.elapsed() < SETTLE_DEADLINE {
-        ticker.tick().await;
-        agent.check_alive()?;
-        match agent::status(agent.metrics).await {
-            Ok(status) => match ready(&status) {
-                Ok(()) => return Ok(status),
-                Err(why) => last = why.to_string(),
-            },
-            Err(why) => last = format!("{why:#}"),
+    let metrics = agent.metrics;
+    let ready = &ready;
+    // An exited agent ends the wait at once: the look succeeds, with the error as its value.
+    let look = || {
+        let running = agent.check_running();
+        async move {
+            if let Err(exited) = running {
+                return Ok(Err(exited.into()));
+            }
+            match status_async(metrics).await {
+                Ok(status) => match ready(&status) {
+                    Ok(()) => Ok(Ok(status)),
+                    Err(why) => Err(why.to_string()),
+                },
+                Err(why) => Err(why.to_string()),
+            }
         }
-    }
-    bail!("the agent was not ready within {SETTLE_DEADLINE:?}: {last}")
+    };
+    try_wait_until("the agent to be ready", SETTLE_DEADLINE, POLL, look).await?
 }
 
 fn mib(kib: u64) -> f64 {

@@ -102,7 +102,7 @@ pub async fn connect(
     stream.read_exact(&mut theirs).await?;
     let peer = binding::verify_binding(&theirs, Role::Server, &exporter, trust, now_unix)
         .context("the agent's binding")?;
-    if NodeId(peer.node.0) != expected {
+    if peer.node != expected {
         bail!("the session reached {} instead of the agent", peer.spiffe_id);
     }
     Ok(stream)

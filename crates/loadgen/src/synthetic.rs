@@ -28,7 +28,7 @@ pub fn spiffe_id(name: &str) -> String {
 
 /// The mesh NodeId of a node name: SHA-256 of its SPIFFE ID, as the agent derives it.
 pub fn node_id(name: &str) -> NodeId {
-    NodeId(x0tta6bl4_crypto::NodeId::for_identity(&spiffe_id(name)).0)
+    x0tta6bl4_crypto::node_id_for(&spiffe_id(name))
 }
 
 /// An endorsement of `key` for `name` by `authority`, valid from a little before `now_unix`.

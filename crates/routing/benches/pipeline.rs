@@ -25,11 +25,10 @@ impl OriginatorVerifier for TrustVerifier {
         signed: &[u8],
         signature: &[u8],
     ) -> Result<(), VerifyError> {
-        let node = x0tta6bl4_crypto::NodeId(originator.0);
         self.0
             .verify(
                 SigningContext::Originator,
-                &node,
+                originator,
                 key_epoch,
                 signed,
                 signature,
@@ -52,7 +51,7 @@ fn main() {
                 Endorsement::issue(&authority, &spiffe, 1, key.verifying_key(), NOW - 10, NOW + 3600)
                     .unwrap();
             let id = trust.admit(&endorsement, NOW).unwrap();
-            (key, NodeId(id.0))
+            (key, id)
         })
         .collect();
     for seq in 1..=ROUNDS {

@@ -31,17 +31,23 @@ pub struct RouterConfig {
     /// Where this node accepts neighbour sessions (`host:port`, at most 255 bytes), carried in
     /// its advertisements.
     pub endpoint: String,
-    /// Misbehaviour, for security tests and chaos experiments only: use and advertise this
-    /// cost for every live link instead of the measured one (a peer that lies about its link
-    /// metric to attract traffic). `None` in production.
-    pub misreport_link_cost: Option<u32>,
+    /// Misbehaviour, for chaos experiments only (action `falseMetric`): use and advertise this
+    /// share, in percent, of the cost measured on every live link (a peer that understates its
+    /// link metric to attract traffic). `None` in production.
+    pub false_metric_percent: Option<u32>,
 }
 
 impl RouterConfig {
     /// The cost this node uses and advertises for a link of `quality`.
     pub(crate) fn link_cost(&self, quality: &LinkQuality) -> u32 {
-        self.misreport_link_cost
-            .unwrap_or_else(|| quality.cost(&self.weights))
+        let measured = quality.cost(&self.weights);
+        match self.false_metric_percent {
+            Some(percent) => {
+                let claimed = u64::from(measured) * u64::from(percent) / 100;
+                u32::try_from(claimed).unwrap_or(u32::MAX).max(1)
+            }
+            None => measured,
+        }
     }
 }
 
@@ -56,7 +62,7 @@ impl Default for RouterConfig {
             weights: MetricWeights::default(),
             dedup_cache_size: 8192,
             endpoint: String::new(),
-            misreport_link_cost: None,
+            false_metric_percent: None,
         }
     }
 }

@@ -12,6 +12,8 @@ pub const BASE_LINK_COST: u32 = 256;
 const LOSS_WINDOW: u32 = 64;
 /// How many of our own sent hellos are remembered to match echoes against.
 const SENT_HISTORY: usize = 16;
+/// How many recent round-trip samples the least one is taken over (3.2 s of 100 ms hellos).
+const RTT_MIN_WINDOW: usize = 32;
 
 /// Penalty weights of the link cost: `cost = 256 + loss × loss% + rtt × RTT ms + drops × drop%`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,9 @@ pub struct LinkQuality {
     pub loss_percent: u32,
     /// Smoothed round-trip time, once one echo came back.
     pub rtt: Option<Duration>,
+    /// The least round-trip time of the recent echoes: the path's own delay, which queueing
+    /// and TCP's retransmissions under loss only add to (not part of the cost).
+    pub rtt_min: Option<Duration>,
     /// Share of packets dropped between the last two counter readings, in percent.
     pub drop_percent: u32,
 }
@@ -85,6 +90,9 @@ pub(crate) struct LinkMetric {
     sent: [(u32, Duration); SENT_HISTORY],
     next_sent_slot: usize,
     rtt_ewma_micros: Option<u64>,
+    /// The last round-trip samples, µs (0: none yet), for the least of them.
+    rtt_recent: [u64; RTT_MIN_WINDOW],
+    next_rtt_slot: usize,
     counters: Option<LinkCounters>,
     drop_percent: u32,
 }
@@ -94,6 +102,12 @@ impl LinkMetric {
         LinkQuality {
             loss_percent: self.loss_percent(),
             rtt: self.rtt_ewma_micros.map(Duration::from_micros),
+            rtt_min: self
+                .rtt_recent
+                .iter()
+                .filter(|sample| **sample > 0)
+                .min()
+                .map(|least| Duration::from_micros(*least)),
             drop_percent: self.drop_percent,
         }
     }
@@ -153,6 +167,8 @@ impl LinkMetric {
         };
         let sample = now.saturating_sub(sent_at).saturating_sub(held);
         let sample = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX);
+        self.rtt_recent[self.next_rtt_slot] = sample.max(1);
+        self.next_rtt_slot = (self.next_rtt_slot + 1) % RTT_MIN_WINDOW;
         self.rtt_ewma_micros = Some(match self.rtt_ewma_micros {
             None => sample,
             Some(previous) => previous.saturating_mul(7).saturating_add(sample) / 8,
@@ -239,6 +255,34 @@ mod tests {
     }
 
     #[test]
+    fn the_least_recent_round_trip_ignores_a_retransmission_and_forgets_old_samples() {
+        let mut metric = LinkMetric::default();
+        let mut at = Duration::ZERO;
+        let mut echo = |metric: &mut LinkMetric, seq: u32, rtt: Duration| {
+            metric.on_hello_sent(seq, at);
+            metric.on_echo(seq, Duration::ZERO, at + rtt);
+            at += 100 * MS;
+        };
+        echo(&mut metric, 1, 2 * MS);
+        echo(&mut metric, 2, 200 * MS); // a hello behind a TCP retransmission
+        let quality = metric.quality();
+        assert_eq!(quality.rtt_min, Some(2 * MS));
+        assert!(
+            quality.rtt.unwrap() > 20 * MS,
+            "the average swells: {:?}",
+            quality.rtt
+        );
+        for seq in 3..(3 + RTT_MIN_WINDOW as u32) {
+            echo(&mut metric, seq, 5 * MS);
+        }
+        assert_eq!(
+            metric.quality().rtt_min,
+            Some(5 * MS),
+            "the 2 ms sample left the window"
+        );
+    }
+
+    #[test]
     fn an_echo_of_an_unknown_hello_is_ignored() {
         let mut metric = LinkMetric::default();
         metric.on_hello_sent(1, MS);
@@ -272,6 +316,7 @@ mod tests {
         let quality = LinkQuality {
             loss_percent: 10,
             rtt: Some(2500 * Duration::from_micros(1)),
+            rtt_min: Some(Duration::from_micros(2000)),
             drop_percent: 5,
         };
         let weights = MetricWeights {
@@ -283,6 +328,7 @@ mod tests {
         let awful = LinkQuality {
             loss_percent: 100,
             rtt: Some(Duration::from_secs(1 << 40)),
+            rtt_min: None,
             drop_percent: 100,
         };
         assert_eq!(

@@ -705,6 +705,12 @@ impl<V: OriginatorVerifier> Router<V> {
         &self.config
     }
 
+    /// Starts or stops understating link costs (a `falseMetric` chaos experiment); the costs
+    /// follow at each neighbour's next hello.
+    pub fn set_false_metric_percent(&mut self, percent: Option<u32>) {
+        self.config.false_metric_percent = percent;
+    }
+
     /// When [`Router::on_tick`] must be called next (a hello, a neighbour timeout, the route
     /// expiry sweep, or the next advertisement).
     pub fn next_deadline(&self) -> Duration {

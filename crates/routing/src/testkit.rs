@@ -119,6 +119,9 @@ pub(crate) struct Net {
     queue: BinaryHeap<InFlight>,
     sent: u64,
     pub(crate) latency: Duration,
+    /// Every `n`th frame sent is held this much longer (as a TCP retransmission holds a frame
+    /// under loss); `None`: none is.
+    pub(crate) straggler: Option<(u64, Duration)>,
     /// Every output other than a send, with when and where it happened.
     pub(crate) log: Vec<(Duration, NodeId, Output)>,
 }
@@ -153,6 +156,7 @@ impl Net {
             queue: BinaryHeap::new(),
             sent: 0,
             latency: MS,
+            straggler: None,
             log: Vec::new(),
         };
         for &(a, b) in edges {
@@ -233,8 +237,17 @@ impl Net {
         if self.links.contains(&link(from, to)) && !self.dead.contains(&from) {
             let frame = message.to_frame().expect("encodes");
             self.sent += 1;
-            self.queue
-                .push(Reverse((self.now + self.latency, self.sent, to, from, frame)));
+            let held = match self.straggler {
+                Some((every, extra)) if self.sent.is_multiple_of(every) => extra,
+                _ => Duration::ZERO,
+            };
+            self.queue.push(Reverse((
+                self.now + self.latency + held,
+                self.sent,
+                to,
+                from,
+                frame,
+            )));
         }
     }
 

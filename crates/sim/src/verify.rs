@@ -23,10 +23,10 @@ use crate::stats::Histogram;
 pub const KEY_EPOCH: u32 = 1;
 
 /// The mesh identity of simulated agent `index`: the SHA-256 of its SPIFFE ID, as
-/// `x0tta6bl4_crypto::NodeId::for_identity` computes it for a real agent.
+/// `x0tta6bl4_crypto::node_id_for` computes it for a real agent.
 pub fn node_id(index: usize) -> NodeId {
     let spiffe = format!("spiffe://sim.x0tta6bl4.io/node/{index}");
-    NodeId(x0tta6bl4_crypto::NodeId::for_identity(&spiffe).0)
+    x0tta6bl4_crypto::node_id_for(&spiffe)
 }
 
 /// The digest a verification result is cached under: everything the result depends on.

@@ -46,6 +46,30 @@ pub fn init_logging(format: LogFormat, default_filter: &str) {
     };
 }
 
+/// Registers `<name>{version}` = 1 (a `build_info` gauge, kube-state-metrics style), so every
+/// other series can be joined to the version that produced it.
+pub fn register_build_info(registry: &Registry, name: &str, version: &str) -> prometheus::Result<()> {
+    let info = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(name, "Always 1; the version of the running binary in its label"),
+        &["version"],
+    )?;
+    info.with_label_values(&[version]).set(1);
+    registry.register(Box::new(info))
+}
+
+/// Registers the standard `process_*` series of this process (CPU seconds, resident and
+/// virtual memory, open and maximum file descriptors, threads, start time), read from /proc
+/// at each scrape. Elsewhere than Linux there is no /proc and nothing is registered.
+pub fn register_process_metrics(registry: &Registry) -> prometheus::Result<()> {
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    #[cfg(not(target_os = "linux"))]
+    let _ = registry;
+    Ok(())
+}
+
 /// Why the process is not ready yet, or `None` once it is. Shared with `/readyz`.
 #[derive(Clone, Default)]
 pub struct Readiness {
@@ -100,7 +124,9 @@ pub async fn serve(addr: SocketAddr, registry: Registry, readiness: Readiness) -
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for /metrics and probes on {addr}: {e}"))?;
-    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    // The bound address, not the requested one: with port 0 only this says where to scrape.
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     axum::serve(listener, router(registry, readiness)).await?;
     Ok(())
 }
@@ -145,6 +171,27 @@ mod tests {
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response
+    }
+
+    #[test]
+    fn build_info_and_process_metrics_are_served() {
+        let registry = Registry::new();
+        register_build_info(&registry, "x0_test_build_info", "1.2.3").unwrap();
+        register_process_metrics(&registry).unwrap();
+        let text = TextEncoder::new().encode_to_string(&registry.gather()).unwrap();
+        assert!(
+            text.contains(r#"x0_test_build_info{version="1.2.3"} 1"#),
+            "{text}"
+        );
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
     }
 
     #[tokio::test]

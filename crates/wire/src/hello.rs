@@ -14,7 +14,9 @@ pub const MAX_ADVERTISED_COSTS: usize = 1024;
 pub struct Hello {
     /// Per-session sequence number of this hello, starting at 1 (0 means "none" in `echo_seq`).
     pub seq: u32,
-    /// When the sender sent it, in the sender's own clock (microseconds since its epoch).
+    /// When the sender sent it, by the sender's clock in microseconds. Agents stamp their wall
+    /// clock (Unix time) as the hello leaves, so that the receiver can bound how far apart the
+    /// two clocks are; a sender may stamp anything else (its uptime), which receivers ignore.
     pub sent_at_micros: u64,
     /// The `seq` of the last hello the sender received from the receiver (0: none yet).
     pub echo_seq: u32,

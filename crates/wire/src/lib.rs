@@ -44,8 +44,8 @@ pub use originator::{
 
 use std::fmt;
 
-/// A node's identity on the mesh: the SHA-256 of its ML-DSA public key (computed by the crypto
-/// crate).
+/// A node's identity on the mesh: the SHA-256 of its SPIFFE ID (`x0tta6bl4_crypto::node_id_for`
+/// derives it), the same type from the frame to the key store.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct NodeId(pub [u8; 32]);
 

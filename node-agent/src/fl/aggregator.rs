@@ -11,15 +11,16 @@ use tokio_util::sync::CancellationToken;
 use x0tta6bl4_api::FLTrainingRound;
 use x0tta6bl4_api::fl_protocol::TRAIN_FLOW;
 use x0tta6bl4_api::fl_record::{Rejection, RoundRecord};
-use x0tta6bl4_crypto::mldsa::VerifyingKey;
-use x0tta6bl4_fl::aggregate::{Contribution, Rule, Verdict, aggregate};
+use x0tta6bl4_fl::aggregate::{Contribution, Rule, aggregate};
+use x0tta6bl4_fl::codec::train_request::TrainRequest;
 use x0tta6bl4_fl::dataset::Dataset;
 use x0tta6bl4_fl::model::{ModelShape, digest};
 use x0tta6bl4_fl::training::{apply, evaluate};
 use x0tta6bl4_fl::update::{ModelUpdate, SignedUpdate};
-use x0tta6bl4_fl::validate::{Rejection as Refusal, RejectionReason, RoundExpectations, UpdateValidator};
+use x0tta6bl4_fl::validate::{Rejection as Refusal, RoundExpectations, UpdateValidator};
 
-use super::messages::TrainRequest;
+use super::admission::{admit_with_fresh_keys, participant_keys};
+use super::gathering::{Gathered, Gatherer, LISTED_PER_PARTICIPANT};
 use super::sink::ResultSink;
 use super::stragglers::{Late, OpenRounds, Stale, StalePolicy};
 use super::zone_reports::ZoneReports;
@@ -196,6 +197,8 @@ pub async fn run(
         return;
     }
     tracing::info!(job = %name, first_round = round, rounds = plan.rounds, rule = %combine.name(), "aggregating federated job");
+    // Removed with the job's series when this aggregator stops (every return below).
+    let accuracy = ctx.metrics.job_accuracy(&name);
     let mut center: Option<Vec<f32>> = None;
     let mut early: BTreeMap<u32, Vec<Incoming>> = BTreeMap::new();
     let mut open = OpenRounds::new(StalePolicy::from_spec(&job.spec.straggler_policy));
@@ -223,6 +226,10 @@ pub async fn run(
             Err(reason) => {
                 tracing::error!(job = %name, round, %reason, "round failed");
                 ctx.metrics.rounds.with_label_values(&["failed"]).inc();
+                ctx.metrics
+                    .round_seconds
+                    .with_label_values(&["failed"])
+                    .observe(started.elapsed().as_secs_f64());
                 if let Err(error) = sink.fail(&job, round as i32, &reason).await {
                     tracing::warn!(job = %name, %error, "cannot record the failed round");
                 }
@@ -243,6 +250,13 @@ pub async fn run(
             }
         }
         ctx.metrics.rounds.with_label_values(&["completed"]).inc();
+        ctx.metrics
+            .round_seconds
+            .with_label_values(&["completed"])
+            .observe(started.elapsed().as_secs_f64());
+        if let Ok(percent) = record.accuracy.parse::<f64>() {
+            accuracy.set(percent / 100.0);
+        }
         tracing::info!(
             job = %name, round, accuracy = %record.accuracy, loss = %record.loss,
             accepted = record.accepted.len(), rejected = record.rejected.len(),
@@ -263,73 +277,6 @@ struct RoundState<'a> {
     early: &'a mut BTreeMap<u32, Vec<Incoming>>,
     /// Past rounds still accepting stragglers.
     open: &'a mut OpenRounds,
-}
-
-/// Every currently endorsed key of each participant.
-pub(super) fn participant_keys(
-    ctx: &FlContext,
-    participants: &[String],
-) -> HashMap<String, Vec<VerifyingKey>> {
-    let now = crate::clock::unix_seconds();
-    let trust = ctx
-        .trust
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    participants
-        .iter()
-        .map(|p| {
-            let node = x0tta6bl4_crypto::NodeId(ctx.node_id(p).0);
-            (
-                p.clone(),
-                trust.valid_keys(&node, now).into_iter().cloned().collect(),
-            )
-        })
-        .collect()
-}
-
-/// Admits `bytes`; if the signature does not verify under the keys the round started with,
-/// looks the participant's keys up again (one endorsed since) and tries once more.
-pub fn admit_with_fresh_keys(
-    validator: &mut UpdateValidator,
-    bytes: &[u8],
-    keys: impl FnOnce() -> HashMap<String, Vec<VerifyingKey>>,
-) -> Result<ModelUpdate, Refusal> {
-    match validator.admit(bytes) {
-        Err(refusal)
-            if matches!(
-                refusal.reason,
-                RejectionReason::BadSignature | RejectionReason::UnknownParticipant
-            ) =>
-        {
-            validator.set_keys(keys());
-            validator.admit(bytes)
-        }
-        result => result,
-    }
-}
-
-/// Refusals listed per round at most (times the participants, plus a margin): unauthenticated
-/// senders must not grow a record without bound; the rest are counted in one line.
-pub(super) const LISTED_PER_PARTICIPANT: usize = 4;
-
-/// What one round gathers: updates (flat jobs) or zone reports (hierarchical ones).
-pub(super) trait Gatherer {
-    /// The round this message claims, if it is of this job (a later one is held for it).
-    fn claim(&self, message: &Incoming) -> Option<u32>;
-    /// Judges one message of this job (`claimed`: the round it claims).
-    fn take(&mut self, message: Incoming, claimed: Option<u32>, open: &mut OpenRounds);
-    /// The round has what it waits for.
-    fn complete(&self) -> bool;
-    /// Participants the training request is sent again to.
-    fn waiting(&self) -> Vec<String>;
-}
-
-/// What a round's gathering gave: the step to apply and who was used, refused or weighted down.
-pub(super) struct Gathered {
-    pub step: Vec<f32>,
-    pub accepted: Vec<String>,
-    pub rejected: Vec<Rejection>,
-    pub down_weighted: Vec<Rejection>,
 }
 
 /// The updates of one round as they are judged.
@@ -438,6 +385,7 @@ impl Collector<'_> {
         open: &mut OpenRounds,
     ) -> Result<Gathered, String> {
         let Collector {
+            ctx,
             validator,
             admitted,
             stale,
@@ -506,30 +454,11 @@ impl Collector<'_> {
                 .collect(),
         };
         for outcome in &result.outcomes {
+            ctx.metrics.verdict(rule.name(), &outcome.verdict);
             gathered.record(&outcome.participant, &outcome.verdict, rule.name());
         }
         gathered.step = result.values;
         Ok(gathered)
-    }
-}
-
-impl Gathered {
-    /// Files one participant's verdict under the rule that gave it.
-    pub(super) fn record(&mut self, participant: &str, verdict: &Verdict, rule: &str) {
-        match verdict {
-            Verdict::Rejected { reason } => self.rejected.push(Rejection {
-                participant: participant.to_owned(),
-                reason: format!("{rule}: {reason}"),
-            }),
-            Verdict::DownWeighted { reason, .. } => {
-                self.accepted.push(participant.to_owned());
-                self.down_weighted.push(Rejection {
-                    participant: participant.to_owned(),
-                    reason: format!("{rule}: {reason}"),
-                });
-            }
-            Verdict::Accepted { .. } => self.accepted.push(participant.to_owned()),
-        }
     }
 }
 

@@ -15,7 +15,7 @@ use x0tta6bl4_fl::aggregate::Rule;
 use x0tta6bl4_fl::dataset::DatasetName;
 use x0tta6bl4_fl::model::{ModelKind, ModelShape};
 
-use super::telemetry;
+use crate::links as telemetry;
 
 /// The jobs of this agent's mesh, by name.
 pub type Jobs = BTreeMap<String, Arc<FLTrainingRound>>;
@@ -30,7 +30,7 @@ pub const BATCH_SIZE: u32 = 16;
 /// Dirichlet α of the non-IID split (the attack matrix's value).
 pub const DIRICHLET_ALPHA: f64 = 1.0;
 /// Share of the dataset held out for the aggregator's evaluation.
-pub const TEST_FRACTION: f64 = 0.2;
+pub use x0tta6bl4_fl::dataset::TEST_FRACTION;
 /// Fewest examples a participant's shard may have.
 pub const MIN_SHARD: usize = 8;
 /// Centered clipping's radius and iterations (the attack matrix's values).
@@ -73,16 +73,9 @@ pub fn shape(job: &FLTrainingRound) -> Result<ModelShape, String> {
     ))
 }
 
-/// What a job trains on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobDataset {
-    /// A dataset shipped with the agent: every agent splits it alike by the job's seed, each
-    /// participant trains on its shard and the aggregator evaluates on the held-out part.
-    Shipped(DatasetName),
-    /// Each agent's own recorded link windows ([`telemetry`]): a participant trains on its
-    /// own, the aggregator evaluates on the held-out part of its own.
-    LinkTelemetry,
-}
+/// What a job trains on (a training request carries it): a shipped dataset, or each agent's
+/// own recorded link windows ([`telemetry`]).
+pub use x0tta6bl4_fl::codec::train_request::JobDataset;
 
 /// The job's dataset; a linkTelemetry job's model must take [`telemetry::FEATURES`] inputs
 /// and tell [`telemetry::CLASSES`] classes.
@@ -256,7 +249,7 @@ impl JobSource for FileJobs {
 
 /// Parses one FLTrainingRound; a job of another mesh, or without a name and UID, is no job.
 pub fn parse_jobs(text: &str, mesh: &str) -> Result<Jobs, String> {
-    let job: FLTrainingRound = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let job: FLTrainingRound = serde_norway::from_str(text).map_err(|e| e.to_string())?;
     if name(&job).is_empty() || uid(&job).is_empty() {
         return Err("the FLTrainingRound needs metadata.name and metadata.uid".into());
     }

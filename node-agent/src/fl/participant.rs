@@ -4,32 +4,34 @@
 //! authenticated request (and, for link telemetry, of a snapshot of the agent's windows).
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use x0tta6bl4_api::chaos::{ByzantineAttack, ByzantineSpec};
 use x0tta6bl4_fl::byzantine::{self, Attack};
+use x0tta6bl4_fl::codec::train_request::TrainRequest;
 use x0tta6bl4_fl::dataset::{Dataset, DatasetName};
 use x0tta6bl4_fl::model::digest;
 use x0tta6bl4_fl::training::{TrainConfig, delta, train_local};
 use x0tta6bl4_fl::update::ModelUpdate;
 
 use super::job::{DIRICHLET_ALPHA, JobDataset, MIN_SHARD, TEST_FRACTION};
-use super::messages::TrainRequest;
-use super::telemetry::{self, SharedRecorder};
+use crate::links::{self as telemetry, SharedRecorder};
 
-/// The Byzantine behaviours an agent can be set to (`--fl-byzantine`), with the attack
-/// matrix's parameters.
-pub fn parse_attack(name: &str) -> Result<Attack, String> {
-    Ok(match name {
-        "sign-flip" => Attack::SignFlip { magnitude: 4.0 },
-        "scale" => Attack::Scaling { factor: 10.0 },
-        "noise" => Attack::Noise { sigma: 1.0 },
-        "label-flip" => Attack::LabelFlip,
-        "alie" => Attack::Alie,
-        "ipm" => Attack::Ipm { epsilon: 0.1 },
-        other => {
-            return Err(format!(
-                "unknown attack {other:?} (sign-flip, scale, noise, label-flip, alie, ipm)"
-            ));
-        }
-    })
+/// The poisoning a `byzantineUpdate` fault asks for, with the attack matrix's parameters:
+/// sign flip ×4, IPM ε 0.1; scaling by strength/100 and noise of σ strength/1000 (the API's
+/// default strength, 1000%, gives the matrix's ×10 and σ 1).
+pub fn attack_of(spec: &ByzantineSpec) -> Attack {
+    let strength = spec.strength_percent.max(1) as f32;
+    match spec.attack {
+        ByzantineAttack::SignFlip => Attack::SignFlip { magnitude: 4.0 },
+        ByzantineAttack::Scaling => Attack::Scaling {
+            factor: strength / 100.0,
+        },
+        ByzantineAttack::Noise => Attack::Noise {
+            sigma: strength / 1000.0,
+        },
+        ByzantineAttack::LabelFlip => Attack::LabelFlip,
+        ByzantineAttack::Alie => Attack::Alie,
+        ByzantineAttack::Ipm => Attack::Ipm { epsilon: 0.1 },
+    }
 }
 
 /// The held-out test set and the participants' shards of a job's dataset: the same on every
@@ -196,7 +198,11 @@ mod tests {
         assert_eq!(a, local_update(&req, "a", None).unwrap());
         assert_ne!(a.values, b.values);
         assert_eq!(a.values.len(), 15);
-        let flipped = local_update(&req, "a", parse_attack("sign-flip").ok()).unwrap();
+        let sign_flip = ByzantineSpec {
+            attack: ByzantineAttack::SignFlip,
+            strength_percent: 1000,
+        };
+        let flipped = local_update(&req, "a", Some(attack_of(&sign_flip))).unwrap();
         assert_eq!(flipped.values[0], -4.0 * a.values[0]);
         assert!(local_update(&req, "z", None).is_err(), "not a participant");
     }
@@ -206,7 +212,6 @@ mod tests {
         let mut req = request();
         req.values[0] += 1.0;
         assert!(local_update(&req, "a", None).unwrap_err().contains("digest"));
-        assert!(parse_attack("nope").is_err());
     }
 
     /// Windows where the first feature (hello loss) is high exactly when the label is 1.

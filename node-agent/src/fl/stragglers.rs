@@ -119,7 +119,7 @@ impl OpenRounds {
         else {
             return Late::NotOpen;
         };
-        let result = super::aggregator::admit_with_fresh_keys(validator, bytes, keys);
+        let result = super::admission::admit_with_fresh_keys(validator, bytes, keys);
         match result {
             Ok(update) => Late::Admitted(Stale {
                 update,
@@ -142,7 +142,7 @@ mod tests {
 
     fn policy(mode: &str, max: i32, percent: i32) -> Option<StalePolicy> {
         StalePolicy::from_spec(
-            &serde_yaml::from_str(&format!(
+            &serde_norway::from_str(&format!(
                 "{{mode: {mode}, maxStaleness: {max}, staleWeightPercent: {percent}}}"
             ))
             .unwrap(),

@@ -5,7 +5,7 @@
 //! the job's aggregator as a [`ZoneReport`] signed with its node key. A Byzantine member is
 //! filtered inside its zone: its update never leaves it.
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -13,77 +13,18 @@ use tokio_util::sync::CancellationToken;
 use x0tta6bl4_api::FLTrainingRound;
 use x0tta6bl4_api::fl_protocol::ZONE_FLOW;
 use x0tta6bl4_fl::aggregate::{Contribution, Verdict, aggregate};
+use x0tta6bl4_fl::codec::train_request::TrainRequest;
+use x0tta6bl4_fl::codec::zone_report::{self, MemberOutcome, MemberVerdict, ZoneReport};
 use x0tta6bl4_fl::update::ModelUpdate;
 use x0tta6bl4_fl::validate::{RoundExpectations, UpdateValidator};
 
-use super::aggregator::{admit_with_fresh_keys, participant_keys};
-use super::messages::TrainRequest;
-use super::zone_report::{MemberOutcome, MemberVerdict, ZoneReport};
-use super::{FlContext, Incoming, job, send_message};
+use super::admission::{admit_with_fresh_keys, participant_keys};
+use super::context::FlContext;
+use super::incoming::Incoming;
+use super::{job, send_message};
 
-/// Updates held per job for a zone round that has not started here yet (the request can
-/// reach a member before its zone's aggregator), bounded against unauthenticated bytes.
-const HELD_PER_JOB: usize = 64;
 /// Updates queued for a running zone round.
 const QUEUE: usize = 64;
-
-/// One job's zone round on this agent.
-struct Slot {
-    round: u32,
-    updates: Option<mpsc::Sender<Incoming>>,
-    cancel: CancellationToken,
-    /// Updates for a round not started yet: (round, update).
-    held: Vec<(u32, Incoming)>,
-}
-
-/// The zone rounds this agent runs, by job UID.
-#[derive(Default)]
-pub struct ZoneRounds {
-    slots: Mutex<HashMap<String, Slot>>,
-}
-
-impl ZoneRounds {
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Stops the zone rounds of jobs not in `running` (deleted, finished, failed).
-    pub fn retain(&self, running: impl Fn(&str) -> bool) {
-        self.slots().retain(|uid, slot| {
-            let keep = running(uid);
-            if !keep {
-                slot.cancel.cancel();
-            }
-            keep
-        });
-    }
-
-    /// Hands a member's update to the zone round it claims: now if that round runs, later if
-    /// it has not started here yet; `Err` with the drop reason otherwise.
-    pub fn route(&self, uid: &str, round: u32, update: Incoming) -> Result<(), &'static str> {
-        let mut slots = self.slots();
-        let slot = slots.entry(uid.to_owned()).or_insert_with(|| Slot {
-            round: 0,
-            updates: None,
-            cancel: CancellationToken::new(),
-            held: Vec::new(),
-        });
-        if round == slot.round {
-            let Some(updates) = &slot.updates else {
-                return Err("update_for_no_zone_round");
-            };
-            return updates.try_send(update).map_err(|_| "zone_queue_full");
-        }
-        if round < slot.round {
-            return Err("update_for_closed_zone_round");
-        }
-        if slot.held.len() >= HELD_PER_JOB {
-            return Err("zone_early_update_overflow");
-        }
-        slot.held.push((round, update));
-        Ok(())
-    }
-}
 
 /// Starts this agent's zone round for an authenticated training request, if the job is
 /// hierarchical and this agent aggregates a zone; the previous round's zone work stops.
@@ -94,32 +35,9 @@ pub fn start(ctx: &Arc<FlContext>, job: &Arc<FLTrainingRound>, request: &TrainRe
     let Some(zone) = job::zone_aggregated_by(job, &ctx.node_name) else {
         return;
     };
-    let (updates, incoming) = mpsc::channel(QUEUE);
-    let cancel = CancellationToken::new();
-    {
-        let mut slots = ctx.zone_rounds.slots();
-        let slot = slots.entry(request.job_uid.clone()).or_insert_with(|| Slot {
-            round: 0,
-            updates: None,
-            cancel: CancellationToken::new(),
-            held: Vec::new(),
-        });
-        if request.round <= slot.round && slot.updates.is_some() {
-            return;
-        }
-        slot.cancel.cancel();
-        slot.round = request.round;
-        slot.cancel = cancel.clone();
-        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut slot.held)
-            .into_iter()
-            .filter(|(round, _)| *round >= request.round)
-            .partition(|(round, _)| *round == request.round);
-        slot.held = later;
-        for (_, update) in now {
-            let _ = updates.try_send(update);
-        }
-        slot.updates = Some(updates);
-    }
+    let Some((incoming, cancel)) = ctx.zone_rounds.begin(&request.job_uid, request.round, QUEUE) else {
+        return;
+    };
     tokio::spawn(run(
         Arc::clone(ctx),
         Arc::clone(job),
@@ -270,7 +188,7 @@ async fn run(
 
 /// Reasons longer than a report carries are cut (on a character boundary).
 fn truncate(mut text: String) -> String {
-    let limit = super::zone_report::MAX_REASON_LEN;
+    let limit = zone_report::MAX_REASON_LEN;
     if text.len() > limit {
         let mut end = limit;
         while !text.is_char_boundary(end) {

@@ -10,10 +10,10 @@ use x0tta6bl4_api::fl_protocol::ZONE_FLOW;
 use x0tta6bl4_api::fl_record::Rejection;
 use x0tta6bl4_crypto::SigningContext;
 use x0tta6bl4_fl::aggregate::{Contribution, Rule, Verdict, aggregate};
+use x0tta6bl4_fl::codec::zone_report::{MemberVerdict, ZoneReport};
 
-use super::aggregator::{Gathered, Gatherer};
+use super::gathering::{Gathered, Gatherer};
 use super::stragglers::OpenRounds;
-use super::zone_report::{MemberVerdict, ZoneReport};
 use super::{FlContext, Incoming, job};
 
 pub(super) struct ZoneReports<'a> {
@@ -60,7 +60,7 @@ impl<'a> ZoneReports<'a> {
             }
             None => return Err(format!("UnknownZone: {} is not a zone of the job", report.zone)),
         }
-        let node = x0tta6bl4_crypto::NodeId(self.ctx.node_id(&report.zone_aggregator).0);
+        let node = self.ctx.node_id(&report.zone_aggregator);
         self.ctx
             .trust
             .read()

@@ -3,11 +3,11 @@
 //! pass also hands what it monitored of every live link to the link-telemetry recorder.
 use x0tta6bl4_routing::healing::{Action, Incident};
 
+use super::report::{IncidentReport, QuarantineReport};
 use super::{Mesh, short};
 use crate::clock::unix_micros;
 use crate::convergence::Event;
-use crate::fl::telemetry::LinkReading;
-use crate::status::{IncidentReport, QuarantineReport};
+use crate::links::LinkReading;
 
 /// Incidents shown in /status (the knowledge keeps more).
 const INCIDENTS_REPORTED: usize = 32;

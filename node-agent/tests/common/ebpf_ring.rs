@@ -4,10 +4,9 @@
 //! the agents' fault endpoint, reached inside a namespace. Root only.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 
-use super::{Agent, AgentSpec, Namespaces, NodeFiles, ip, management_veth, veth_link};
+use super::{Agent, Namespaces, NodeFiles, Scratch, ip, management_veth, veth_link};
 
 /// Where the agents serve their fault endpoint (each on its namespace's loopback).
 pub const FAULT_API: &str = "127.0.0.1:47190";
@@ -111,28 +110,22 @@ impl Ring {
     /// `right` from its peers' routes.
     pub fn start_agent(
         &self,
+        scratch: &Scratch,
         i: usize,
         node: &NodeFiles,
-        config: &Path,
+        config: &std::path::Path,
         extra: &[&str],
-        log_dir: &Path,
     ) -> Agent {
         let own = self.own(i);
         let peers = (0..self.namespaces.len())
             .filter(|&j| j != i)
-            .map(|j| format!("{}:7946", self.own(j)))
-            .collect();
-        let mut spec = AgentSpec::in_netns(
-            node,
-            config,
-            &self.namespaces[i],
-            &own,
-            self.management(i),
-            peers,
-            log_dir,
-        );
-        spec.extra = ["--fault-api", FAULT_API].iter().chain(extra).copied().collect();
-        Agent::start(&spec)
+            .map(|j| format!("{}:7946", self.own(j)));
+        scratch
+            .agent(node, config)
+            .in_netns(&self.namespaces[i], &own, self.management(i))
+            .peers(peers)
+            .args(["--fault-api", FAULT_API].iter().chain(extra).copied())
+            .start()
     }
 }
 
@@ -162,4 +155,20 @@ pub fn fault_api(namespace: &str, method: &str, path: &str) -> Result<String, St
             String::from_utf8_lossy(&output.stderr)
         ))
     }
+}
+
+/// The configuration of a ring with the eBPF datapath on, for mesh `mesh`: post-quantum
+/// required, and a silence timeout of 1 s, as in the demo's MeshNetwork. A 300 ms timeout
+/// cannot outlast TCP's retransmissions under 30% loss (the retransmission timer alone is at
+/// least 200 ms): the link would flap, each new session starting from a perfect cost, instead
+/// of degrading.
+pub fn ebpf_config(scratch: &Scratch, mesh: &str) -> std::path::PathBuf {
+    scratch.write_config(
+        &super::TestConfig::new(mesh)
+            .require_post_quantum(true)
+            .with(|config| {
+                config.ebpf_mode = x0tta6bl4_api::mesh_network::EbpfMode::Tc;
+                config.neighbour_timeout = std::time::Duration::from_secs(1);
+            }),
+    )
 }

@@ -1,22 +1,29 @@
 //! Writes the CRD YAML generated from the Rust types into each directory given, one file per
 //! CRD (`make crds` passes `crds/` and the chart's `crds/`). With `--check`, compares instead
 //! and fails on any difference, naming the stale file (CI's drift check).
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::Parser;
+
+/// Writes (or with --check compares) the CRDs generated from the API types.
+#[derive(Parser)]
+#[command(name = "crdgen")]
+struct Args {
+    /// Compare with the files in each directory instead of writing; fail naming any stale one.
+    #[arg(long)]
+    check: bool,
+    /// Directories to write into (created if missing) or to check.
+    #[arg(required = true, value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+}
+
 fn main() -> ExitCode {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let check = args.first().is_some_and(|a| a == "--check");
-    if check {
-        args.remove(0);
-    }
-    if args.is_empty() {
-        eprintln!("usage: crdgen [--check] DIR...");
-        return ExitCode::from(2);
-    }
+    let args = Args::parse();
+    let check = args.check;
     let mut stale = Vec::new();
-    for dir in &args {
-        let dir = Path::new(dir);
+    for dir in &args.dirs {
+        let dir: &Path = dir;
         if !check && let Err(e) = std::fs::create_dir_all(dir) {
             eprintln!("cannot create {}: {e}", dir.display());
             return ExitCode::FAILURE;

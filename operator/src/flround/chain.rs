@@ -60,27 +60,33 @@ pub fn advance(status: &mut FLTrainingRoundStatus, results: &[RoundResult]) -> V
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use x0tta6bl4_api::fl_record::verify_chain;
 
     use super::*;
 
+    /// The record an aggregator writes for `round`, every update of `participants` accepted.
+    pub fn round_record(round: i32, participants: &[&str]) -> RoundRecord {
+        let participants: Vec<String> = participants.iter().map(|p| p.to_string()).collect();
+        RoundRecord {
+            round,
+            accepted: participants.clone(),
+            participants,
+            rejected: Vec::new(),
+            down_weighted: Vec::new(),
+            loss: "0.5".into(),
+            accuracy: format!("{}", 80 + round),
+            duration_ms: 100,
+            model_digest: format!("{round:064x}"),
+            previous: String::new(),
+            hash: String::new(),
+        }
+    }
+
     fn result(round: i32) -> RoundResult {
         RoundResult {
             config_map: format!("job-round-{round}"),
-            record: RoundRecord {
-                round,
-                participants: vec!["a".into(), "b".into()],
-                accepted: vec!["a".into(), "b".into()],
-                rejected: Vec::new(),
-                down_weighted: Vec::new(),
-                loss: "0.5".into(),
-                accuracy: format!("{}", 80 + round),
-                duration_ms: 100,
-                model_digest: format!("{round:064x}"),
-                previous: String::new(),
-                hash: String::new(),
-            },
+            record: round_record(round, &["a", "b"]),
             sealed: None,
         }
     }

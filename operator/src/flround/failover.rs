@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use x0tta6bl4_api::FLTrainingRoundStatus;
 
-use super::select::rank;
+use crate::ranking::rank;
 
 /// Replaces dead aggregators in `status`; returns what changed, one sentence each.
 pub fn replace_dead_aggregators(

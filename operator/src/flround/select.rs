@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use sha2::{Digest as _, Sha256};
 use x0tta6bl4_api::fl_round::{AggregationRule, FLTrainingRoundSpec, HierarchicalSpec};
+
+use crate::ranking::rank;
 
 /// An agent that could take part.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,17 +120,6 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> R
         by_expression &= holds;
     }
     Ok(by_label && by_expression)
-}
-
-/// A node's place in a job's seeded order (the job's UID seeds it): the sample, the
-/// aggregator and, when one stops reporting, its successor all follow it.
-pub fn rank(seed: &str, node: &str) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(seed)
-        .chain_update([0])
-        .chain_update(node)
-        .finalize()
-        .into()
 }
 
 /// Chooses the participants of a job: `seed` (the job's UID) fixes the sample, so every
@@ -264,7 +254,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> FLTrainingRoundSpec {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_norway::from_str(yaml).unwrap()
     }
 
     fn candidates(n: usize) -> Vec<Candidate> {

@@ -1,6 +1,7 @@
 //! Desired child objects of a MeshNetwork, built from its spec alone (pure, no IO).
 use std::collections::BTreeMap;
 
+use crate::agent_pods::selector_labels;
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
@@ -12,16 +13,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
-use x0tta6bl4_api::MeshNetwork;
 use x0tta6bl4_api::agent_config::{AgentConfig, CONFIG_FILE};
 use x0tta6bl4_api::mesh_network::DEFAULT_AGENT_IMAGE;
+use x0tta6bl4_api::{FieldError, MeshNetwork};
 
 /// Annotation carrying the hash of the desired object, so an unchanged child is not re-applied.
 pub const DESIRED_HASH: &str = "x0tta6bl4.io/desired-hash";
 /// Pod-template annotation with the config hash, so a config change rolls the agents.
 pub const CONFIG_HASH: &str = "x0tta6bl4.io/config-hash";
-/// Label naming the mesh on every child and on MeshNode records.
-pub const MESH_LABEL: &str = "x0tta6bl4.io/mesh";
+pub use x0tta6bl4_api::mesh_node::MESH_LABEL;
 pub const MANAGED_BY: &str = "x0tta6bl4-operator";
 /// Where the agent keeps its key pair on the node, per mesh, so a restarted agent keeps its identity.
 pub const KEY_DIR_ROOT: &str = "/var/lib/x0tta6bl4";
@@ -56,16 +56,6 @@ pub fn config_map_name(mesh: &str) -> String {
     format!("{mesh}-agent-config")
 }
 
-pub fn selector_labels(mesh: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_owned(),
-            "x0tta6bl4-node-agent".to_owned(),
-        ),
-        ("app.kubernetes.io/instance".to_owned(), mesh.to_owned()),
-    ])
-}
-
 fn labels(mesh: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels(mesh);
     labels.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.into());
@@ -75,8 +65,13 @@ fn labels(mesh: &str) -> BTreeMap<String, String> {
 }
 
 /// Builds every child of `mesh`. The mesh must carry a name, namespace and UID (it came from
-/// the API server), which the owner references need.
-pub fn build(mesh: &MeshNetwork, options: &BuildOptions, authority_public_key: &str) -> Children {
+/// the API server), which the owner references need, and a spec that validated (the agent
+/// configuration parses its durations, and refuses one that does not, naming the field).
+pub fn build(
+    mesh: &MeshNetwork,
+    options: &BuildOptions,
+    authority_public_key: &str,
+) -> Result<Children, FieldError> {
     let name = mesh.name_any();
     let namespace = mesh.namespace().unwrap_or_default();
     let spec = &mesh.spec;
@@ -89,7 +84,7 @@ pub fn build(mesh: &MeshNetwork, options: &BuildOptions, authority_public_key: &
         ..Default::default()
     };
 
-    let config = AgentConfig::render(&name, &namespace, spec, authority_public_key);
+    let config = AgentConfig::render(&name, &namespace, spec, authority_public_key)?;
     let config_text = serde_json::to_string_pretty(&config).expect("agent config serializes");
     let config_hash = short_hash(config_text.as_bytes());
 
@@ -195,7 +190,7 @@ pub fn build(mesh: &MeshNetwork, options: &BuildOptions, authority_public_key: &
         config_hash,
     };
     stamp_hashes(&mut children);
-    children
+    Ok(children)
 }
 
 fn owner_reference(mesh: &MeshNetwork) -> OwnerReference {
@@ -250,6 +245,14 @@ fn agent_rules(mesh: &str) -> Vec<PolicyRule> {
             &[""],
             &["configmaps"],
             &["get", "list", "watch", "create", "patch", "update"],
+            None,
+        ),
+        // Chaos experiments: agents read the fault entries and window the operator writes
+        // into each experiment's status, and nothing else of them.
+        rule(
+            &["x0tta6bl4.io"],
+            &["chaosexperiments"],
+            &["get", "list", "watch"],
             None,
         ),
         rule(&["events.k8s.io"], &["events"], &["create", "patch"], None),
@@ -413,7 +416,7 @@ mod tests {
     use super::*;
 
     fn mesh(yaml: &str) -> MeshNetwork {
-        let mut mesh: MeshNetwork = serde_yaml::from_str(yaml).expect("fixture parses");
+        let mut mesh: MeshNetwork = serde_norway::from_str(yaml).expect("fixture parses");
         mesh.metadata.uid = Some("0b5c9a4e-0000-4000-8000-000000000001".into());
         mesh
     }
@@ -432,7 +435,7 @@ spec:
 
     #[test]
     fn the_daemon_set_runs_on_the_host_network_with_only_the_capabilities_ebpf_needs() {
-        let children = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY);
+        let children = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY).unwrap();
         let pod = children
             .daemon_set
             .spec
@@ -479,7 +482,7 @@ spec:
 
     #[test]
     fn every_child_is_owned_by_the_mesh_and_labelled_with_it() {
-        let children = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY);
+        let children = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY).unwrap();
         let metas = [
             &children.service_account.metadata,
             &children.role.metadata,
@@ -503,7 +506,7 @@ spec:
 
     #[test]
     fn the_agent_role_grants_only_its_own_mesh_and_config() {
-        let children = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY);
+        let children = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY).unwrap();
         let rules = children.role.rules.unwrap();
         let mesh_rule = rules
             .iter()
@@ -521,11 +524,21 @@ spec:
                 .iter()
                 .all(|r| !r.verbs.iter().any(|v| v == "*" || v == "delete"))
         );
+        let chaos_rule = rules
+            .iter()
+            .find(|r| r.resources.as_ref().unwrap()[0] == "chaosexperiments")
+            .unwrap();
+        assert_eq!(chaos_rule.verbs, ["get", "list", "watch"], "read-only");
+        assert_eq!(
+            chaos_rule.resources.as_ref().unwrap().len(),
+            1,
+            "not their status"
+        );
     }
 
     #[test]
     fn the_config_map_carries_the_rendered_config_and_its_hash_rolls_the_pods() {
-        let before = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY);
+        let before = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY).unwrap();
         let config = AgentConfig::parse(&before.config_map.data.as_ref().unwrap()[CONFIG_FILE]).unwrap();
         assert_eq!((config.mesh.as_str(), config.udp_port), ("demo", 5000));
         assert_eq!(config.authority_public_key, AUTHORITY);
@@ -533,7 +546,8 @@ spec:
             &mesh(&DEMO.replace("udpPort: 5000", "udpPort: 5001")),
             &BuildOptions::default(),
             AUTHORITY,
-        );
+        )
+        .unwrap();
         let hash = |c: &Children| {
             c.daemon_set
                 .spec
@@ -561,8 +575,8 @@ spec:
 
     #[test]
     fn building_twice_gives_identical_hashes() {
-        let a = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY);
-        let b = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY);
+        let a = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY).unwrap();
+        let b = build(&mesh(DEMO), &BuildOptions::default(), AUTHORITY).unwrap();
         assert_eq!(desired_hash(&a.daemon_set), desired_hash(&b.daemon_set));
         assert_eq!(a.config_hash, b.config_hash);
     }
@@ -574,6 +588,7 @@ spec:
         };
         let image = |m: &MeshNetwork| {
             build(m, &options, AUTHORITY)
+                .unwrap()
                 .daemon_set
                 .spec
                 .unwrap()
@@ -590,7 +605,7 @@ spec:
         );
         assert_eq!(image(&minimal), "local/agent:dev");
         assert_eq!(image(&mesh(DEMO)), "x0tta6bl4/node-agent:dev");
-        let without_flag = build(&minimal, &BuildOptions::default(), AUTHORITY);
+        let without_flag = build(&minimal, &BuildOptions::default(), AUTHORITY).unwrap();
         assert_eq!(
             without_flag
                 .daemon_set

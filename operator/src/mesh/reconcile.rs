@@ -8,18 +8,40 @@ use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
+use x0tta6bl4_api::condition::{self, CONVERGED};
 use x0tta6bl4_api::{MeshNetwork, MeshNode};
 
-use super::apply::{apply_child, apply_status};
+use super::apply::apply_child;
 use super::authority;
 use super::build;
 use super::status::{self, Observed};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::status_write::apply_status;
 
 const KIND: &str = "MeshNetwork";
 /// Resync of a settled mesh: it reads, and writes only if something drifted.
 const RESYNC: Duration = Duration::from_secs(300);
+
+/// An invalid spec: a condition with the reason and every field's problem, and no retry (the
+/// next edit, a new generation, reconciles again).
+async fn refuse_spec(
+    ctx: &Context,
+    mesh: &MeshNetwork,
+    errors: &[x0tta6bl4_api::FieldError],
+    now: &Time,
+) -> Result<Action> {
+    let message = x0tta6bl4_api::join_field_errors(errors);
+    tracing::warn!(namespace = ?mesh.namespace(), name = %mesh.name_any(), %message, "invalid spec");
+    let generation = mesh.meta().generation;
+    let (new_status, transitions) = status::invalid(mesh.status.as_ref(), generation, message, now);
+    if mesh.status.as_ref() != Some(&new_status) {
+        apply_status(ctx, mesh, &new_status).await?;
+    }
+    ctx.publish_transitions(&mesh.object_ref(&()), &transitions).await;
+    ctx.reset_backoff(&ObjectRef::from_obj(mesh));
+    Ok(Action::await_change())
+}
 
 pub async fn reconcile(mesh: Arc<MeshNetwork>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started(KIND);
@@ -36,24 +58,17 @@ pub async fn reconcile(mesh: Arc<MeshNetwork>, ctx: Arc<Context>) -> Result<Acti
     let reference = mesh.object_ref(&());
 
     if let Err(errors) = mesh.spec.validate() {
-        let message = x0tta6bl4_api::join_field_errors(&errors);
-        tracing::warn!(%namespace, %name, %message, "invalid spec");
-        let (new_status, transitions) = status::invalid(mesh.status.as_ref(), generation, message, &now);
-        if mesh.status.as_ref() != Some(&new_status) {
-            apply_status(&ctx, mesh.as_ref(), &new_status).await?;
-        }
-        ctx.publish_transitions(&reference, &transitions).await;
-        ctx.reset_backoff(&ObjectRef::from_obj(mesh.as_ref()));
-        // Retrying cannot fix a spec; the next edit (a new generation) triggers a reconcile.
-        return Ok(Action::await_change());
+        return refuse_spec(&ctx, &mesh, &errors, &now).await;
     }
-
     let authority = authority::ensure(&ctx, &mesh).await?;
-    let children = build::build(
+    let children = match build::build(
         &mesh,
         &ctx.build_options,
         &authority::public_key_base64(&authority),
-    );
+    ) {
+        Ok(children) => children,
+        Err(error) => return refuse_spec(&ctx, &mesh, &[error], &now).await,
+    };
     apply_child(&ctx, &children.service_account).await?;
     apply_child(&ctx, &children.role).await?;
     apply_child(&ctx, &children.role_binding).await?;
@@ -81,10 +96,15 @@ pub async fn reconcile(mesh: Arc<MeshNetwork>, ctx: Arc<Context>) -> Result<Acti
         .mesh_desired_nodes
         .with_label_values(&[&namespace, &name])
         .set(new_status.desired_nodes.into());
+    let converged = condition::find(&new_status.conditions, CONVERGED).is_some_and(|c| c.status == "True");
+    ctx.metrics
+        .mesh_converged
+        .with_label_values(&[&namespace, &name])
+        .set(converged.into());
     ctx.reset_backoff(&ObjectRef::from_obj(mesh.as_ref()));
     // While agents report, look again soon enough to notice one that goes silent.
     if new_status.reporting_nodes > 0 {
-        return Ok(Action::requeue(status::STALE_AFTER / 3));
+        return Ok(Action::requeue(crate::agent_report::STALE_AFTER / 3));
     }
     Ok(Action::requeue(RESYNC))
 }
@@ -100,7 +120,7 @@ async fn mesh_node_reports(
     namespace: &str,
     mesh: &str,
     now: &Time,
-) -> Result<Vec<status::AgentReport>> {
+) -> Result<Vec<crate::agent_report::AgentReport>> {
     let api: Api<MeshNode> = Api::namespaced(ctx.client.clone(), namespace);
     let list = api
         .list(&ListParams::default().fields(&format!("spec.meshName={mesh}")))
@@ -109,24 +129,20 @@ async fn mesh_node_reports(
     Ok(list
         .items
         .iter()
-        .filter_map(|record| status::AgentReport::from_record(record, now))
+        .filter_map(|record| crate::agent_report::AgentReport::from_record(record, now))
         .collect())
 }
 
 #[cfg(test)]
 mod tests {
-    //! One reconcile step against a mock API server that counts requests by verb. The real
+    //! One reconcile step against a mock API server that records every request. The real
     //! behaviour against kube-apiserver is covered by the e2e suite.
-    use std::sync::{Arc, Mutex};
-
-    use http::{Method, Request, Response, StatusCode};
-    use kube::client::Body;
     use kube::runtime::controller::Action;
     use x0tta6bl4_api::MeshNetwork;
 
     use super::*;
     use crate::mesh::build::{BuildOptions, build};
-    use crate::metrics::Metrics;
+    use crate::testing::{self, MockApi};
 
     const MESH: &str = r#"
 apiVersion: x0tta6bl4.io/v1alpha1
@@ -136,14 +152,9 @@ spec:
   tolerations: [{key: kwok.x-k8s.io/node, operator: Exists, effect: NoSchedule}]
 "#;
 
-    /// Serves GETs of the children exactly as the operator would have applied them, with a
-    /// rolled-out DaemonSet, and counts every request that is not a read.
-    fn mock_api(
-        mesh: &MeshNetwork,
-        authority: &x0tta6bl4_crypto::SigningKey,
-    ) -> (kube::Client, Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let writes = Arc::new(Mutex::new(Vec::new()));
+    /// Serves the children exactly as the operator would have applied them, with a rolled-out
+    /// DaemonSet, the mesh authority and no MeshNode records.
+    fn mock_api(mesh: &MeshNetwork, authority: &x0tta6bl4_crypto::SigningKey) -> (kube::Client, MockApi) {
         let secret = k8s_openapi::api::core::v1::Secret {
             data: Some(std::collections::BTreeMap::from([
                 (
@@ -161,7 +172,8 @@ spec:
             mesh,
             &BuildOptions::default(),
             &authority::public_key_base64(authority),
-        );
+        )
+        .unwrap();
         let mut daemon_set = children.daemon_set.clone();
         daemon_set.metadata.generation = Some(2);
         daemon_set.status = Some(k8s_openapi::api::apps::v1::DaemonSetStatus {
@@ -173,51 +185,35 @@ spec:
             observed_generation: Some(2),
             ..Default::default()
         });
-        let recorded = writes.clone();
-        let mesh_json = serde_json::to_vec(mesh).unwrap();
-        let server = tokio::spawn(async move {
-            while let Some((request, respond)) = handle.next_request().await {
-                let path = request.uri().path().to_owned();
-                if request.method() != Method::GET {
-                    recorded
-                        .lock()
-                        .unwrap()
-                        .push(format!("{} {path}", request.method()));
-                }
-                let body = match path.rsplit('/').nth(1).unwrap_or_default() {
-                    _ if path.ends_with("/meshnetworks/demo/status") => Ok(mesh_json.clone()),
-                    "serviceaccounts" => serde_json::to_vec(&children.service_account),
-                    "secrets" => serde_json::to_vec(&secret),
-                    "roles" => serde_json::to_vec(&children.role),
-                    "rolebindings" => serde_json::to_vec(&children.role_binding),
-                    "configmaps" => serde_json::to_vec(&children.config_map),
-                    "services" => serde_json::to_vec(&children.service),
-                    "daemonsets" => serde_json::to_vec(&daemon_set),
-                    _ if path.ends_with("/meshnodes") => serde_json::to_vec(&serde_json::json!({
-                        "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNodeList",
-                        "metadata": {}, "items": []
-                    })),
-                    _ => serde_json::to_vec(&serde_json::json!({"kind": "Status", "code": 404})),
-                }
-                .unwrap();
-                respond.send_response(
-                    Response::builder()
-                        .status(StatusCode::OK)
-                        .body(Body::from(body))
-                        .unwrap(),
-                );
-            }
-        });
-        (kube::Client::new(service, "default"), writes, server)
+        fn json(object: &impl serde::Serialize) -> serde_json::Value {
+            serde_json::to_value(object).unwrap()
+        }
+        let by_collection = std::collections::BTreeMap::from([
+            ("serviceaccounts", json(&children.service_account)),
+            ("secrets", json(&secret)),
+            ("roles", json(&children.role)),
+            ("rolebindings", json(&children.role_binding)),
+            ("configmaps", json(&children.config_map)),
+            ("services", json(&children.service)),
+            ("daemonsets", json(&daemon_set)),
+        ]);
+        let mesh = json(mesh);
+        let records = testing::list::<MeshNode>("x0tta6bl4.io/v1alpha1", "MeshNodeList", &[]);
+        MockApi::serve(move |path| match path.rsplit('/').nth(1).unwrap_or_default() {
+            _ if path.ends_with("/meshnetworks/demo/status") => Some(mesh.clone()),
+            _ if path.ends_with("/meshnodes") => Some(records.clone()),
+            collection => by_collection.get(collection).cloned(),
+        })
     }
 
     fn mesh_with_settled_status(authority: &x0tta6bl4_crypto::SigningKey) -> MeshNetwork {
-        let mut mesh: MeshNetwork = serde_yaml::from_str(MESH).unwrap();
+        let mut mesh: MeshNetwork = serde_norway::from_str(MESH).unwrap();
         let children = build(
             &mesh,
             &BuildOptions::default(),
             &authority::public_key_base64(authority),
-        );
+        )
+        .unwrap();
         let observed = Observed {
             daemon_set: Some(k8s_openapi::api::apps::v1::DaemonSetStatus {
                 desired_number_scheduled: 3,
@@ -242,37 +238,38 @@ spec:
     async fn reconciling_an_unchanged_mesh_makes_no_mutating_api_call() {
         let authority = x0tta6bl4_crypto::SigningKey::generate().unwrap();
         let mesh = mesh_with_settled_status(&authority);
-        let (client, writes, server) = mock_api(&mesh, &authority);
-        let ctx = Arc::new(Context::new(
-            client,
-            Metrics::new(),
-            "test",
-            BuildOptions::default(),
-        ));
+        let (client, api) = mock_api(&mesh, &authority);
+        let ctx = testing::context(client);
         let action = reconcile(Arc::new(mesh), ctx.clone())
             .await
             .expect("reconcile succeeds");
         assert_eq!(action, Action::requeue(RESYNC));
-        assert_eq!(*writes.lock().unwrap(), Vec::<String>::new());
+        assert_eq!(api.write_lines(), Vec::<String>::new());
+        // One read of the authority, one of each child, one list of the agents' records.
+        let reads = api.read_lines();
+        assert_eq!(reads.len(), 8, "{reads:#?}");
+        assert_eq!(
+            reads.first().map(String::as_str),
+            Some("GET /api/v1/namespaces/ns/secrets/demo-mesh-authority")
+        );
+        assert_eq!(
+            reads.last().map(String::as_str),
+            Some("GET /apis/x0tta6bl4.io/v1alpha1/namespaces/ns/meshnodes")
+        );
         assert_eq!(ctx.metrics.api_writes.with_label_values(&["DaemonSet"]).get(), 0);
-        server.abort();
     }
 
     #[tokio::test]
     async fn a_changed_spec_reapplies_only_what_changed() {
         let authority = x0tta6bl4_crypto::SigningKey::generate().unwrap();
         let mut mesh = mesh_with_settled_status(&authority);
-        let (client, writes, server) = mock_api(&mesh, &authority);
+        let (client, api) = mock_api(&mesh, &authority);
         mesh.spec.routing.hello_interval = "50ms".into();
         mesh.spec.routing.neighbour_timeout = "150ms".into();
-        let ctx = Arc::new(Context::new(
-            client,
-            Metrics::new(),
-            "test",
-            BuildOptions::default(),
-        ));
-        reconcile(Arc::new(mesh), ctx).await.expect("reconcile succeeds");
-        let writes = writes.lock().unwrap().clone();
+        reconcile(Arc::new(mesh), testing::context(client))
+            .await
+            .expect("reconcile succeeds");
+        let writes = api.write_lines();
         assert!(
             writes
                 .iter()
@@ -291,6 +288,5 @@ spec:
                 .any(|w| w.contains("/serviceaccounts/") || w.contains("/roles/")),
             "{writes:?}"
         );
-        server.abort();
     }
 }

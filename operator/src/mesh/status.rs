@@ -2,6 +2,8 @@
 use k8s_openapi::api::apps::v1::DaemonSetStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use x0tta6bl4_api::MeshNetworkStatus;
+
+use crate::agent_report::AgentReport;
 use x0tta6bl4_api::condition::{self, CONVERGED, DEGRADED, Desired, PROGRESSING, READY, Status};
 
 /// What the reconciler saw of the mesh's children and agents.
@@ -17,38 +19,6 @@ pub struct Observed {
     pub config_hash: String,
     /// The PQ summary of the spec.
     pub post_quantum: String,
-}
-
-/// One agent's report, as far as the mesh's status needs it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AgentReport {
-    pub route_count: i32,
-    pub pq_sessions: i32,
-    pub classical_sessions: i32,
-    pub last_reroute: Option<std::time::Duration>,
-}
-
-/// A record whose agent has not written for this long belongs to a dead agent (agents
-/// heartbeat every 30 s).
-pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(90);
-
-impl AgentReport {
-    /// The report of a live agent, or `None` when the record is a dead agent's (no report yet,
-    /// or silent for longer than [`STALE_AFTER`] at `now`).
-    pub fn from_record(record: &x0tta6bl4_api::MeshNode, now: &Time) -> Option<Self> {
-        let status = record.status.clone().unwrap_or_default();
-        let reported = status.last_report_time.as_ref()?;
-        let silent = now.0.duration_since(reported.0);
-        if silent > k8s_openapi::jiff::SignedDuration::try_from(STALE_AFTER).ok()? {
-            return None;
-        }
-        Some(Self {
-            route_count: status.route_count,
-            pq_sessions: status.pq_sessions,
-            classical_sessions: status.classical_sessions,
-            last_reroute: x0tta6bl4_api::duration::parse(&status.last_reroute_duration).ok(),
-        })
-    }
 }
 
 /// Converged when every agent reports a route to every other reporting agent and every
@@ -324,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_record_silent_for_too_long_is_a_dead_agents() {
-        let mut record: x0tta6bl4_api::MeshNode = serde_yaml::from_str(
+        let mut record: x0tta6bl4_api::MeshNode = serde_norway::from_str(
             "apiVersion: x0tta6bl4.io/v1alpha1\nkind: MeshNode\nmetadata: {name: m-n}\nspec: {meshName: m, nodeName: n}",
         )
         .unwrap();

@@ -5,9 +5,10 @@
 //! - **Analyze**: per link, an adaptive baseline (EWMA mean and deviation, [`baseline`]) of its
 //!   cost. A link is *degraded* when its cost leaves `mean + k·deviation` (k from
 //!   `anomaly_sigma`) or passes the fixed loss / RTT ceilings. A neighbour *contradicts* what
-//!   we see when it claims the link costs less than the round trip alone costs by our own
-//!   measurement: both ends time the same round trip, and loss can only add to a cost, so an
-//!   honest peer never claims less than that floor (beyond the floor's own jitter). This is the
+//!   we see when it claims the link costs less than the least recent round trip alone costs by
+//!   our own measurement: both ends time the same round trip, and loss, queueing and
+//!   retransmissions can only add to a cost, so an honest peer never claims less than that
+//!   floor (beyond the floor's own jitter). This is the
 //!   lie that attracts traffic; claiming more only repels it, and is what asymmetric loss
 //!   looks like, so it is not counted.
 //! - **Plan**: a newly degraded link → reroute around it now (ignoring the re-selection
@@ -227,11 +228,14 @@ impl SelfHealing {
             {
                 cycle.outputs.extend(router.set_quarantined(peer, true, now));
             }
-            let floor = neighbour.quality.rtt.map(|rtt| {
+            // The floor is what the path's least recent round trip costs: the smoothed RTT
+            // swells with every retransmission under loss, and the two ends' estimates swell
+            // at different moments, so an honest peer's claim can sit below our smoothed
+            // figure; it can never sit below the path's own delay.
+            let floor = neighbour.quality.rtt_min.map(|rtt| {
                 LinkQuality {
-                    loss_percent: 0,
                     rtt: Some(rtt),
-                    drop_percent: 0,
+                    ..LinkQuality::default()
                 }
                 .cost(&weights)
             });

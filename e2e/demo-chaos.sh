@@ -1,0 +1,665 @@
+#!/usr/bin/env bash
+# ChaosExperiments on the running demo mesh (five real agents in a ring of network namespaces,
+# eBPF datapath, the operator as a local process), each checked end to end against the agents'
+# own fault maps (their fault endpoints), their metrics and the experiment's status.
+#
+#   demo-chaos.sh run [check...]
+#                          the example partition, then the revert guarantees: dry run, blast
+#                          radius, abort guard, suspend/resume, delete, kill switch, operator
+#                          killed and kept down, operator and target agent killed (kernel
+#                          expiry), a target agent restarted, the operator SIGKILLed at random
+#                          points of 20 experiments, non-mesh traffic during faults, latency,
+#                          a node kill and a cascade of two kills.
+#                          After every check the fault maps are empty and the agents'
+#                          active-entry gauges sum to 0. Ends with "N passed, M failed".
+#   demo-chaos.sh bench [runs] [action...]
+#                          TTD and TTR of partition, loss, corrupt, latency and nodeKill (8 s windows) over [runs]
+#                          experiments each (default 20), p50/p99, as a Markdown table on stdout
+#
+# Environment: X0_CLUSTER (default demo), X0_MESH (default demo), X0_CHAOS_KILLS (operator
+# kills of the random-kill check, default 20).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+# shellcheck source=cluster/versions.env
+source e2e/cluster/versions.env
+CLUSTER_NAME="${X0_CLUSTER:-demo}"
+MESH="${X0_MESH:-demo}"
+NS=default
+CLUSTER_STATE="$ROOT/.cache/clusters/$CLUSTER_NAME"
+KUBECTL_BIN="$ROOT/.cache/bin/kubernetes-$KUBERNETES_VERSION/kubectl"
+AGENTS_STATE="$ROOT/.cache/demo-agents"
+AGENTS=e2e/demo-agents.sh
+DEMO=e2e/demo.sh
+KILLS="${X0_CHAOS_KILLS:-20}"
+NETNS_PREFIX="x0demo-"
+
+log() {
+  printf '[demo-chaos %(%H:%M:%S)T] %s\n' -1 "$*" >&2
+  [[ -z ${TRANSCRIPT:-} ]] || printf '[demo-chaos %(%H:%M:%S)T] %s\n' -1 "$*" >>"$TRANSCRIPT"
+}
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+kctl() {
+  "$KUBECTL_BIN" --kubeconfig="$CLUSTER_STATE/kubeconfig" --cache-dir="$CLUSTER_STATE/kube-cache" \
+    --namespace="$NS" "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The agents
+# ---------------------------------------------------------------------------------------------
+
+NODES=()
+load_nodes() {
+  local i
+  NODES=()
+  for ((i = 0; i < 250; i++)); do
+    [[ -f $AGENTS_STATE/node-$i ]] || break
+    NODES+=("$(cat "$AGENTS_STATE/node-$i")")
+  done
+  ((${#NODES[@]} >= 4)) || die "the demo agents are not up (run: make demo)"
+}
+index_of() {
+  local i
+  for ((i = 0; i < ${#NODES[@]}; i++)); do
+    [[ ${NODES[$i]} == "$1" ]] && { echo "$i"; return 0; }
+  done
+  return 1
+}
+node_addr() { printf '198.18.251.%d' $(($1 + 1)); }
+status_addr() { printf '198.19.252.%d:%s' $((4 * $1 + 2)) "$METRICS_PORT"; }
+
+# Fault entries in agent i's kernel fault map (through its fault endpoint).
+faults_of() {
+  ip netns exec "$NETNS_PREFIX$1" curl -sS --max-time 3 "http://127.0.0.1:47191/datapath" | jq '.faults | length'
+}
+# A metric of agent i (summed over its label sets; 0 when absent).
+metric_of() {
+  curl -sS --max-time 3 "http://$(status_addr "$1")/metrics" |
+    awk -v name="$2" '$1 == name || index($1, name "{") == 1 { sum += $2 } END { print sum + 0 }'
+}
+total_faults() {
+  local i sum=0 f
+  for ((i = 0; i < ${#NODES[@]}; i++)); do
+    f="$(faults_of "$i")" || return 1
+    sum=$((sum + f))
+  done
+  echo "$sum"
+}
+total_metric() {
+  local i sum=0 v
+  for ((i = 0; i < ${#NODES[@]}; i++)); do
+    v="$(metric_of "$i" "$1")" || return 1
+    sum=$((sum + ${v%.*}))
+  done
+  echo "$sum"
+}
+
+# past <unix ns>: that time has come (for wait_for, which evaluates its command at each poll).
+past() { (($(date +%s%N) >= $1)); }
+# ns <RFC 3339 time> [offset]: Unix nanoseconds of a time, plus an offset such as "1 second".
+ns() { date -d "$1${2:+ + $2}" +%s%N; }
+
+# wait_for <seconds> <what> <command...>: polls the command until it succeeds.
+wait_for() {
+  local limit=$1 what=$2 deadline
+  shift 2
+  deadline=$(($(date +%s%N) + limit * 1000000000))
+  until "$@" >/dev/null 2>&1; do
+    (($(date +%s%N) < deadline)) || { log "timed out after ${limit}s waiting for: $what"; return 1; }
+    sleep 0.1
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Experiments
+# ---------------------------------------------------------------------------------------------
+
+field() { kctl get chaos "$1" -o jsonpath="{$2}" 2>/dev/null; }
+field_is() { [[ "$(field "$1" "$2")" == "$3" ]]; }
+# record_is <node> <jsonpath> <value> / record_has <node> <jsonpath>: the node's MeshNode record.
+record_is() { [[ "$(kctl get meshnode "$MESH-$1" -o jsonpath="$2" 2>/dev/null)" == "$3" ]]; }
+record_has() { [[ -n "$(kctl get meshnode "$MESH-$1" -o jsonpath="$2" 2>/dev/null)" ]]; }
+phase_is() { [[ "$(field "$1" .status.phase)" == "$2" ]]; }
+reason_is() { [[ "$(field "$1" ".status.conditions[?(@.type==\"Ready\")].reason")" == "$2" ]]; }
+entries_above() { (($(total_faults) > $1)); }
+entries_are() { [[ "$(total_faults)" == "$1" ]]; }
+target_entries_above() { (($(faults_of "$1") > 0)); }
+
+# experiment <name> <duration> <action yaml> [extra spec yaml] [target yaml]: applies a
+# ChaosExperiment on the demo mesh (target: one node unless given).
+experiment() {
+  local name=$1 duration=$2 action=$3 extra=${4:-} target=${5:-"{meshRef: {name: $MESH}, mode: one}"}
+  kctl apply -f - >/dev/null <<EOF
+apiVersion: x0tta6bl4.io/v1alpha1
+kind: ChaosExperiment
+metadata:
+  name: $name
+spec:
+  target: $target
+  action: $action
+  duration: $duration
+$extra
+EOF
+}
+
+# injected <name> <duration> <action yaml>: applies a one-target experiment and waits until its
+# target carries its entries; sets TARGET (node) and TI (agent index).
+TARGET=""
+TI=""
+injected() {
+  experiment "$1" "$2" "$3"
+  wait_for 90 "$1 Injecting" phase_is "$1" Injecting
+  TARGET="$(field "$1" '.status.targets[0]')"
+  TI="$(index_of "$TARGET")"
+  wait_for 5 "entries installed on $TARGET" target_entries_above "$TI"
+}
+
+# Unix seconds (with fraction) of an RFC 3339 time.
+epoch() { date -d "$1" +%s.%N; }
+seconds_between() { awk -v a="$(epoch "$1")" -v b="$(epoch "$2")" 'BEGIN { printf "%.3f", b - a }'; }
+
+show() { kctl get chaos "$1" -o wide >&2 || true; }
+
+# Every experiment gone, the operator running, the kill switch off, the mesh converged, no
+# entry left anywhere.
+settle() {
+  local pid
+  pid="$(cat "$ROOT/.cache/demo-$CLUSTER_NAME-operator.pid" 2>/dev/null || true)"
+  if ! [[ $pid =~ ^[0-9]+$ ]] || ! kill -0 "$pid" 2>/dev/null; then
+    log "the operator is not running (a check killed it): starting it again"
+    $DEMO operator-start
+  fi
+  local i
+  for ((i = 0; i < ${#NODES[@]}; i++)); do
+    pid="$(cat "$AGENTS_STATE/agent-$i.pid" 2>/dev/null || true)"
+    if ! [[ $pid =~ ^[0-9]+$ ]] || ! kill -0 "$pid" 2>/dev/null; then
+      log "the agent of ${NODES[$i]} is not running (a check killed it): starting it again"
+      $AGENTS start "$i"
+    fi
+  done
+  kctl delete chaos --all --wait=true --timeout=60s >/dev/null 2>&1 || true
+  kctl patch meshnetwork "$MESH" --type merge -p '{"spec":{"chaos":{"paused":false}}}' >/dev/null
+  wait_for 120 "MeshNetwork $MESH Converged=True" \
+    kctl wait --for=condition=Converged --timeout=2s "meshnetwork/$MESH"
+  wait_for 10 "no fault entry on any agent" entries_are 0
+  [[ "$(total_metric x0_agent_chaos_active_entries)" == 0 ]] ||
+    { log "the agents' active-entry gauges sum to $(total_metric x0_agent_chaos_active_entries), not 0"; return 1; }
+}
+
+PASSED=0
+FAILED=0
+FAILURES=()
+FAILURE_LOGS=()
+CHECK_LOGS="$(mktemp -d)"
+trap 'rm -rf "$CHECK_LOGS"' EXIT
+# check <name> <function>: runs one check in a subshell (set -e), then settles the demo.
+check() {
+  local name=$1
+  local rc
+  log "----- $name"
+  # Not in an `if`: bash ignores set -e inside a tested subshell.
+  # What the check prints is also kept, so that the summary can repeat a failed check's lines
+  # at the end of the output (CI keeps only the tail).
+  # (Through `log`, not a pipe: processes a check starts in the background would hold a pipe.)
+  TRANSCRIPT="$CHECK_LOGS/$((PASSED + FAILED)).log"
+  local transcript=$TRANSCRIPT
+  set +e
+  (
+    set -e
+    "$2"
+  )
+  rc=$?
+  set -e
+  if ((rc == 0)) && settle; then
+    PASSED=$((PASSED + 1))
+    TRANSCRIPT=
+    log "PASS $name"
+    return 0
+  fi
+  FAILED=$((FAILED + 1))
+  FAILURES+=("$name")
+  FAILURE_LOGS+=("$transcript")
+  TRANSCRIPT=
+  log "FAIL $name (check exit status $rc)"
+  kctl get chaos -o wide >&2 || true
+  settle || true
+}
+
+# The last lines each failed check printed.
+repeat_failures() {
+  local k
+  for ((k = 0; k < ${#FAILURES[@]}; k++)); do
+    log "----- what the failed check '${FAILURES[$k]}' printed (last 25 lines)"
+    tail -n 25 "${FAILURE_LOGS[$k]}" >&2 2>/dev/null || true
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# The checks
+# ---------------------------------------------------------------------------------------------
+
+check_example_partition() {
+  kctl apply -f examples/chaos-partition.yaml >/dev/null
+  local name=partition-one target i
+  wait_for 90 "$name Injecting" phase_is "$name" Injecting
+  target="$(field "$name" '.status.targets[0]')"
+  i="$(index_of "$target")"
+  wait_for 5 "entries on the target $target" target_entries_above "$i"
+  log "$target carries $(faults_of "$i") fault entries (one per peer)"
+  wait_for 180 "$name Completed" phase_is "$name" Completed
+  show "$name"
+  [[ "$(field "$name" .status.verdict)" == Passed ]] || { log "verdict: $(field "$name" .status.verdict): $(field "$name" .status.verdictMessage)"; return 1; }
+  [[ -n "$(field "$name" .status.timeToDetect)" && -n "$(field "$name" .status.timeToRecover)" ]]
+  [[ -n "$(field "$name" .status.clockSkewBound)" ]] || { log "no clockSkewBound in the status"; return 1; }
+  log "TTD $(field "$name" .status.timeToDetect) ($(field "$name" .status.detectedBy)), TTR $(field "$name" .status.timeToRecover), each within $(field "$name" .status.clockSkewBound) of clock skew; restored after $(field "$name" .status.timeToRestore)"
+  wait_for 5 "every fault map empty" entries_are 0
+}
+
+check_dry_run() {
+  local before
+  before="$(total_metric x0_agent_chaos_applied_total)"
+  experiment dry 30s '{type: partition}' '  dryRun: true'
+  wait_for 60 "dry Completed" phase_is dry Completed
+  reason_is dry DryRun
+  [[ -n "$(field dry '.status.assignments[0].entries[0].peer')" ]] || { log "no planned entries in the status"; return 1; }
+  log "planned: $(kctl get chaos dry -o jsonpath='{range .status.assignments[*]}{.node}: {range .entries[*]}{.peer}={.address} {end}{end}')"
+  [[ -z "$(field dry .status.injectedAt)" ]]
+  entries_are 0
+  [[ "$(total_metric x0_agent_chaos_applied_total)" == "$before" ]] || { log "an agent applied entries for a dry run"; return 1; }
+}
+
+label_cut_nodes() {
+  kctl label node "${NODES[0]}" "${NODES[2]}" x0tta6bl4.io/chaos-check=cut --overwrite >/dev/null
+}
+unlabel_cut_nodes() {
+  kctl label node "${NODES[0]}" "${NODES[2]}" x0tta6bl4.io/chaos-check- >/dev/null 2>&1 || true
+}
+
+check_blast_radius() {
+  experiment everyone 30s '{type: partition}' '' "{meshRef: {name: $MESH}, mode: all}"
+  wait_for 30 "everyone refused" reason_is everyone BlastRadiusExceeded
+  phase_is everyone Failed
+  log "mode all: $(field everyone '.status.conditions[?(@.type=="Ready")].message')"
+  label_cut_nodes
+  experiment cut 30s '{type: partition}' '  blastRadius: {maxTargetPercent: 50}' \
+    "{meshRef: {name: $MESH}, mode: all, nodeSelector: {x0tta6bl4.io/chaos-check: cut}}"
+  wait_for 30 "cut refused" reason_is cut BlastRadiusExceeded
+  log "two non-adjacent nodes of the ring: $(field cut '.status.conditions[?(@.type=="Ready")].message')"
+  unlabel_cut_nodes
+  entries_are 0
+}
+
+check_abort_guard() {
+  label_cut_nodes
+  kctl apply -f - >/dev/null <<EOF
+apiVersion: x0tta6bl4.io/v1alpha1
+kind: ChaosExperiment
+metadata:
+  name: aborted
+spec:
+  target:
+    meshRef: {name: $MESH}
+    mode: all
+    nodeSelector: {x0tta6bl4.io/chaos-check: cut}
+  action: {type: partition}
+  duration: 60s
+  blastRadius: {maxTargetPercent: 50, allowDisconnect: true}
+  abort: {minReachablePercent: 90, recoverAfter: 3s}
+EOF
+  unlabel_cut_nodes
+  wait_for 90 "aborted Injecting" phase_is aborted Injecting
+  wait_for 40 "aborted reverted by its guard" field_is aborted .status.revertCause abort
+  wait_for 3 "entries gone after the abort" entries_are 0
+  wait_for 120 "aborted finished" phase_is aborted Completed
+  show aborted
+  [[ "$(field aborted .status.verdict)" == Failed ]]
+  log "verdict Failed: $(field aborted .status.verdictMessage)"
+}
+
+check_suspend_resume() {
+  local name=paused-run injected
+  experiment "$name" 12s '{type: partition}'
+  wait_for 90 "$name Injecting" phase_is "$name" Injecting
+  wait_for 5 "entries installed" entries_above 0
+  injected="$(field "$name" .status.injectedAt)"
+  wait_for 10 "4s of injection" past "$(ns "$injected" "4 seconds")"
+  kctl patch chaos "$name" --type merge -p '{"spec":{"suspend":true}}' >/dev/null
+  wait_for 3 "entries removed on suspend" entries_are 0
+  wait_for 10 "$name Suspended" phase_is "$name" Suspended
+  log "suspended with $(field "$name" .status.remaining) left"
+  wait_for 10 "3s of suspension" past "$(($(date +%s%N) + 3000000000))"
+  entries_are 0
+  kctl patch chaos "$name" --type merge -p '{"spec":{"suspend":false}}' >/dev/null
+  wait_for 60 "$name Injecting again" phase_is "$name" Injecting
+  wait_for 5 "entries installed again" entries_above 0
+  wait_for 120 "$name Completed" phase_is "$name" Completed
+  local total
+  total="$(field "$name" .status.injectedFor)"
+  log "injected for $total in all (duration 12s)"
+  awk -v t="${total%s}" 'BEGIN { exit !(t >= 11 && t <= 13) }'
+}
+
+check_delete() {
+  experiment deleted 60s '{type: partition}'
+  wait_for 90 "deleted Injecting" phase_is deleted Injecting
+  wait_for 5 "entries installed" entries_above 0
+  local t0=$SECONDS
+  kctl delete chaos deleted --wait=false >/dev/null
+  wait_for 3 "every entry removed after the delete" entries_are 0
+  log "every entry removed within $((SECONDS - t0))s of the delete"
+}
+
+check_kill_switch() {
+  experiment switched 60s '{type: partition}'
+  wait_for 90 "switched Injecting" phase_is switched Injecting
+  wait_for 5 "entries installed" entries_above 0
+  kctl patch meshnetwork "$MESH" --type merge -p '{"spec":{"chaos":{"paused":true}}}' >/dev/null
+  wait_for 3 "every entry removed by the kill switch" entries_are 0
+  wait_for 15 "switched Pending" phase_is switched Pending
+  reason_is switched MeshChaosPaused
+  kctl patch meshnetwork "$MESH" --type merge -p '{"spec":{"chaos":{"paused":false}}}' >/dev/null
+  wait_for 90 "switched Injecting again" phase_is switched Injecting
+  wait_for 5 "entries installed again" entries_above 0
+}
+
+# The operator dies during injection and stays down: the agents end the fault at its deadline.
+check_operator_down() {
+  local target i deadline neighbour before
+  injected orphaned 10s '{type: partition}'
+  target=$TARGET i=$TI
+  before="$(metric_of "$i" x0_agent_chaos_applied_total)"
+  deadline="$(field orphaned .status.deadline)"
+  $DEMO operator-kill
+  wait_for 30 "the deadline + 1s" past "$(ns "$deadline" "1 second")"
+  entries_are 0
+  neighbour=$(((i + 1) % ${#NODES[@]}))
+  # The partition outlived the hello timeout, so the session is dialled again after the deadline.
+  pings() { curl -fsS --max-time 5 "http://$(status_addr "$neighbour")/ping?to=$target&count=3" | grep -q '"rtt_ms"'; }
+  wait_for 15 "${NODES[$neighbour]} pings $target after the deadline" pings || {
+    log "${NODES[$neighbour]}'s last ping of $target: $(curl -sS --max-time 5 "http://$(status_addr "$neighbour")/ping?to=$target&count=1")"
+    return 1
+  }
+  log "deadline + 1s with the operator down: no entry left, ${NODES[$neighbour]} pings $target"
+  $DEMO operator-start
+  wait_for 120 "orphaned Completed after the operator came back" phase_is orphaned Completed
+  [[ "$(metric_of "$i" x0_agent_chaos_applied_total)" == "$before" ]] ||
+    { log "$target applied the entries again after the operator restarted: x0_agent_chaos_applied_total $before, now $(metric_of "$i" x0_agent_chaos_applied_total)"; return 1; }
+}
+
+# The operator and the target's agent both die: the kernel alone ends the fault. A TCP connection
+# to the dead agent's port shows it: dropped (timeout) while the entry holds, refused after.
+tcp_port() {
+  kctl get configmap "$MESH-agent-config" -o jsonpath='{.data.agent\.yaml}' |
+    grep -oE '"?tcpPort"?: *"?[0-9]+' | grep -oE '[0-9]+$'
+}
+connect_result() {
+  local from=$1 to=$2 port=$3
+  if ip netns exec "$NETNS_PREFIX$from" timeout 1 bash -c "exec 3<>/dev/tcp/$(node_addr "$to")/$port" 2>/dev/null; then
+    echo open
+  elif (($? == 124)); then echo dropped; else echo refused; fi
+}
+check_kernel_expiry() {
+  local target i neighbour port deadline
+  port="$(tcp_port)"
+  injected expiring 12s '{type: partition}'
+  target=$TARGET i=$TI
+  deadline="$(field expiring .status.deadline)"
+  neighbour=$(((i + 1) % ${#NODES[@]}))
+  $DEMO operator-kill
+  $AGENTS kill "$i"
+  [[ "$(connect_result "$neighbour" "$i" "$port")" == dropped ]] ||
+    { log "a SYN to the dead agent's port was not dropped while the entry holds"; return 1; }
+  wait_for 30 "the deadline + 1s" past "$(ns "$deadline" "1 second")"
+  [[ "$(connect_result "$neighbour" "$i" "$port")" == refused ]] ||
+    { log "the kernel still drops the dead agent's mesh traffic after the deadline"; return 1; }
+  log "operator and $target dead: their mesh port dropped SYNs until the deadline, refuses them after (kernel expiry)"
+  $AGENTS start "$i"
+  $DEMO operator-start
+  wait_for 120 "expiring Completed" phase_is expiring Completed
+}
+
+check_agent_restart() {
+  local target i applied deadline uid
+  injected restarted 20s '{type: partition}'
+  target=$TARGET i=$TI
+  uid="$(field restarted .metadata.uid)"
+  wait_for 15 "the target's report" record_has "$target" "{.status.chaos[?(@.uid==\"$uid\")].appliedAt}"
+  applied="$(kctl get meshnode "$MESH-$target" -o jsonpath="{.status.chaos[?(@.uid==\"$uid\")].appliedAt}")"
+  deadline="$(field restarted .status.deadline)"
+  $AGENTS kill "$i"
+  $AGENTS start "$i"
+  wait_for 30 "the restarted agent re-applies what is left of the window" target_entries_above "$i"
+  log "$target restarted and carries $(faults_of "$i") entries again until $deadline"
+  wait_for 30 "the deadline + 1s" past "$(ns "$deadline" "1 second")"
+  [[ "$(faults_of "$i")" == 0 ]] || { log "the restarted agent kept entries past the deadline"; return 1; }
+  wait_for 120 "restarted Completed" phase_is restarted Completed
+  [[ "$(kctl get meshnode "$MESH-$target" -o jsonpath="{.status.chaos[?(@.uid==\"$uid\")].appliedAt}")" == "$applied" ]] ||
+    { log "the restarted agent reported a new appliedAt"; return 1; }
+}
+
+check_random_operator_kills() {
+  local k name before after offset deadline
+  for ((k = 1; k <= KILLS; k++)); do
+    name="kill-$k"
+    before="$(total_metric x0_agent_chaos_applied_total)"
+    experiment "$name" 4s '{type: partition}'
+    offset="$(awk -v s="$RANDOM" 'BEGIN { printf "%.1f", (s % 60) / 10 }')"
+    sleep "$offset" # the point of the experiment at which the operator dies: random on purpose
+    $DEMO operator-kill
+    $DEMO operator-start
+    wait_for 180 "$name finished" phase_is "$name" Completed
+    deadline="$(field "$name" .status.deadline)"
+    [[ -z $deadline ]] || wait_for 10 "deadline + 1s" past "$(ns "$deadline" "1 second")"
+    entries_are 0 || { log "$name: entries left after its deadline"; return 1; }
+    after="$(total_metric x0_agent_chaos_applied_total)"
+    [[ $((after - before)) == 1 ]] || { log "$name: $((after - before)) injections for one target"; return 1; }
+    [[ -z "$(kctl get chaos "$name" -o jsonpath='{.metadata.finalizers}')" ]]
+    log "$name: operator killed ${offset}s after apply; $(field "$name" .status.verdict), one injection, no entry left"
+    kctl delete chaos "$name" --wait=true --timeout=30s >/dev/null
+  done
+}
+
+# Traffic that is not mesh traffic crosses the faulted links untouched: TCP on another port
+# and ICMP between the target and a ring neighbour, during a partition and during 30% loss.
+bystander_traffic() {
+  local name=$1 action=$2 target i neighbour sent=20 received=0 answer ping_loss server
+  experiment "$name" 15s "$action"
+  wait_for 90 "$name Injecting" phase_is "$name" Injecting
+  target="$(field "$name" '.status.targets[0]')"
+  i="$(index_of "$target")"
+  wait_for 5 "entries installed" target_entries_above "$i"
+  neighbour=$(((i + 1) % ${#NODES[@]}))
+  ip netns exec "$NETNS_PREFIX$i" socat "TCP-LISTEN:47998,bind=$(node_addr "$i"),fork,reuseaddr" SYSTEM:cat &
+  server=$!
+  wait_for 5 "the echo server" bash -c "ip netns exec $NETNS_PREFIX$i ss -ltn | grep -q ':47998 '"
+  for ((k = 0; k < sent; k++)); do
+    answer="$(ip netns exec "$NETNS_PREFIX$neighbour" bash -c "echo hello-$k | timeout 2 socat -t1 - TCP:$(node_addr "$i"):47998" 2>/dev/null || true)"
+    [[ $answer == "hello-$k" ]] && received=$((received + 1))
+  done
+  ping_loss="$(ip netns exec "$NETNS_PREFIX$neighbour" ping -q -c 50 -i 0.02 -W 1 "$(node_addr "$i")" | sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p')"
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  log "$name on $target: $received/$sent TCP echoes on port 47998 from ${NODES[$neighbour]}, ICMP loss ${ping_loss}% (mesh entries: $(faults_of "$i"))"
+  ((received == sent)) && [[ $ping_loss == 0 ]]
+}
+check_non_mesh_traffic() {
+  bystander_traffic bystander-cut '{type: partition}'
+  kctl delete chaos bystander-cut --wait=true --timeout=30s >/dev/null
+  wait_for 120 "MeshNetwork $MESH Converged=True" kctl wait --for=condition=Converged --timeout=2s "meshnetwork/$MESH"
+  bystander_traffic bystander-loss '{type: loss, probabilityPercent: 30}'
+}
+
+check_latency() {
+  local target i neighbour rtt
+  experiment slow 25s '{type: latency, latency: {delay: 100ms, jitter: 10ms}}'
+  wait_for 90 "slow Injecting" phase_is slow Injecting
+  target="$(field slow '.status.targets[0]')"
+  i="$(index_of "$target")"
+  neighbour=$(((i + 1) % ${#NODES[@]}))
+  wait_for 15 "sendPath reported by $target" record_is "$target" "{.status.chaos[?(@.uid==\"$(field slow .metadata.uid)\")].mechanism}" sendPath
+  rtt_seen() {
+    rtt="$(kctl get meshnode "$MESH-${NODES[$neighbour]}" -o jsonpath="{.status.neighbours[?(@.node==\"$target\")].rttMicros}")"
+    [[ -n $rtt ]] && ((rtt >= 80000))
+  }
+  wait_for 20 "${NODES[$neighbour]} measures the delay on its link to $target" rtt_seen
+  log "${NODES[$neighbour]} measures an RTT of ${rtt}µs to $target (100ms added on $target's send path)"
+  wait_for 120 "slow Completed" phase_is slow Completed
+  show slow
+}
+
+# nodeKill: the operator deletes the target's pod, the supervisor (the demo's kubelet) starts
+# a new agent; neighbours notice, the mesh routes around it and converges again with it.
+pod_of() { kctl get pods -l "app.kubernetes.io/instance=$MESH" -o jsonpath="{.items[?(@.spec.nodeName==\"$1\")].metadata.name}"; }
+pod_changed() { [[ -n "$(pod_of "$1")" && "$(pod_of "$1")" != "$2" ]]; }
+check_node_kill() {
+  local target pod before i
+  kctl apply -f examples/chaos-node-kill.yaml >/dev/null
+  wait_for 90 "node-kill Injecting" phase_is node-kill Injecting
+  target="$(field node-kill '.status.kills[0].node')"
+  i="$(index_of "$target")"
+  pod="$(field node-kill '.status.kills[0].pod')"
+  [[ -n $pod ]] || { log "no pod recorded for the kill of $target: $(field node-kill '.status.kills[0].note')"; return 1; }
+  wait_for 30 "a new agent pod on $target" pod_changed "$target" "$pod"
+  log "$target: pod $pod deleted, $(pod_of "$target") started by the DaemonSet"
+  wait_for 120 "node-kill Completed" phase_is node-kill Completed
+  show node-kill
+  log "kill of $target detected after $(field node-kill '.status.kills[0].timeToDetect') ($(field node-kill '.status.kills[0].detectedBy')), routed around after $(field node-kill '.status.kills[0].timeToRecover'); TTR $(field node-kill .status.timeToRecover); restored after $(field node-kill .status.timeToRestore)"
+  [[ "$(field node-kill .status.verdict)" == Passed ]] || { log "verdict: $(field node-kill .status.verdictMessage)"; return 1; }
+  before="$(metric_of "$i" x0_agent_chaos_active_entries)"
+  [[ ${before%.*} == 0 ]]
+}
+
+check_cascade() {
+  local first second
+  kctl apply -f examples/chaos-cascade.yaml >/dev/null
+  wait_for 90 "cascade Injecting" phase_is cascade Injecting
+  first="$(field cascade '.status.kills[0].node')"
+  second="$(field cascade '.status.kills[1].node')"
+  log "cascade: $first, then its neighbour $second"
+  wait_for 30 "the second kill" record_kill_made 1
+  wait_for 150 "cascade Completed" phase_is cascade Completed
+  show cascade
+  kctl get chaos cascade -o jsonpath='{range .status.kills[*]}{"  step "}{.step}{": "}{.node}{" killed at "}{.killedAt}{", detected after "}{.timeToDetect}{" by "}{.detectedBy}{", routed around after "}{.timeToRecover}{"\n"}{end}' >&2
+  [[ -n "$(field cascade '.status.kills[0].timeToDetect')" && -n "$(field cascade '.status.kills[1].timeToDetect')" ]] ||
+    { log "a kill of the cascade was not detected"; return 1; }
+  [[ "$(field cascade .status.verdict)" == Passed ]] || { log "verdict: $(field cascade .status.verdictMessage)"; return 1; }
+}
+record_kill_made() { [[ -n "$(field cascade ".status.kills[$1].killedAt")" ]]; }
+
+run() {
+  command -v jq >/dev/null || die "jq is required"
+  command -v socat >/dev/null || die "socat is required (installed by: make demo)"
+  command -v ping >/dev/null || die "ping is required (Debian: iputils-ping)"
+  load_nodes
+  METRICS_PORT="$($AGENTS status-addr 0 | cut -d: -f2)"
+  settle || die "the demo mesh is not in a steady state before the checks"
+  if (($#)); then
+    # Only the named checks (functions), e.g. `demo-chaos.sh run check_latency`.
+    local name
+    for name in "$@"; do check "$name" "$name"; done
+  else
+    all_checks
+  fi
+  kctl get chaos >&2 || true
+  repeat_failures
+  printf '%d passed, %d failed\n' "$PASSED" "$FAILED"
+  if ((FAILED)); then
+    log "failed: ${FAILURES[*]}"
+    return 1
+  fi
+}
+
+all_checks() {
+  check "example partition (examples/chaos-partition.yaml)" check_example_partition
+  check "dry run injects nothing" check_dry_run
+  check "blast radius refused" check_blast_radius
+  check "abort guard" check_abort_guard
+  check "suspend and resume" check_suspend_resume
+  check "delete reverts at once" check_delete
+  check "mesh kill switch" check_kill_switch
+  check "operator killed and kept down" check_operator_down
+  check "operator and agent dead: kernel expiry" check_kernel_expiry
+  check "target agent restarted" check_agent_restart
+  check "operator SIGKILLed at random points of $KILLS experiments" check_random_operator_kills
+  check "non-mesh traffic untouched" check_non_mesh_traffic
+  check "latency on the send path" check_latency
+  check "node kill (examples/chaos-node-kill.yaml)" check_node_kill
+  check "cascading kills (examples/chaos-cascade.yaml)" check_cascade
+}
+
+# ---------------------------------------------------------------------------------------------
+# bench: TTD and TTR percentiles per action
+# ---------------------------------------------------------------------------------------------
+
+percentile() {
+  # percentile <p> <values...> (nearest rank)
+  local p=$1
+  shift
+  printf '%s\n' "$@" | sort -g | awk -v p="$p" '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit } r = int((p / 100) * NR + 0.999999); if (r < 1) r = 1; if (r > NR) r = NR; print v[r] }'
+}
+bench() {
+  local runs=${1:-20} action spec k name ttd ttr verdict actions
+  shift || true
+  actions=("$@")
+  ((${#actions[@]})) || actions=(partition loss corrupt latency nodeKill)
+  load_nodes
+  METRICS_PORT="$($AGENTS status-addr 0 | cut -d: -f2)"
+  settle
+  printf '| action | runs | TTD p50 | TTD p99 | TTR p50 | TTR p99 | Passed | Failed | Inconclusive |\n'
+  printf '|---|---|---|---|---|---|---|---|---|\n'
+  for action in "${actions[@]}"; do
+    case $action in
+      partition) spec='{type: partition}' ;;
+      loss) spec='{type: loss, probabilityPercent: 30}' ;;
+      corrupt) spec='{type: corrupt, probabilityPercent: 30}' ;;
+      latency) spec='{type: latency, latency: {delay: 100ms}}' ;;
+      nodeKill) spec='{type: nodeKill}' ;;
+    esac
+    local ttds=() ttrs=() passed=0 failed=0 inconclusive=0
+    for ((k = 1; k <= runs; k++)); do
+      name="bench-${action,,}-$k"
+      experiment "$name" 8s "$spec"
+      wait_for 240 "$name Completed" phase_is "$name" Completed
+      ttd="$(field "$name" .status.timeToDetect)"
+      ttr="$(field "$name" .status.timeToRecover)"
+      verdict="$(field "$name" .status.verdict)"
+      [[ -n $ttd ]] && ttds+=("$(to_seconds "$ttd")")
+      [[ -n $ttr ]] && ttrs+=("$(to_seconds "$ttr")")
+      case $verdict in Passed) passed=$((passed + 1)) ;; Failed) failed=$((failed + 1)) ;; *) inconclusive=$((inconclusive + 1)) ;; esac
+      log "$name: TTD ${ttd:--} TTR ${ttr:--} $verdict $(field "$name" .status.verdictMessage)"
+      settle
+    done
+    printf '| %s | %d | %s | %s | %s | %s | %d | %d | %d |\n' "$action" "$runs" \
+      "$(percentile 50 "${ttds[@]}")" "$(percentile 99 "${ttds[@]}")" \
+      "$(percentile 50 "${ttrs[@]}")" "$(percentile 99 "${ttrs[@]}")" "$passed" "$failed" "$inconclusive"
+  done
+}
+# A status duration ("850ms", "1.234s", "1m2s") in seconds.
+to_seconds() {
+  awk -v d="$1" 'BEGIN {
+    total = 0
+    while (match(d, /^[0-9.]+(ms|us|µs|s|m|h)/)) {
+      part = substr(d, 1, RLENGTH); d = substr(d, RLENGTH + 1)
+      n = part + 0
+      if (part ~ /ms$/) total += n / 1000; else if (part ~ /(us|µs)$/) total += n / 1e6;
+      else if (part ~ /s$/) total += n; else if (part ~ /m$/) total += n * 60; else if (part ~ /h$/) total += n * 3600
+    }
+    printf "%.3f", total
+  }'
+}
+
+case "${1:-}" in
+  run)
+    shift
+    run "$@"
+    ;;
+  bench)
+    shift
+    bench "$@"
+    ;;
+  *) echo "usage: $0 run|bench [runs]" >&2; exit 2 ;;
+esac

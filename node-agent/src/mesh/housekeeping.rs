@@ -1,0 +1,65 @@
+//! The actor's periodic chores: the chaos executor's falseMetric applied, convergence
+//! episodes settled, abandoned pings forgotten, the neighbour, route and per-link gauges
+//! refreshed (by the peer's node name; a gone link's series removed), and expired keys and endorsements pruned.
+use std::sync::PoisonError;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Mesh, short};
+use crate::clock::{unix_micros, unix_seconds};
+use crate::metrics::LinkSample;
+
+/// How often gauges are refreshed, pings in flight swept and episodes settled.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
+/// How often expired keys are pruned.
+pub(super) const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Mesh {
+    pub(super) fn housekeeping(&mut self) {
+        let now = Instant::now();
+        self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+        if self.false_metric_percent.has_changed().unwrap_or(false) {
+            let percent = *self.false_metric_percent.borrow_and_update();
+            self.router.set_false_metric_percent(percent);
+        }
+        if let Some(episode) = self.convergence.settle(unix_micros()) {
+            self.episode_settled(episode.duration_ms);
+        }
+        self.pings.forget_abandoned();
+        let neighbours = self.router.neighbours();
+        self.metrics
+            .neighbours
+            .set(i64::try_from(neighbours.iter().filter(|n| n.alive).count()).unwrap_or(i64::MAX));
+        self.metrics
+            .routes
+            .set(i64::try_from(self.router.routes().len()).unwrap_or(i64::MAX));
+        let links: Vec<LinkSample> = neighbours
+            .iter()
+            .filter(|n| n.alive)
+            .map(|neighbour| LinkSample {
+                peer_node: self
+                    .name_of(&neighbour.peer)
+                    .unwrap_or_else(|| short(&neighbour.peer)),
+                cost: neighbour.cost,
+                loss_percent: neighbour.quality.loss_percent,
+                rtt_seconds: neighbour.quality.rtt.map(|rtt| rtt.as_secs_f64()),
+            })
+            .collect();
+        self.link_labels = self.metrics.set_links(&links, &self.link_labels);
+        if now >= self.next_prune {
+            self.next_prune = now + PRUNE_INTERVAL;
+            let now_unix = unix_seconds();
+            self.trust
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .prune(now_unix);
+            self.book.prune(now_unix);
+        }
+    }
+
+    pub(super) fn episode_settled(&self, duration_ms: f64) {
+        self.metrics.last_convergence_seconds.set(duration_ms / 1000.0);
+        self.metrics.convergence_seconds.observe(duration_ms / 1000.0);
+    }
+}

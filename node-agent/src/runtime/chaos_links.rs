@@ -1,0 +1,132 @@
+//! The channels between the chaos executor and what carries its faults out (the eBPF
+//! datapath, the mesh's send path, the FL participant, the fault endpoint), made in one place
+//! so that each side gets only its own end; and the executor each run mode starts.
+use std::net::SocketAddr;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::chaos::behaviour::{BehaviourLines, ForgeRequest};
+use crate::chaos::by_hand::{self, HandFaults};
+use crate::chaos::plan::FaultPlan;
+use crate::chaos::{ChaosLinks, ChaosMetrics, DatapathAck, DatapathPort, Reports};
+use crate::datapath::DatapathState;
+use crate::mesh::MeshHandle;
+use crate::mesh::send_delay::DelayLine;
+
+/// Every link, before each end goes to its owner.
+pub struct ChaosWiring {
+    pub executor: ChaosLinks,
+    /// The datapath's end of the kernel fault plan.
+    pub datapath: DatapathPort,
+    /// The fault endpoint (`--fault-api`): its address and routes, served by the datapath.
+    pub fault_endpoint: Option<(SocketAddr, axum::Router)>,
+    /// Forged-update requests from the fault endpoint, answered by the FL participant.
+    pub forgery_requests: mpsc::Receiver<ForgeRequest>,
+}
+
+impl ChaosWiring {
+    pub fn new(
+        fault_api: Option<SocketAddr>,
+        behaviour: BehaviourLines,
+        registry: &prometheus::Registry,
+    ) -> Self {
+        let (plan, plan_receiver) = watch::channel(FaultPlan::default());
+        let (ack_sender, ack) = watch::channel(DatapathAck::default());
+        let (by_hand, _) = watch::channel(HandFaults::new());
+        let (forgeries, forgery_requests) = mpsc::channel(8);
+        let fault_endpoint = fault_api.map(|address| {
+            let routes = by_hand::routes(by_hand::Endpoint {
+                faults: by_hand.clone(),
+                plan: plan.subscribe(),
+                ack: ack.clone(),
+                forgeries,
+            });
+            (address, routes)
+        });
+        ChaosWiring {
+            executor: ChaosLinks {
+                plan,
+                ack,
+                delays: DelayLine::default(),
+                reports: Reports::new(Vec::new()),
+                metrics: ChaosMetrics::register(registry),
+                by_hand,
+                behaviour,
+            },
+            datapath: DatapathPort {
+                plan: plan_receiver,
+                ack: ack_sender,
+            },
+            fault_endpoint,
+            forgery_requests,
+        }
+    }
+}
+
+/// What a run mode's executor gets once the mesh runs.
+pub struct Running {
+    pub mesh: MeshHandle,
+    pub shutdown: CancellationToken,
+    pub chaos: ChaosLinks,
+    /// The datapath's state, for the MeshNode record.
+    pub datapath: DatapathState,
+}
+
+/// Without a cluster, the chaos executor carries out only the faults set by hand.
+pub fn standalone(node: String) -> impl FnOnce(Running) {
+    move |Running { shutdown, chaos, .. }| {
+        tokio::spawn(crate::chaos::run_standalone(
+            node,
+            chaos.plan,
+            chaos.delays,
+            chaos.by_hand,
+            shutdown,
+        ));
+    }
+}
+
+/// Where the agent's MeshNode record is, in a cluster.
+pub struct ClusterRecord {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub mesh: String,
+    pub node: String,
+    pub trust_domain: String,
+}
+
+/// In a cluster, the executor watches the mesh's experiments, and the agent's reports (the
+/// executor's among them) go to its MeshNode record.
+pub fn in_cluster(record: ClusterRecord) -> impl FnOnce(Running) {
+    move |Running {
+              mesh,
+              shutdown,
+              chaos,
+              datapath,
+          }| {
+        let name = crate::kube_source::record_name(&record.mesh, &record.node);
+        let reports = chaos.reports.subscribe();
+        tokio::spawn(crate::chaos::run(
+            crate::chaos::ChaosSetup {
+                client: record.client.clone(),
+                namespace: record.namespace.clone(),
+                mesh: record.mesh,
+                node: record.node,
+                trust_domain: record.trust_domain,
+                record: name.clone(),
+                mesh_handle: mesh.clone(),
+                links: chaos,
+            },
+            shutdown.clone(),
+        ));
+        crate::kube_source::start_reporting(
+            record.client,
+            record.namespace,
+            name,
+            mesh,
+            reports,
+            datapath,
+            shutdown,
+        )
+    }
+}
