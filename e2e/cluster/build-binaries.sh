@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the upstream control-plane binaries from source with the Go module proxy and caches them
-# under .cache/bin/<component>-<version>/. A cached binary is never rebuilt.
+# Builds the upstream control-plane binaries (and the demo's trace collector, Jaeger) from source
+# with the Go module proxy and caches them under .cache/bin/<component>-<version>/. A cached binary
+# is never rebuilt.
 #
 # Why from source: our machines have no Docker engine and may fetch nothing but packages from
 # registries, so kind/minikube images and release tarballs are out of reach. The Go module proxy
@@ -111,6 +112,37 @@ build_installable() {
   GOBIN="$out" go install -ldflags "-s -w $ldflags" "$pkg@$version" || die "go install of $pkg@$version failed"
 }
 
+# Jaeger (the v2 backend, an OpenTelemetry Collector distribution) cannot be `go install`ed: its
+# go.mod has replace directives. So, as for Kubernetes, a scratch module requires it as a tool,
+# copies its module-to-module replaces (they are part of what upstream releases) and builds it.
+build_jaeger() {
+  local out="$BIN_CACHE/jaeger-$JAEGER_VERSION" v="$JAEGER_VERSION"
+  if cached "$out/jaeger"; then log "jaeger $v: cached"; return; fi
+  check_proxy
+  local src="$SRC_CACHE/jaeger-$v"
+  mkdir -p "$src" "$out"
+  local upstream_mod
+  upstream_mod="$(go mod download -json "github.com/jaegertracing/jaeger@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+  [[ -f "$upstream_mod" ]] || die "could not download the go.mod of github.com/jaegertracing/jaeger@$v"
+  {
+    echo "module x0tta6bl4.io/jaeger-build"
+    echo
+    echo "go $(sed -n 's/^go //p' "$upstream_mod")"
+    echo
+    # Single-line replaces of one module by another module version (not by a local directory).
+    grep -E '^replace [^ ]+ => [^ .][^ ]* v[0-9]' "$upstream_mod" || true
+  } >"$src/go.mod"
+  log "jaeger $v: resolving modules"
+  (cd "$src" && go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$v" >&2) ||
+    die "could not resolve the modules of github.com/jaegertracing/jaeger@$v"
+  local ldflags="-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$v"
+  ldflags+=" -X github.com/jaegertracing/jaeger/internal/version.date=1970-01-01T00:00:00Z"
+  log "jaeger $v: building (slow on a cold cache: several minutes)"
+  (cd "$src" && go build -ldflags "$ldflags" -o "$out/jaeger.tmp" github.com/jaegertracing/jaeger/cmd/jaeger) ||
+    die "go build of jaeger failed"
+  mv "$out/jaeger.tmp" "$out/jaeger"
+}
+
 main() {
   mkdir -p "$BIN_CACHE" "$SRC_CACHE"
   local start=$SECONDS
@@ -122,8 +154,9 @@ main() {
       "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" ;;&
     all | helm) build_installable helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
       "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;&
-    all | kubernetes | etcd | kwok | helm) ;;
-    *) die "unknown component '$what' (all|kubernetes|etcd|kwok|helm)" ;;
+    all | jaeger) build_jaeger ;;&
+    all | kubernetes | etcd | kwok | helm | jaeger) ;;
+    *) die "unknown component '$what' (all|kubernetes|etcd|kwok|helm|jaeger)" ;;
   esac
   log "done in $((SECONDS - start))s; binaries under $BIN_CACHE"
 }
