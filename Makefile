@@ -92,6 +92,10 @@ demo-ebpf: ## On the running demo: per-peer eBPF counts in the MeshNodes, 30% lo
 demo-fl: ## On the running demo: the FLTrainingRound runs its rounds on the agents to Completed (root)
 	e2e/demo-agents.sh fl demo-round
 
+.PHONY: demo-traces
+demo-traces: ## On the running demo: the FLTrainingRound is one trace in Jaeger, with the operator's root span and spans from every participant (root)
+	e2e/demo-traces.sh fl demo-round
+
 .PHONY: demo-chaos
 demo-chaos: ## On the running demo: the example partition and the chaos revert guarantees, checked on every agent (root)
 	e2e/demo-chaos.sh run
@@ -105,8 +109,8 @@ demo-prometheus: ## On the running demo: a real Prometheus scrapes it; every das
 	HELM=$(HELM) e2e/demo-prometheus.sh run
 
 .PHONY: demo-check
-demo-check: ## The demo end to end, then gone: up, Prometheus, federated rounds, eBPF, failover, chaos, dashboards and alert, down (root)
-	$(MAKE) demo && HELM=$(HELM) e2e/demo-prometheus.sh up && $(MAKE) demo-fl && $(MAKE) demo-ebpf && $(MAKE) demo-failover && $(MAKE) demo-chaos && $(MAKE) demo-prometheus; rc=$$?; $(MAKE) demo-down; exit $$rc
+demo-check: ## The demo end to end, then gone: up, Prometheus, federated rounds, their trace, eBPF, failover, chaos, dashboards and alert, down (root)
+	$(MAKE) demo && HELM=$(HELM) e2e/demo-prometheus.sh up && $(MAKE) demo-fl && $(MAKE) demo-traces && $(MAKE) demo-ebpf && $(MAKE) demo-failover && $(MAKE) demo-chaos && $(MAKE) demo-prometheus; rc=$$?; $(MAKE) demo-down; exit $$rc
 
 .PHONY: demo-down
 demo-down: ## Stop the demo and remove everything it created

@@ -419,11 +419,14 @@ start_agents() {
 
 # start_agent <i>: the agent of the i-th node in its namespace (config and ports from start_agents).
 start_agent() {
-  local i=$1 node="${NODES[$1]}"
+  local i=$1 node="${NODES[$1]}" otlp=""
   mkdir -p "$STATE/state-$i"
   chmod 700 "$STATE/state-$i"
+  # Spans to the demo's Jaeger, over the management veth, when it runs (e2e/demo-traces.sh).
+  if "$ROOT/e2e/demo-traces.sh" running; then otlp="$("$ROOT/e2e/demo-traces.sh" endpoint "$i")"; fi
   spawn "$STATE/agent-$i.pid" "$STATE/agent-$i.log" \
     ip netns exec "$(netns "$i")" env KUBECONFIG="$STATE/kubeconfig-$i" NODE_NAME="$node" \
+    OTEL_EXPORTER_OTLP_ENDPOINT="$otlp" \
     RUST_LOG="${RUST_LOG:-info}" RUST_BACKTRACE=1 NO_COLOR=1 \
     "$AGENT_BIN" --config "$STATE/agent.yaml" --node-name "$node" --state-dir "$STATE/state-$i" \
     --advertise-address "$(node_addr "$i")" --metrics-addr "$(mgmt_ns "$i"):$METRICS_PORT" \

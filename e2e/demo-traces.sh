@@ -19,6 +19,11 @@
 #                           summary line (spans, processes, each instance's spans and operations)
 #                           and the span tree (roots, depth); on a timeout print which instances
 #                           have no span and what the trace had, and exit 1
+#   demo-traces.sh fl [job] the FLTrainingRound's trace (default demo-round; its UID is the
+#                           trace id): `check` with the operator's root span and every
+#                           participant (`make demo-traces`)
+#   demo-traces.sh running  exit 0 while it runs (the demo then points the operator and the
+#                           agents at it)
 #   demo-traces.sh down     stop it and delete its state (idempotent)
 #
 # Listeners (all TCP; Jaeger's other receivers, its gRPC OTLP receiver, health check, zpages,
@@ -327,14 +332,32 @@ check() {
   done
 }
 
+# fl <job>: the FLTrainingRound's trace (its UID is the trace id) has the operator's root span
+# and spans from the aggregator and every participant.
+fl() {
+  local job=${1:-demo-round} kubectl uid participants aggregator operator
+  kubectl="$ROOT/.cache/bin/kubernetes-$KUBERNETES_VERSION/kubectl"
+  local k=("$kubectl" --kubeconfig="$ROOT/.cache/clusters/${X0_CLUSTER:-demo}/kubeconfig" --namespace="${X0_MESH_NAMESPACE:-default}")
+  uid="$("${k[@]}" get flround "$job" -o jsonpath='{.metadata.uid}')" || die "no FLTrainingRound $job"
+  participants="$("${k[@]}" get flround "$job" -o jsonpath='{.status.participants[*]}')"
+  aggregator="$("${k[@]}" get flround "$job" -o jsonpath='{.status.aggregator}')"
+  [[ -n $participants ]] || die "FLTrainingRound $job has no participants in its status"
+  operator="demo-$(hostname)"
+  log "FLTrainingRound $job (uid $uid): its trace must hold the operator's root ($operator) and spans from the aggregator $aggregator and every participant: $participants"
+  # shellcheck disable=SC2086 # one instance per word
+  check "${uid//-/}" "$operator" $participants
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
+  running) running ;;
   endpoint) endpoint "${2:-}" ;;
   trace) trace "${2:-}" ;;
   check) shift && check "$@" ;;
+  fl) fl "${2:-}" ;;
   *)
-    echo "usage: $0 up|endpoint [i]|trace <trace-id>|check <trace-id> <instance>...|down" >&2
+    echo "usage: $0 up|running|endpoint [i]|trace <trace-id>|check <trace-id> <instance>...|fl [job]|down" >&2
     exit 2
     ;;
 esac

@@ -34,7 +34,10 @@ stop_operator() {
 
 start_operator() {
   log "starting the operator (log: $OPERATOR_LOG)"
-  POD_NAMESPACE=default setsid "$ROOT/target/debug/x0tta6bl4-operator" run \
+  # Its spans go to the demo's Jaeger when that runs (e2e/demo-traces.sh).
+  local otlp=""
+  if e2e/demo-traces.sh running; then otlp="$(e2e/demo-traces.sh endpoint)"; fi
+  POD_NAMESPACE=default OTEL_EXPORTER_OTLP_ENDPOINT="$otlp" setsid "$ROOT/target/debug/x0tta6bl4-operator" run \
     --metrics-addr 127.0.0.1:0 --identity "demo-$(hostname)" \
     --agent-image x0tta6bl4/node-agent:dev >>"$OPERATOR_LOG" 2>&1 &
   echo $! >"$OPERATOR_PID"
@@ -61,6 +64,8 @@ up() {
   "$ROOT/.cache/bin/helm-$HELM_VERSION/helm" template demo charts/x0tta6bl4 --show-only templates/meshnode-admission.yaml |
     "$KUBECTL" apply -f -
 
+  # A real trace collector (Jaeger, built from source) for the operator's and agents' spans.
+  e2e/demo-traces.sh up
   stop_operator
   start_operator
 
@@ -92,6 +97,7 @@ up() {
 down() {
   e2e/demo-agents.sh down || log "stopping the agents failed; stopping the cluster anyway"
   stop_operator
+  e2e/demo-traces.sh down || log "stopping the trace collector failed"
   "$CLUSTER" down
   rm -f "$OPERATOR_LOG"
 }

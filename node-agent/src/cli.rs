@@ -143,6 +143,9 @@ pub struct RunArgs {
     /// Federated learning (jobs, results, the injection endpoint).
     #[command(flatten)]
     pub fl: crate::fl::FlArgs,
+    /// Spans exported over OTLP (off unless an endpoint is given).
+    #[command(flatten)]
+    pub traces: x0tta6bl4_telemetry::TraceArgs,
 }
 
 #[cfg(test)]

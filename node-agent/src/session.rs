@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+use tracing::Instrument as _;
 use x0tta6bl4_crypto::endorsement::TrustStore;
 use x0tta6bl4_session::binding::{self, MAX_BINDING_LEN, Role};
 use x0tta6bl4_session::tls::{self, KeyExchangePolicy};
@@ -200,17 +201,36 @@ pub async fn handshake(
     let remote = tcp.peer_addr().ok();
     let _ = tcp.set_nodelay(true);
     let started = Instant::now();
+    // A trace of its own per handshake: TLS with the hybrid key exchange, then the binding.
+    let span = tracing::info_span!(
+        "session.handshake",
+        direction = direction.label(),
+        remote = remote.map(|r| r.to_string()).unwrap_or_default(),
+        outcome = tracing::field::Empty,
+        peer = tracing::field::Empty,
+        key_exchange = tracing::field::Empty,
+        refusal = tracing::field::Empty,
+    );
     let result = tokio::time::timeout(
         ctx.handshake_timeout,
         handshake_steps(ctx, tcp, direction, remote),
     )
+    .instrument(span.clone())
     .await
     .unwrap_or(Err(Refusal::Timeout));
-    ctx.metrics.handshake(
-        direction.label(),
-        handshake_outcome(&result),
-        started.elapsed().as_secs_f64(),
-    );
+    let outcome = handshake_outcome(&result);
+    span.record("outcome", outcome);
+    match &result {
+        Ok(established) => {
+            span.record("peer", established.spiffe_id.as_str());
+            span.record("key_exchange", established.key_exchange.as_str());
+        }
+        Err(refusal) => {
+            span.record("refusal", refusal.to_string());
+        }
+    }
+    ctx.metrics
+        .handshake(direction.label(), outcome, started.elapsed().as_secs_f64());
     result
 }
 

@@ -243,6 +243,7 @@ fn honest_reference(uid: &str, names: &[String]) -> f64 {
             batch_size: job::BATCH_SIZE,
             learning_rate: LEARNING_RATE,
             seed,
+            trace: None,
             participants: names.to_vec(),
             values: model.clone(),
         };

@@ -24,6 +24,7 @@ pub mod startup;
 pub mod status_write;
 #[cfg(test)]
 mod testing;
+pub mod traces;
 
 #[cfg(test)]
 mod log_filter_tests {

@@ -80,6 +80,12 @@ struct RunArgs {
     /// Agent image for MeshNetworks that keep the default spec.agent.image.
     #[arg(long, env = "X0_AGENT_IMAGE")]
     agent_image: Option<String>,
+    /// The collector the agents export their spans to (their OTEL_EXPORTER_OTLP_ENDPOINT);
+    /// agents export nothing without it.
+    #[arg(long, env = "X0_AGENT_OTLP_ENDPOINT")]
+    agent_otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    traces: x0tta6bl4_telemetry::TraceArgs,
 }
 
 #[tokio::main]
@@ -98,11 +104,20 @@ async fn main() -> anyhow::Result<()> {
     // One TLS provider for the whole process (the API client and anything else), chosen here
     // rather than inferred from crate features, which other workspace crates can change.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    x0tta6bl4_telemetry::init_logging(args.log_format, x0tta6bl4_operator::DEFAULT_LOG_FILTER);
     let identity = args
         .identity
         .clone()
         .unwrap_or_else(|| format!("operator-{}", std::process::id()));
+    let _traces = x0tta6bl4_telemetry::init(
+        args.log_format,
+        x0tta6bl4_operator::DEFAULT_LOG_FILTER,
+        &args.traces.config("x0tta6bl4-operator", identity.clone(), vec![]),
+    )
+    .context("--otlp-endpoint")?;
+    if let Some(endpoint) = &args.agent_otlp_endpoint {
+        x0tta6bl4_telemetry::traces::traces_url(endpoint)
+            .map_err(|e| anyhow::anyhow!("--agent-otlp-endpoint: {e}"))?;
+    }
 
     let metrics = Metrics::new();
     let readiness = Readiness::new("waiting for leadership and CRDs");
@@ -133,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
         startup::wait_for_crds(&client, &readiness).await?;
         let build_options = BuildOptions {
             default_agent_image: args.agent_image.clone(),
+            agent_otlp_endpoint: args.agent_otlp_endpoint.clone(),
         };
         let ctx = Arc::new(Context::new(
             client.clone(),

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use x0tta6bl4_fl::codec::chunks::{
     CHUNK_BYTES, ChunkHeader, Fed, HEADER_LEN, MAX_MESSAGE_BYTES, PARTIAL_BYTES, Reassembler, split,
 };
-use x0tta6bl4_fl::codec::train_request::{self, JobDataset, TrainRequest};
+use x0tta6bl4_fl::codec::train_request::{self, JobDataset, TraceContext, TrainRequest};
 use x0tta6bl4_fl::codec::update as signed_update;
 use x0tta6bl4_fl::codec::zone_report::{self, MemberOutcome, MemberVerdict, ZoneReport};
 use x0tta6bl4_fl::dataset::DatasetName;
@@ -39,6 +39,12 @@ fn train_requests() -> Vec<Vec<u8>> {
         batch_size: 16,
         learning_rate: 0.25,
         seed: 0xdead_beef,
+        // One traced, one not: both layouts are fed to the decoder.
+        trace: (participants.len() > 1).then_some(TraceContext {
+            trace_id: [0x11; 16],
+            span_id: [0x22; 8],
+            flags: 1,
+        }),
         participants: participants.iter().map(|p| (*p).to_owned()).collect(),
         values,
     };

@@ -32,18 +32,55 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global tracing subscriber. `RUST_LOG` overrides `default_filter`.
+pub mod traces;
+
+pub use traces::{ObjectTrace, SpanParent, TraceArgs, TracesConfig, TracesGuard};
+
+/// Installs the global tracing subscriber, logs only. `RUST_LOG` overrides `default_filter`.
 pub fn init_logging(format: LogFormat, default_filter: &str) {
+    install(format, default_filter, None, "x0tta6bl4");
+}
+
+/// Installs the global tracing subscriber: logs, and spans exported over OTLP when
+/// `traces.endpoint` is set. `RUST_LOG` overrides `default_filter`, for both. Keep the guard
+/// for the life of the process: dropping it flushes the spans still buffered.
+pub fn init(format: LogFormat, default_filter: &str, traces: &TracesConfig) -> anyhow::Result<TracesGuard> {
+    let provider = traces::provider(traces)?;
+    let guard = traces::guard(provider.clone());
+    install(format, default_filter, provider.as_ref(), traces.service_name);
+    Ok(guard)
+}
+
+fn install(
+    format: LogFormat,
+    default_filter: &str,
+    provider: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
+    tracer_name: &'static str,
+) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
-    // A second init (for example from tests) is harmless, so its error is ignored.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .json()
+            .flatten_event(true)
+            .boxed(),
     };
+    let spans = provider.map(|p| traces::layer(p, tracer_name));
+    // A second init (tests run several agents in one process) keeps the first subscriber.
+    if let Err(e) = tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(spans)
+        .try_init()
+    {
+        tracing::debug!("keeping the tracing subscriber already installed: {e}");
+    }
 }
 
 /// Registers `<name>{version}` = 1 (a `build_info` gauge, kube-state-metrics style), so every

@@ -198,6 +198,11 @@ impl Ledger {
     }
 
     /// Entries installed now, over every experiment.
+    /// The report of one experiment, while it is kept.
+    pub fn report(&self, uid: &str) -> Option<&AgentChaosReport> {
+        self.records.get(uid).map(|record| &record.report)
+    }
+
     pub fn active_entries(&self) -> usize {
         self.records
             .values()

@@ -324,6 +324,9 @@ pub async fn run(setup: ChaosSetup, shutdown: CancellationToken) {
                 Transition::Reverted { uid, cause } => {
                     setup.links.metrics.reverts.with_label_values(&[cause]).inc();
                     tracing::info!(experiment = %uid, cause, "chaos: fault entries removed");
+                    if let Some(report) = ledger.report(uid) {
+                        record_injection_window(report);
+                    }
                 }
             }
         }
@@ -374,4 +377,27 @@ fn live_names(nodes: &Store<MeshNode>, now: Timestamp) -> BTreeSet<String> {
         })
         .map(|record| record.spec.node_name.clone())
         .collect()
+}
+
+/// The fault's window on this agent, from the entries going in to their removal, as a span of
+/// the experiment's trace (the operator records its root when the verdict is in).
+fn record_injection_window(report: &x0tta6bl4_api::chaos::AgentChaosReport) {
+    let (Some(trace), Some(applied), Some(reverted)) = (
+        x0tta6bl4_telemetry::ObjectTrace::for_uid(&report.uid),
+        &report.applied_at,
+        &report.reverted_at,
+    ) else {
+        return;
+    };
+    trace.record_child(
+        "chaos.injection",
+        std::time::SystemTime::from(applied.0),
+        std::time::SystemTime::from(reverted.0),
+        &[
+            ("chaos.experiment", report.experiment.clone()),
+            ("chaos.mechanism", report.mechanism.clone()),
+            ("chaos.revert_cause", report.revert_cause.clone()),
+            ("chaos.refused", report.refused.clone()),
+        ],
+    );
 }

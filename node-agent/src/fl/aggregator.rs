@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use x0tta6bl4_api::FLTrainingRound;
 use x0tta6bl4_api::fl_protocol::TRAIN_FLOW;
 use x0tta6bl4_api::fl_record::{Rejection, RoundRecord};
@@ -24,7 +25,7 @@ use super::gathering::{Gathered, Gatherer, LISTED_PER_PARTICIPANT};
 use super::sink::ResultSink;
 use super::stragglers::{Late, OpenRounds, Stale, StalePolicy};
 use super::zone_reports::ZoneReports;
-use super::{FlContext, Incoming, job, participant, send_message};
+use super::{FlContext, Incoming, job, participant, send_message, spans};
 
 /// Updates claiming a later round, held until that round starts (per round, times the
 /// participants): an update can overtake its round's start only by a little, and the bound
@@ -213,10 +214,23 @@ pub async fn run(
             early: &mut early,
             open: &mut open,
         };
+        let span = spans::round(&plan.uid, &name, round, &ctx.node_name);
         let outcome = tokio::select! {
             () = cancel.cancelled() => return,
-            outcome = run_round(&ctx, &plan, &combine, round, &model, center.as_deref(), &mut state) => outcome,
+            outcome = run_round(&ctx, &plan, &combine, round, &model, center.as_deref(), &mut state)
+                .instrument(span.clone()) => outcome,
         };
+        match &outcome {
+            Ok((record, _, _)) => {
+                span.record("accepted", record.accepted.len());
+                span.record("rejected", record.rejected.len());
+                span.record("accuracy", record.accuracy.as_str());
+            }
+            Err(error) => {
+                span.record("error", error.as_str());
+            }
+        }
+        drop(span);
         let (record, step) = match outcome {
             Ok((mut record, step, new_model)) => {
                 record.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
@@ -543,6 +557,7 @@ async fn run_round(
             .parse()
             .map_err(|_| "bad learningRate")?,
         seed: plan.seed,
+        trace: spans::request_context(),
         participants: plan.participants.clone(),
         values: model.to_vec(),
     };

@@ -12,7 +12,7 @@
 //!
 //! Besides those: `args` (the command line), `context` (what the parts share), `dispatcher`
 //! (what arrives, handed to what handles it), `training` (taking part in a round), `send`
-//! (chunked sending), and here [`run`], which sets them up. [`FlContext`], [`Incoming`],
+//! (chunked sending), `spans` (the job's trace), and here [`run`], which sets them up. [`FlContext`], [`Incoming`],
 //! [`send_message`] and [`route_update`] are re-exported here. The context holds the zone
 //! rounds' table (`zone_rounds`, which knows nothing of the context), so [`zone`] can take a
 //! context without a cycle.
@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod participant;
 mod send;
 pub mod sink;
+mod spans;
 pub mod stragglers;
 mod training;
 pub mod zone;

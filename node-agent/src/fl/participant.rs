@@ -185,6 +185,7 @@ mod tests {
             batch_size: 16,
             learning_rate: 0.5,
             seed: 9,
+            trace: None,
             participants: vec!["a".into(), "b".into(), "c".into()],
             values,
         }

@@ -3,9 +3,10 @@
 //! executor says so), signed with the node key and sent where the job says.
 use std::sync::Arc;
 
+use tracing::Instrument as _;
 use x0tta6bl4_fl::codec::train_request::TrainRequest;
 
-use super::{FlContext, job, participant, route_update, zone};
+use super::{FlContext, job, participant, route_update, spans, zone};
 
 impl FlContext {
     /// Takes part in an authenticated round: aggregates its zone if it is the zone's
@@ -22,6 +23,7 @@ impl FlContext {
     /// Trains the round on a blocking thread and sends the signed update to `destination`.
     fn train_and_submit(self: &Arc<Self>, request: TrainRequest, destination: String) {
         let ctx = Arc::clone(self);
+        let span = spans::train(&request, &self.node_name);
         tokio::spawn(async move {
             let trained = {
                 let ctx = Arc::clone(&ctx);
@@ -55,11 +57,13 @@ impl FlContext {
                 Ok(Ok(bytes)) => bytes,
                 Ok(Err(error)) => {
                     ctx.metrics.trained.with_label_values(&["failed"]).inc();
+                    tracing::Span::current().record("outcome", "failed");
                     tracing::warn!(job = %request.job_uid, round = request.round, %error, "local training failed");
                     return;
                 }
                 Err(error) => {
                     ctx.metrics.trained.with_label_values(&["failed"]).inc();
+                    tracing::Span::current().record("outcome", "panicked");
                     tracing::warn!(%error, "local training panicked");
                     return;
                 }
@@ -74,8 +78,11 @@ impl FlContext {
             }
             ctx.metrics.trained.with_label_values(&["sent"]).inc();
             if let Err(error) = route_update(&ctx, &destination, bytes).await {
+                tracing::Span::current().record("outcome", "unsent");
                 tracing::warn!(%destination, %error, "cannot send the update");
+            } else {
+                tracing::Span::current().record("outcome", "sent");
             }
-        });
+        }.instrument(span));
     }
 }

@@ -39,7 +39,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("cannot read the agent configuration {}", config_path.display()))?;
     let config = AgentConfig::parse(&text).map_err(anyhow::Error::msg)?;
-    x0tta6bl4_telemetry::init_logging(args.log_format, &config.log_level);
+    let traces = args.traces.config(
+        "x0tta6bl4-node-agent",
+        node_name.clone(),
+        vec![("k8s.node.name", node_name.clone())],
+    );
+    let _traces =
+        x0tta6bl4_telemetry::init(args.log_format, &config.log_level, &traces).context("--otlp-endpoint")?;
     match (&args.endorsement_file, &args.authority_public_key) {
         // Standalone mode: identity from files, peers from --peer.
         (Some(endorsement_file), Some(authority_public_key_file)) => {

@@ -81,6 +81,21 @@ pub async fn reconcile(experiment: Arc<ChaosExperiment>, ctx: Arc<Context>) -> R
     let planned = plan::plan(current, &view, &now);
     if current.status.as_ref() != Some(&planned.status) {
         apply_status(&ctx, current, &planned.status).await?;
+        if let Some(verdict) = planned.outcome.verdict {
+            let status = &planned.status;
+            crate::traces::record_finished(
+                KIND,
+                current,
+                &status.phase,
+                vec![
+                    ("chaos.verdict", verdict.to_owned()),
+                    ("chaos.verdict_message", status.verdict_message.clone()),
+                    ("chaos.targets", status.targets.join(",")),
+                    ("chaos.time_to_detect", status.time_to_detect.clone()),
+                    ("chaos.time_to_recover", status.time_to_recover.clone()),
+                ],
+            );
+        }
     }
     // Only now that the kills are on record: a restart after this point finds them made and
     // never kills again; one before it kills them then.

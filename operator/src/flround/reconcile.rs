@@ -37,6 +37,18 @@ pub async fn reconcile(job: Arc<FLTrainingRound>, ctx: Arc<Context>) -> Result<A
     let (new_status, transitions) = status::compute(&job, &planned, &now);
     if job.status.as_ref() != Some(&new_status) {
         apply_status(&ctx, job.as_ref(), &new_status).await?;
+        if matches!(planned.decision, Decision::Completed | Decision::RoundFailed(_)) {
+            crate::traces::record_finished(
+                KIND,
+                job.as_ref(),
+                &new_status.phase,
+                vec![
+                    ("fl.rounds_completed", new_status.completed_rounds.to_string()),
+                    ("fl.accuracy", new_status.accuracy.clone()),
+                    ("fl.aggregator", new_status.aggregator.clone()),
+                ],
+            );
+        }
     }
     ctx.publish_transitions(&job.object_ref(&()), &transitions).await;
     ctx.reset_backoff(&ObjectRef::from_obj(job.as_ref()));

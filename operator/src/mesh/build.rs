@@ -45,6 +45,9 @@ pub struct Children {
 pub struct BuildOptions {
     /// Agent image for meshes whose spec names none (the operator's `--agent-image`).
     pub default_agent_image: Option<String>,
+    /// The collector agents export spans to (the operator's `--agent-otlp-endpoint`); none:
+    /// agents export no spans.
+    pub agent_otlp_endpoint: Option<String>,
 }
 
 /// Name shared by the agent's ServiceAccount, Role, RoleBinding, DaemonSet and Service.
@@ -155,7 +158,7 @@ pub fn build(
                     ])),
                     ..Default::default()
                 }),
-                spec: Some(agent_pod_spec(&name, mesh, image)),
+                spec: Some(agent_pod_spec(&name, mesh, image, options)),
             },
             ..Default::default()
         }),
@@ -259,7 +262,7 @@ fn agent_rules(mesh: &str) -> Vec<PolicyRule> {
     ]
 }
 
-fn agent_pod_spec(name: &str, mesh: &MeshNetwork, image: String) -> PodSpec {
+fn agent_pod_spec(name: &str, mesh: &MeshNetwork, image: String, options: &BuildOptions) -> PodSpec {
     let spec = &mesh.spec;
     let field_env = |env: &str, path: &str| EnvVar {
         name: env.into(),
@@ -310,13 +313,22 @@ fn agent_pod_spec(name: &str, mesh: &MeshNetwork, image: String) -> PodSpec {
             image: Some(image),
             image_pull_policy: Some(spec.agent.image_pull_policy.as_str().into()),
             args: Some(vec!["--config".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")]),
-            env: Some(vec![
-                field_env("NODE_NAME", "spec.nodeName"),
-                field_env("POD_NAMESPACE", "metadata.namespace"),
-                field_env("POD_NAME", "metadata.name"),
-                // The address peers dial: the node's, since agents use the host network.
-                field_env("X0_ADVERTISE_ADDRESS", "status.hostIP"),
-            ]),
+            env: Some(
+                [
+                    field_env("NODE_NAME", "spec.nodeName"),
+                    field_env("POD_NAMESPACE", "metadata.namespace"),
+                    field_env("POD_NAME", "metadata.name"),
+                    // The address peers dial: the node's, since agents use the host network.
+                    field_env("X0_ADVERTISE_ADDRESS", "status.hostIP"),
+                ]
+                .into_iter()
+                .chain(options.agent_otlp_endpoint.iter().map(|endpoint| EnvVar {
+                    name: "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                    value: Some(endpoint.clone()),
+                    ..Default::default()
+                }))
+                .collect(),
+            ),
             ports: Some(vec![
                 port("mesh-udp", spec.agent.udp_port, "UDP"),
                 port("mesh-tcp", spec.agent.tcp_port, "TCP"),
@@ -585,6 +597,7 @@ spec:
     fn the_operator_image_applies_only_where_the_spec_names_none() {
         let options = BuildOptions {
             default_agent_image: Some("local/agent:dev".into()),
+            ..Default::default()
         };
         let image = |m: &MeshNetwork| {
             build(m, &options, AUTHORITY)

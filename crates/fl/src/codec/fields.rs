@@ -75,15 +75,25 @@ pub(super) struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader past the magic and version, which must be `magic` and `version`.
     pub(super) fn open(bytes: &'a [u8], magic: [u8; 4], version: u8) -> Result<Self, MessageError> {
+        Self::open_any(bytes, magic, &[version]).map(|(r, _)| r)
+    }
+
+    /// A reader past the magic and version, which must be `magic` and one of `versions`; and
+    /// the version found.
+    pub(super) fn open_any(
+        bytes: &'a [u8],
+        magic: [u8; 4],
+        versions: &[u8],
+    ) -> Result<(Self, u8), MessageError> {
         let mut r = Reader { bytes, offset: 0 };
         if r.array::<4>()? != magic {
             return Err(MessageError::BadMagic);
         }
         let found = r.u8()?;
-        if found != version {
+        if !versions.contains(&found) {
             return Err(MessageError::UnsupportedVersion(found));
         }
-        Ok(r)
+        Ok((r, found))
     }
 
     /// The next `n` bytes, or `Truncated` if fewer are left.

@@ -2,10 +2,10 @@
 //! participant needs to train one round, signed by the aggregator's node key under
 //! `SigningContext::FlControl`.
 //!
-//! Layout (integers and floats big-endian), version 1:
+//! Layout (integers and floats big-endian), version 2:
 //!
 //! ```text
-//! magic "X6FT" | version u8 = 1
+//! magic "X6FT" | version u8 = 2
 //! job_uid_len u8 | job_uid            (1..=128 bytes, UTF-8)
 //! round u32
 //! aggregator_len u8 | aggregator      (node name, 1..=253 bytes)
@@ -14,12 +14,15 @@
 //! kind u8 (0 LR, 1 MLP) | hidden u32 | input u32 | classes u32
 //! dataset u8 (0 iris, 1 digits, 2 linkTelemetry: each agent's own windows)
 //! local_epochs u32 | batch_size u32 | learning_rate f64 | seed u64
+//! traced u8 (0 none, 1: trace_id [16] | span_id [8] | flags u8)   (version 2 only)
 //! participants u16 | each: len u8 | node name
 //! dim u32 | values dim × f32
 //! signature_len u16 | signature
 //! ```
 //!
-//! The signature covers every byte before `signature_len`. Every length is checked against
+//! Version 1 (without the trace context) is still read, so agents of the previous release
+//! take part in rounds during a rolling upgrade. The signature covers every byte before
+//! `signature_len`, the trace context included. Every length is checked against
 //! the bytes present before anything is read or allocated, so arbitrary bytes give an error.
 use x0tta6bl4_crypto::SigningKey;
 
@@ -29,7 +32,9 @@ use crate::dataset::DatasetName;
 use crate::model::{ModelKind, ModelShape};
 
 pub const MAGIC: [u8; 4] = *b"X6FT";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+/// The version before the trace context, still accepted.
+const VERSION_UNTRACED: u8 = 1;
 /// Width of an MLP's hidden layer, bounded so a request cannot ask for a huge network.
 pub const MAX_HIDDEN: u32 = 65_536;
 
@@ -42,6 +47,16 @@ pub enum JobDataset {
     /// Each agent's own recorded link windows (the agent's `linkTelemetry` dataset): a
     /// participant trains on its own, the aggregator evaluates on the held-out part of its own.
     LinkTelemetry,
+}
+
+/// The aggregator's round span, so a participant's training span joins the round's trace
+/// (W3C trace-context fields, binary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// W3C trace flags (bit 0: sampled).
+    pub flags: u8,
 }
 
 /// One round's training request.
@@ -61,6 +76,8 @@ pub struct TrainRequest {
     pub learning_rate: f64,
     /// Seeds the data split and local training; derived from the job UID.
     pub seed: u64,
+    /// The aggregator's round span, when it exports traces.
+    pub trace: Option<TraceContext>,
     /// Every participant, in order: a participant's position is its shard index.
     pub participants: Vec<String>,
     /// The global model to train from.
@@ -100,6 +117,15 @@ impl TrainRequest {
         out.extend_from_slice(&self.batch_size.to_be_bytes());
         out.extend_from_slice(&self.learning_rate.to_be_bytes());
         out.extend_from_slice(&self.seed.to_be_bytes());
+        match &self.trace {
+            None => out.push(0),
+            Some(trace) => {
+                out.push(1);
+                out.extend_from_slice(&trace.trace_id);
+                out.extend_from_slice(&trace.span_id);
+                out.push(trace.flags);
+            }
+        }
         if self.participants.len() > MAX_PARTICIPANTS {
             return Err(MessageError::BadField("participants"));
         }
@@ -121,7 +147,7 @@ impl TrainRequest {
     /// Parses wire bytes into the request, the signed prefix's length and the signature. The
     /// caller verifies the signature before using anything in the request.
     pub fn decode(bytes: &[u8]) -> Result<(TrainRequest, usize, &[u8]), MessageError> {
-        let mut r = Reader::open(bytes, MAGIC, VERSION)?;
+        let (mut r, version) = Reader::open_any(bytes, MAGIC, &[VERSION_UNTRACED, VERSION])?;
         let job_uid = r.string(MAX_UID_LEN, "job UID")?;
         let round = r.u32()?;
         let aggregator = r.string(MAX_NAME_LEN, "aggregator")?;
@@ -150,6 +176,21 @@ impl TrainRequest {
         let batch_size = r.u32()?;
         let learning_rate = r.f64()?;
         let seed = r.u64()?;
+        let traced = version != VERSION_UNTRACED
+            && match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(MessageError::BadField("trace")),
+            };
+        let trace = if traced {
+            Some(TraceContext {
+                trace_id: r.array()?,
+                span_id: r.array()?,
+                flags: r.u8()?,
+            })
+        } else {
+            None
+        };
         let count = usize::from(r.u16()?);
         if count > MAX_PARTICIPANTS {
             return Err(MessageError::BadField("participants"));
@@ -172,6 +213,7 @@ impl TrainRequest {
             batch_size,
             learning_rate,
             seed,
+            trace,
             participants,
             values,
         };
@@ -200,9 +242,54 @@ mod tests {
             batch_size: 16,
             learning_rate: 0.5,
             seed: 42,
+            trace: None,
             participants,
             values,
         }
+    }
+
+    #[test]
+    fn the_trace_context_round_trips_is_signed_and_version_1_is_still_read() {
+        let key = SigningKey::generate().unwrap();
+        let untraced = request(vec![0.25; 15], vec!["node-a".into()], None);
+        let traced = TrainRequest {
+            trace: Some(TraceContext {
+                trace_id: [7; 16],
+                span_id: [9; 8],
+                flags: 1,
+            }),
+            ..untraced.clone()
+        };
+        let bytes = traced.sign(&key).unwrap();
+        let (decoded, signed_len, _) = TrainRequest::decode(&bytes).unwrap();
+        assert_eq!(decoded, traced);
+        let plain = untraced.signed_bytes().unwrap();
+        assert_eq!(
+            signed_len,
+            plain.len() + 25,
+            "flag byte 1 and 25 bytes of context"
+        );
+        // The same request as the previous release wrote it: version 1, no trace byte.
+        let traced_at = plain.len() - 4 * 15 - 4 - (2 + 1 + 6) - 1;
+        assert_eq!(plain[traced_at], 0);
+        let mut v1 = plain.clone();
+        v1.remove(traced_at);
+        v1[4] = 1;
+        v1.extend_from_slice(&0u16.to_be_bytes());
+        let (old, _, _) = TrainRequest::decode(&v1).unwrap();
+        assert_eq!(old, untraced);
+        // A trace flag other than 0 or 1 is refused rather than read two ways.
+        let mut odd = plain;
+        odd[traced_at] = 2;
+        odd.extend_from_slice(&0u16.to_be_bytes());
+        assert_eq!(
+            TrainRequest::decode(&odd).unwrap_err(),
+            MessageError::BadField("trace")
+        );
+        assert_eq!(
+            TrainRequest::decode(&[b'X', b'6', b'F', b'T', 3]).unwrap_err(),
+            MessageError::UnsupportedVersion(3)
+        );
     }
 
     #[test]
