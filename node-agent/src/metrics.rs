@@ -383,13 +383,7 @@ impl Metrics {
             }
             let entry: &mut BTreeMap<String, f64> = counters.entry(family.name().to_owned()).or_default();
             for metric in family.get_metric() {
-                let labels = metric
-                    .get_label()
-                    .iter()
-                    .map(|pair| format!("{}={}", pair.name(), pair.value()))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                entry.insert(labels, metric.get_counter().get_value());
+                entry.insert(label_set(metric), metric.get_counter().get_value());
             }
         }
         counters
@@ -400,6 +394,16 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A sample's labels as `name=value,...` (empty without labels), the key `/status` uses.
+fn label_set(metric: &prometheus::proto::Metric) -> String {
+    metric
+        .get_label()
+        .iter()
+        .map(|pair| format!("{}={}", pair.name(), pair.value()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The version in `x0_agent_build_info{version}` (the crate's).
@@ -453,7 +457,7 @@ mod tests {
         );
     }
 
-    /// The samples of one gauge family: label values joined by `,` -> value.
+    /// The samples of one gauge family: `name=value,...` -> value.
     fn gauge_samples(metrics: &Metrics, name: &str) -> BTreeMap<String, f64> {
         metrics
             .registry
@@ -461,15 +465,7 @@ mod tests {
             .iter()
             .filter(|family| family.name() == name)
             .flat_map(|family| family.get_metric())
-            .map(|metric| {
-                let labels = metric
-                    .get_label()
-                    .iter()
-                    .map(|pair| format!("{}={}", pair.name(), pair.value()))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                (labels, metric.get_gauge().get_value())
-            })
+            .map(|metric| (label_set(metric), metric.get_gauge().get_value()))
             .collect()
     }
 
