@@ -59,6 +59,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 # shellcheck source=cluster/versions.env
 source e2e/cluster/versions.env
+# shellcheck source=lib/processes.sh
+source e2e/lib/processes.sh
 CLUSTER_NAME="${X0_CLUSTER:-demo}"
 MESH="${X0_MESH:-demo}"
 NS="${X0_MESH_NAMESPACE:-default}"
@@ -115,19 +117,6 @@ spawn() {
   done
 }
 
-# alive_pid <pidfile> <cmdline substring>: prints the pid if that process still runs and is ours.
-alive_pid() {
-  local pid cmdline st
-  pid="$(cat "$1" 2>/dev/null)" || return 1
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  cmdline="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 1
-  [[ $cmdline == *"$2"* ]] || return 1
-  st="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
-  st="${st##*) }"
-  [[ ${st%% *} != Z ]] || return 1
-  echo "$pid"
-}
-
 # stop_pids <pid>...: SIGTERM to each process group, SIGKILL whatever is left after 5s.
 stop_pids() {
   local p left deadline=$((SECONDS + 5))
@@ -159,15 +148,15 @@ down() {
   # Agents and forwarders by their pid files.
   for f in "$STATE"/agent-*.pid; do
     [[ -f $f ]] || continue
-    pid="$(alive_pid "$f" "$STATE/")" && pids+=("$pid")
+    pid="$(own_pid "$f" "$STATE/")" && pids+=("$pid")
   done
   for f in "$STATE"/supervisor.pid; do
     [[ -f $f ]] || continue
-    pid="$(alive_pid "$f" "demo-agents.sh supervise")" && pids+=("$pid")
+    pid="$(own_pid "$f" "demo-agents.sh supervise")" && pids+=("$pid")
   done
   for f in "$STATE"/forwarder-*.pid; do
     [[ -f $f ]] || continue
-    pid="$(alive_pid "$f" "bind=198.19.25")" && pids+=("$pid")
+    pid="$(own_pid "$f" "bind=198.19.25")" && pids+=("$pid")
   done
   stop_pids "${pids[@]}"
   # Anything else still inside one of our namespaces (a lost pid file): the namespaces are ours.
@@ -300,7 +289,7 @@ start_forwarders() {
     until ip netns exec "$(netns "$i")" curl -sS --max-time 2 -o /dev/null \
       --cacert "$CLUSTER_STATE/pki/ca.crt" --resolve "localhost:$API_PORT:$(mgmt_host "$i")" \
       "https://localhost:$API_PORT/readyz" 2>/dev/null; do
-      alive_pid "$STATE/forwarder-$i.pid" "bind=198.19.25" >/dev/null ||
+      own_pid "$STATE/forwarder-$i.pid" "bind=198.19.25" >/dev/null ||
         die "the forwarder of $(netns "$i") exited: $(tail -n 5 "$STATE/forwarder-$i.log")"
       ((SECONDS < deadline)) || die "the API server is not reachable from $(netns "$i") after 20s"
       sleep 0.2
@@ -382,7 +371,7 @@ supervise() {
         old="$(cat "$STATE/pod-$i" 2>/dev/null || true)"
         [[ -n $old && $old != "$pod" ]] || continue
         log "pod $old of $node was replaced by $pod: restarting its agent"
-        if pid="$(alive_pid "$STATE/agent-$i.pid" "$STATE/")"; then
+        if pid="$(own_pid "$STATE/agent-$i.pid" "$STATE/")"; then
           kill -KILL "$pid" 2>/dev/null || true
           while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
         fi
@@ -466,7 +455,7 @@ wait_converged() {
       return 0
     fi
     for ((i = 0; i < ${#NODES[@]}; i++)); do
-      if ! alive_pid "$STATE/agent-$i.pid" "$STATE/" >/dev/null; then
+      if ! own_pid "$STATE/agent-$i.pid" "$STATE/" >/dev/null; then
         agent_tails
         die "the agent of ${NODES[$i]} (${NETNS_PREFIX}$i) exited"
       fi
@@ -522,7 +511,7 @@ failover() {
   METRICS_PORT="${METRICS_PORT:-47102}"
   left=$(((i + n - 1) % n))
   right=$(((i + 1) % n))
-  pid="$(alive_pid "$STATE/agent-$i.pid" "$STATE/")" || die "the agent of ${NODES[$i]} is not running"
+  pid="$(own_pid "$STATE/agent-$i.pid" "$STATE/")" || die "the agent of ${NODES[$i]} is not running"
   before="$(reroute_records)"
   log "killing the agent of ${NODES[$i]} (pid $pid) with SIGKILL"
   kill -KILL "$pid"
@@ -800,7 +789,7 @@ case "${1:-}" in
     # entries stay until their expiry, as they would on a real node.
     (($# == 2)) || die "usage: $0 kill <i>"
     load_nodes
-    pid="$(alive_pid "$STATE/agent-$2.pid" "$STATE/")" || die "the agent of node $2 is not running"
+    pid="$(own_pid "$STATE/agent-$2.pid" "$STATE/")" || die "the agent of node $2 is not running"
     kill -KILL "$pid"
     while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
     log "agent $2 (${NODES[$2]}, pid $pid) killed"

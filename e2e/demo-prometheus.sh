@@ -36,6 +36,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 # shellcheck source=cluster/versions.env
 source e2e/cluster/versions.env
+# shellcheck source=lib/processes.sh
+source e2e/lib/processes.sh
 CLUSTER_NAME="${X0_CLUSTER:-demo}"
 HELM="${HELM:-$ROOT/.cache/bin/helm-$HELM_VERSION/helm}"
 STATE="$ROOT/.cache/demo-prometheus"
@@ -61,15 +63,6 @@ need() {
   [[ -x $HELM ]] || die "helm not found at $HELM (make demo builds it)"
 }
 
-# own_pid <pidfile> <cmdline substring>: the pid, if that process runs and is ours.
-own_pid() {
-  local pid cmdline
-  pid="$(cat "$1" 2>/dev/null)" || return 1
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  cmdline="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 1
-  [[ $cmdline == *"$2"* ]] || return 1
-  echo "$pid"
-}
 prom_pid() { own_pid "$STATE/prometheus.pid" "--storage.tsdb.path=$STATE/"; }
 refresher_pid() { own_pid "$STATE/refresher.pid" "demo-prometheus.sh refresh-loop"; }
 running() { [[ -f $STATE/port ]] && prom_pid >/dev/null; }
@@ -77,20 +70,11 @@ running() { [[ -f $STATE/port ]] && prom_pid >/dev/null; }
 url() { printf 'http://127.0.0.1:%s' "$(cat "$STATE/port")"; }
 api() { curl -fsS --max-time 10 "$(url)/api/v1/$1"; }
 
-# stop <pid>: SIGTERM, SIGKILL after 10s.
-stop() {
-  local deadline=$((SECONDS + 10))
-  kill -TERM "$1" 2>/dev/null || return 0
-  while kill -0 "$1" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  while kill -0 "$1" 2>/dev/null; do sleep 0.05; done
-}
-
 down() {
   local pid
-  if pid="$(refresher_pid)"; then stop "$pid"; fi
+  if pid="$(refresher_pid)"; then stop_pid "$pid"; fi
   if pid="$(prom_pid)"; then
-    stop "$pid"
+    stop_pid "$pid"
     log "prometheus $pid stopped"
   fi
   rm -rf "$STATE"

@@ -47,6 +47,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 # shellcheck source=cluster/versions.env
 source e2e/cluster/versions.env
+# shellcheck source=lib/processes.sh
+source e2e/lib/processes.sh
 JAEGER="${JAEGER:-$ROOT/.cache/bin/jaeger-$JAEGER_VERSION/jaeger}"
 STATE="$ROOT/.cache/demo-traces"
 OTLP_PORT="${X0_OTLP_PORT:-47318}"
@@ -72,15 +74,6 @@ need() {
 
 valid_port() { [[ $1 =~ ^[0-9]{1,5}$ ]] && (($1 > 0 && $1 < 65536)); }
 
-# own_pid <pidfile> <cmdline substring>: the pid, if that process runs and is ours.
-own_pid() {
-  local pid cmdline
-  pid="$(cat "$1" 2>/dev/null)" || return 1
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  cmdline="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 1
-  [[ $cmdline == *"$2"* ]] || return 1
-  echo "$pid"
-}
 jaeger_pid() { own_pid "$STATE/jaeger.pid" "--config=$STATE/jaeger.yaml"; }
 running() { jaeger_pid >/dev/null; }
 
@@ -89,19 +82,10 @@ otlp_port() { cat "$STATE/otlp-port" 2>/dev/null || echo "$OTLP_PORT"; }
 query_port() { cat "$STATE/query-port" 2>/dev/null || echo "$QUERY_PORT"; }
 query_url() { printf 'http://127.0.0.1:%s' "$(query_port)"; }
 
-# stop <pid>: SIGTERM, SIGKILL after 10s.
-stop() {
-  local deadline=$((SECONDS + 10))
-  kill -TERM "$1" 2>/dev/null || return 0
-  while kill -0 "$1" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  while kill -0 "$1" 2>/dev/null; do sleep 0.05; done
-}
-
 down() {
   local pid
   if pid="$(jaeger_pid)"; then
-    stop "$pid"
+    stop_pid "$pid"
     log "jaeger $pid stopped"
   fi
   rm -rf "$STATE"
