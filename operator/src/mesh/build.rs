@@ -633,4 +633,38 @@ spec:
             Some(DEFAULT_AGENT_IMAGE)
         );
     }
+
+    #[test]
+    fn agents_export_spans_only_where_the_operator_names_a_collector() {
+        let otlp_env = |options: &BuildOptions| {
+            let env = build(&mesh(DEMO), options, AUTHORITY)
+                .unwrap()
+                .daemon_set
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .containers[0]
+                .env
+                .clone()
+                .unwrap_or_default();
+            env.into_iter()
+                .filter(|e| e.name.starts_with("OTEL_"))
+                .map(|e| (e.name, e.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(otlp_env(&BuildOptions::default()), vec![]);
+        let traced = BuildOptions {
+            agent_otlp_endpoint: Some("http://collector:4318".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            otlp_env(&traced),
+            vec![(
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                Some("http://collector:4318".to_owned())
+            )]
+        );
+    }
 }
