@@ -599,56 +599,38 @@ spec:
             default_agent_image: Some("local/agent:dev".into()),
             ..Default::default()
         };
-        let image = |m: &MeshNetwork| {
-            build(m, &options, AUTHORITY)
-                .unwrap()
-                .daemon_set
-                .spec
-                .unwrap()
-                .template
-                .spec
-                .unwrap()
-                .containers[0]
-                .image
-                .clone()
-                .unwrap()
-        };
+        let image = |m: &MeshNetwork| agent_container(m, &options).image.unwrap();
         let minimal = mesh(
             "apiVersion: x0tta6bl4.io/v1alpha1\nkind: MeshNetwork\nmetadata: {name: m, namespace: n}\nspec: {}",
         );
         assert_eq!(image(&minimal), "local/agent:dev");
         assert_eq!(image(&mesh(DEMO)), "x0tta6bl4/node-agent:dev");
-        let without_flag = build(&minimal, &BuildOptions::default(), AUTHORITY).unwrap();
         assert_eq!(
-            without_flag
-                .daemon_set
-                .spec
-                .unwrap()
-                .template
-                .spec
-                .unwrap()
-                .containers[0]
+            agent_container(&minimal, &BuildOptions::default())
                 .image
                 .as_deref(),
             Some(DEFAULT_AGENT_IMAGE)
         );
     }
 
+    /// The agent container of the DaemonSet built for `mesh`.
+    fn agent_container(mesh: &MeshNetwork, options: &BuildOptions) -> k8s_openapi::api::core::v1::Container {
+        build(mesh, options, AUTHORITY)
+            .unwrap()
+            .daemon_set
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers
+            .remove(0)
+    }
+
     #[test]
     fn agents_export_spans_only_where_the_operator_names_a_collector() {
         let otlp_env = |options: &BuildOptions| {
-            let env = build(&mesh(DEMO), options, AUTHORITY)
-                .unwrap()
-                .daemon_set
-                .spec
-                .unwrap()
-                .template
-                .spec
-                .unwrap()
-                .containers[0]
-                .env
-                .clone()
-                .unwrap_or_default();
+            let env = agent_container(&mesh(DEMO), options).env.unwrap_or_default();
             env.into_iter()
                 .filter(|e| e.name.starts_with("OTEL_"))
                 .map(|e| (e.name, e.value))
