@@ -14,6 +14,7 @@
 
 pub mod binding;
 pub mod in_memory;
+pub mod svid;
 pub mod tls;
 
 pub use binding::{Identity, PeerIdentity};

@@ -30,6 +30,7 @@ mod error;
 mod frame;
 mod hello;
 mod originator;
+mod svid;
 
 pub use bytes::Bytes;
 pub use data::{Data, MAX_DATA_PAYLOAD_LEN};
@@ -41,6 +42,7 @@ pub use originator::{
     Envelope, MAX_ENDPOINT_LEN, MAX_ORIGINATOR_NEIGHBOURS, MAX_SIGNATURE_LEN, MAX_SIGNED_LEN, Originator,
     OriginatorBody,
 };
+pub use svid::{MAX_SVID_CERT_LEN, MAX_SVID_CHAIN, SvidUpdate};
 
 use std::fmt;
 
@@ -96,6 +98,8 @@ pub enum MessageType {
     // advertisement, as Babel does, to cut reroute time) are reserved.
     /// [`EndorsementAnnounce`].
     EndorsementAnnounce = 6,
+    /// [`SvidUpdate`].
+    SvidUpdate = 7,
 }
 
 impl MessageType {
@@ -106,6 +110,7 @@ impl MessageType {
             2 => Some(MessageType::Originator),
             3 => Some(MessageType::Data),
             6 => Some(MessageType::EndorsementAnnounce),
+            7 => Some(MessageType::SvidUpdate),
             _ => None,
         }
     }
@@ -122,6 +127,8 @@ pub enum Message {
     Data(Data),
     /// A node key's endorsement, flooded so that non-neighbours can verify its advertisements.
     EndorsementAnnounce(EndorsementAnnounce),
+    /// The sender's rotated X.509-SVID (meshes that take identities from SPIFFE).
+    SvidUpdate(SvidUpdate),
 }
 
 impl Message {
@@ -132,6 +139,7 @@ impl Message {
             Message::Originator(_) => MessageType::Originator,
             Message::Data(_) => MessageType::Data,
             Message::EndorsementAnnounce(_) => MessageType::EndorsementAnnounce,
+            Message::SvidUpdate(_) => MessageType::SvidUpdate,
         }
     }
 

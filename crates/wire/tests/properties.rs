@@ -6,7 +6,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use x0tta6bl4_wire::{
     Data, DecodeError, EndorsementAnnounce, Envelope, FrameReader, HEADER_LEN, Hello, MAX_BODY_LEN,
-    MAX_ENDORSEMENT_LEN, Message, NodeId, Originator, OriginatorBody, decode_frame,
+    MAX_ENDORSEMENT_LEN, MAX_SVID_CHAIN, Message, NodeId, Originator, OriginatorBody, SvidUpdate,
+    decode_frame,
 };
 
 fn node_id() -> impl Strategy<Value = NodeId> {
@@ -85,12 +86,17 @@ fn endorsement_announce() -> impl Strategy<Value = EndorsementAnnounce> {
         .prop_map(|endorsement| EndorsementAnnounce { endorsement })
 }
 
+fn svid_update() -> impl Strategy<Value = SvidUpdate> {
+    vec(vec(any::<u8>(), 0..1200), 1..=MAX_SVID_CHAIN).prop_map(|chain| SvidUpdate { chain })
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         hello().prop_map(Message::Hello),
         originator().prop_map(Message::Originator),
         data().prop_map(Message::Data),
         endorsement_announce().prop_map(Message::EndorsementAnnounce),
+        svid_update().prop_map(Message::SvidUpdate),
     ]
 }
 
@@ -108,6 +114,7 @@ fn decode_body_as(message: &Message, body: &[u8]) -> Result<Message, DecodeError
         Message::EndorsementAnnounce(_) => {
             EndorsementAnnounce::decode(body).map(Message::EndorsementAnnounce)
         }
+        Message::SvidUpdate(_) => SvidUpdate::decode(body).map(Message::SvidUpdate),
     }
 }
 
