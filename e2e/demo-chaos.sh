@@ -109,7 +109,16 @@ wait_for() {
   shift 2
   deadline=$(($(date +%s%N) + limit * 1000000000))
   until "$@" >/dev/null 2>&1; do
-    (($(date +%s%N) < deadline)) || { log "timed out after ${limit}s waiting for: $what"; return 1; }
+    if (($(date +%s%N) >= deadline)); then
+      log "timed out after ${limit}s waiting for: $what"
+      case $1 in
+        # Waiting on an experiment: say where it stands, or the flake is a guess.
+        phase_is | field_is | reason_is)
+          log "  $2: phase $(field "$2" .status.phase), targets [$(field "$2" '.status.targets[*]')], Ready: $(field "$2" '.status.conditions[?(@.type=="Ready")].reason') $(field "$2" '.status.conditions[?(@.type=="Ready")].message')"
+          ;;
+      esac
+      return 1
+    fi
     sleep 0.1
   done
 }
@@ -182,6 +191,7 @@ settle() {
     fi
   done
   kctl delete chaos --all --wait=true --timeout=60s >/dev/null 2>&1 || true
+  unlabel_cut_nodes
   kctl patch meshnetwork "$MESH" --type merge -p '{"spec":{"chaos":{"paused":false}}}' >/dev/null
   wait_for 120 "MeshNetwork $MESH Converged=True" \
     kctl wait --for=condition=Converged --timeout=2s "meshnetwork/$MESH"
@@ -310,8 +320,10 @@ spec:
   blastRadius: {maxTargetPercent: 50, allowDisconnect: true}
   abort: {minReachablePercent: 90, recoverAfter: 3s}
 EOF
-  unlabel_cut_nodes
+  # The targets are chosen when the window opens, which waits for a converged mesh: the labels
+  # stay until then (removed at once, a slow convergence left the experiment without targets).
   wait_for 90 "aborted Injecting" phase_is aborted Injecting
+  unlabel_cut_nodes
   wait_for 40 "aborted reverted by its guard" field_is aborted .status.revertCause abort
   wait_for 3 "entries gone after the abort" entries_are 0
   wait_for 120 "aborted finished" phase_is aborted Completed
