@@ -285,7 +285,7 @@ impl Net {
                 let outputs = match message {
                     Message::Hello(hello) => router.on_hello(from, hello, now),
                     Message::Originator(originator) => router.on_originator(from, originator, now),
-                    Message::Data(_) | Message::EndorsementAnnounce(_) => Vec::new(),
+                    Message::Data(_) | Message::EndorsementAnnounce(_) | Message::SvidUpdate(_) => Vec::new(),
                 };
                 self.handle(to, outputs);
             }

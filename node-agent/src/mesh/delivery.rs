@@ -93,6 +93,8 @@ impl Mesh {
                 let _ = self.on_data(Some(peer), data);
             }
             Message::EndorsementAnnounce(announce) => self.on_endorsement(peer, &announce.endorsement),
+            // The session checks and consumes SVID updates; one reaching the mesh is a bug.
+            Message::SvidUpdate(_) => self.metrics.dropped("unexpected_svid_update"),
         }
     }
 
