@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the upstream control-plane binaries (and the demo's trace collector, Jaeger) from source
-# with the Go module proxy and caches them under .cache/bin/<component>-<version>/. A cached binary
-# is never rebuilt.
+# Builds the upstream control-plane binaries (and the demo's trace collector, Jaeger, and SPIRE)
+# from source with the Go module proxy and caches them under .cache/bin/<component>-<version>/. A
+# cached binary is never rebuilt.
 #
 # Why from source: our machines have no Docker engine and may fetch nothing but packages from
 # registries, so kind/minikube images and release tarballs are out of reach. The Go module proxy
@@ -143,6 +143,45 @@ build_jaeger() {
   mv "$out/jaeger.tmp" "$out/jaeger"
 }
 
+# SPIRE (spire-server and spire-agent, run by e2e/spire.sh) is built like Jaeger: a scratch module
+# requires both commands as tools (its go.mod has no replace directives today; any module-to-module
+# replace it gains is copied), and `go install` with a version is refused by the proxy here. Its
+# sqlite3 datastore is github.com/mattn/go-sqlite3, which needs cgo: this build alone has
+# CGO_ENABLED=1 (gcc).
+build_spire() {
+  local out="$BIN_CACHE/spire-$SPIRE_VERSION" v="$SPIRE_VERSION"
+  local want=(spire-server spire-agent)
+  local missing=()
+  for b in "${want[@]}"; do cached "$out/$b" || missing+=("$b"); done
+  if ((${#missing[@]} == 0)); then log "spire $v: cached in $out"; return; fi
+  check_proxy
+  command -v gcc >/dev/null || die "gcc is not installed; SPIRE's sqlite3 datastore needs cgo (apt-get install gcc)"
+  local src="$SRC_CACHE/spire-$v"
+  mkdir -p "$src" "$out"
+  local upstream_mod
+  upstream_mod="$(go mod download -json "github.com/spiffe/spire@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+  [[ -f "$upstream_mod" ]] || die "could not download the go.mod of github.com/spiffe/spire@$v"
+  {
+    echo "module x0tta6bl4.io/spire-build"
+    echo
+    echo "go $(sed -n 's/^go //p' "$upstream_mod")"
+    echo
+    grep -E '^replace [^ ]+ => [^ .][^ ]* v[0-9]' "$upstream_mod" || true
+  } >"$src/go.mod"
+  log "spire $v: resolving modules"
+  (cd "$src" && go get -tool "github.com/spiffe/spire/cmd/spire-server@$v" \
+      "github.com/spiffe/spire/cmd/spire-agent@$v" >&2) ||
+    die "could not resolve the modules of github.com/spiffe/spire@$v"
+  # As upstream's Makefile does for a release: the version without its "v".
+  local ldflags="-s -w -X github.com/spiffe/spire/pkg/common/version.gittag=${v#v}"
+  for b in "${missing[@]}"; do
+    log "spire $v: building $b with cgo (slow on a cold cache: several minutes)"
+    (cd "$src" && CGO_ENABLED=1 go build -ldflags "$ldflags" -o "$out/$b.tmp" "github.com/spiffe/spire/cmd/$b") ||
+      die "go build of $b failed"
+    mv "$out/$b.tmp" "$out/$b"
+  done
+}
+
 main() {
   mkdir -p "$BIN_CACHE" "$SRC_CACHE"
   local start=$SECONDS
@@ -155,8 +194,9 @@ main() {
     all | helm) build_installable helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
       "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;&
     all | jaeger) build_jaeger ;;&
-    all | kubernetes | etcd | kwok | helm | jaeger) ;;
-    *) die "unknown component '$what' (all|kubernetes|etcd|kwok|helm|jaeger)" ;;
+    all | spire) build_spire ;;&
+    all | kubernetes | etcd | kwok | helm | jaeger | spire) ;;
+    *) die "unknown component '$what' (all|kubernetes|etcd|kwok|helm|jaeger|spire)" ;;
   esac
   log "done in $((SECONDS - start))s; binaries under $BIN_CACHE"
 }
