@@ -107,6 +107,11 @@ pub struct RunArgs {
     /// config's tcpPort).
     #[arg(long, env = "X0_ADVERTISE_ADDRESS")]
     pub advertise_address: Option<IpAddr>,
+    /// The SPIFFE Workload API socket (a path or unix:// URI) to take this agent's X.509-SVID
+    /// from; overrides the mesh's spec.identity.workloadApiSocket (for agents that share a
+    /// host but not a SPIRE agent, as in the demo).
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
+    pub workload_api_socket: Option<String>,
     /// Directory of the node key; defaults to /var/lib/x0tta6bl4/<namespace>/<mesh>.
     #[arg(long, env = "X0_STATE_DIR")]
     pub state_dir: Option<PathBuf>,

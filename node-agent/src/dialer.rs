@@ -82,7 +82,7 @@ pub async fn accept(ctx: Arc<SessionContext>, listener: TcpListener, shutdown: C
         };
         let ctx = Arc::clone(&ctx);
         tokio::spawn(async move {
-            let established = session::handshake(&ctx, tcp, Direction::Inbound).await;
+            let established = session::handshake(&ctx, tcp, Direction::Inbound, None).await;
             drop(permit);
             match established {
                 Ok(established) => {
@@ -165,7 +165,9 @@ enum Attempt {
     Unreachable,
 }
 
-async fn dial_once(ctx: &Arc<SessionContext>, address: &str) -> Attempt {
+/// `expected`: the node the MeshNode records place at `address`, if known; with SPIFFE, its
+/// SVID must name that node.
+async fn dial_once(ctx: &Arc<SessionContext>, address: &str, expected: Option<NodeId>) -> Attempt {
     let connect = async {
         let mut last_error = None;
         for target in tokio::net::lookup_host(address).await? {
@@ -191,7 +193,7 @@ async fn dial_once(ctx: &Arc<SessionContext>, address: &str) -> Attempt {
             return Attempt::Unreachable;
         }
     };
-    match session::handshake(ctx, tcp, Direction::Outbound).await {
+    match session::handshake(ctx, tcp, Direction::Outbound, expected).await {
         Ok(established) => Attempt::Session(session::run(Arc::clone(ctx), established).await),
         Err(refusal) => Attempt::Refused(refusal),
     }
@@ -205,7 +207,8 @@ async fn dial_loop(
     stop: CancellationToken,
 ) {
     let address = endpoint.address;
-    let mut known = endpoint.node;
+    let recorded = endpoint.node;
+    let mut known = recorded;
     let mut backoff = Backoff::default();
     loop {
         if let Some(peer) = known
@@ -216,7 +219,7 @@ async fn dial_loop(
         if stop.is_cancelled() {
             return;
         }
-        let delay = match dial_once(&ctx, &address).await {
+        let delay = match dial_once(&ctx, &address, recorded).await {
             Attempt::Session(SessionEnd::MeshGone) => return,
             Attempt::Session(SessionEnd::Duplicate(peer)) => {
                 known = Some(peer);

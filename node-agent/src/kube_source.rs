@@ -370,15 +370,26 @@ fn datapath_status(report: &StatusReport, datapath: &DatapathState) -> MeshNodeS
 }
 
 /// Writes the agent's status into its record, rate-limited and only on change.
+/// What the record reports besides the mesh's own status.
+pub struct RecordSources {
+    pub chaos: tokio::sync::watch::Receiver<Vec<AgentChaosReport>>,
+    pub datapath: DatapathState,
+    pub svid: Option<std::sync::Arc<x0tta6bl4_session::svid::SvidCredentials>>,
+}
+
 pub fn start_reporting(
     client: kube::Client,
     namespace: String,
     name: String,
     mesh: MeshHandle,
-    mut chaos: tokio::sync::watch::Receiver<Vec<AgentChaosReport>>,
-    datapath: DatapathState,
+    sources: RecordSources,
     shutdown: CancellationToken,
 ) {
+    let RecordSources {
+        mut chaos,
+        datapath,
+        svid,
+    } = sources;
     tokio::spawn(async move {
         let records: Api<MeshNode> = Api::namespaced(client, &namespace);
         let mut last_sent: Option<(MeshNodeStatus, tokio::time::Instant)> = None;
@@ -407,7 +418,10 @@ pub fn start_reporting(
             next = tokio::time::Instant::now() + REPORT_EVERY;
             let Some(report) = mesh.status().await else { return };
             let reports = chaos.borrow_and_update().clone();
-            let status = record_status(&report, &reports, &datapath);
+            let mut status = record_status(&report, &reports, &datapath);
+            if let Some(credentials) = &svid {
+                crate::workload_api::report(credentials, &mut status, std::time::SystemTime::now());
+            }
             if last_sent
                 .as_ref()
                 .is_some_and(|(sent, at)| *sent == status && at.elapsed() < HEARTBEAT)

@@ -32,3 +32,4 @@ pub mod session;
 pub mod settings;
 pub mod status;
 pub mod watch_cache;
+pub mod workload_api;

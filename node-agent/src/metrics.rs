@@ -49,6 +49,14 @@ pub struct Metrics {
     pub key_expiry: Gauge,
     /// The end of the validity of the key in use (its endorsement's `not_after`).
     pub endorsement_expiry: Gauge,
+    /// The notAfter of the X.509-SVID in use (meshes that take identities from SPIFFE).
+    pub svid_expiry: Gauge,
+    /// SVIDs: this agent's from the Workload API (`received`), and peers' rotated SVIDs on open
+    /// sessions (`peer_accepted`, or the refusal reason).
+    pub svid_updates: IntCounterVec,
+    /// Sessions closed because an SVID ran out: the peer's (`peer_svid_expired`) or this
+    /// agent's own (`own_svid_expired`).
+    pub svid_session_closes: IntCounterVec,
 }
 
 /// One live link's gauges: the peer's node name, cost, hello loss and smoothed RTT.
@@ -304,6 +312,26 @@ impl Metrics {
                 )
                 .expect("valid metric definition"),
             ),
+            svid_expiry: register(
+                r,
+                Gauge::new(
+                    "x0_agent_svid_expiry_timestamp_seconds",
+                    "When the X.509-SVID in use expires (Unix seconds); 0 without SPIFFE or before the first SVID",
+                )
+                .expect("valid metric definition"),
+            ),
+            svid_updates: counter_vec(
+                r,
+                "x0_agent_svid_updates_total",
+                "X.509-SVIDs: this agent's from the Workload API (received) and peers' rotations on open sessions (peer_accepted or the refusal reason)",
+                &["outcome"],
+            ),
+            svid_session_closes: counter_vec(
+                r,
+                "x0_agent_svid_session_closes_total",
+                "Sessions closed because an SVID ran out (peer_svid_expired, own_svid_expired)",
+                &["reason"],
+            ),
             registry,
         };
         if let Err(error) =
@@ -427,6 +455,7 @@ pub fn message_label(message: &Message) -> &'static str {
         Message::Originator(_) => "originator",
         Message::Data(_) => "data",
         Message::EndorsementAnnounce(_) => "endorsement",
+        Message::SvidUpdate(_) => "svid",
     }
 }
 

@@ -19,12 +19,18 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::Instrument as _;
 use x0tta6bl4_crypto::endorsement::TrustStore;
 use x0tta6bl4_session::binding::{self, MAX_BINDING_LEN, Role};
+use x0tta6bl4_session::svid::{self, SvidFacts, SvidRefusal};
 use x0tta6bl4_session::tls::{self, KeyExchangePolicy};
-use x0tta6bl4_wire::{FrameReader, NodeId};
+use x0tta6bl4_wire::{FrameReader, Message, NodeId};
 
 use crate::identity::CurrentIdentity;
 use crate::mesh::{Admission, Direction, Input, SessionUp};
 use crate::metrics::{Metrics, message_label};
+
+mod svid_lifetime;
+
+pub use svid_lifetime::SvidMode;
+use svid_lifetime::{PeerSvid, SvidWatch};
 
 /// Frames a session's writer queue holds; beyond it frames are dropped and counted, so a slow
 /// peer never blocks the router. A new session is sent every known endorsement and every
@@ -49,6 +55,8 @@ pub struct SessionContext {
     pub metrics: Arc<Metrics>,
     pub mesh: mpsc::Sender<Input>,
     pub handshake_timeout: Duration,
+    /// Meshes that take identities from SPIFFE: this agent's SVID and the trust bundles.
+    pub svid: Option<SvidMode>,
     next_id: AtomicU64,
 }
 
@@ -61,22 +69,40 @@ impl SessionContext {
         trust: Arc<RwLock<TrustStore>>,
         policy: KeyExchangePolicy,
         tls_key: &tls::TlsKey,
+        svid: Option<SvidMode>,
         metrics: Arc<Metrics>,
         mesh: mpsc::Sender<Input>,
     ) -> Result<Self, x0tta6bl4_session::Error> {
+        let (connector, acceptor) = match &svid {
+            Some(mode) => (
+                tls::svid_client_config(&mode.credentials, policy)?,
+                tls::svid_server_config(&mode.credentials, policy)?,
+            ),
+            None => (
+                tls::client_config(tls_key, policy)?,
+                tls::server_config(tls_key, policy)?,
+            ),
+        };
         Ok(SessionContext {
             self_id,
             mesh_prefix,
             identity,
             trust,
             policy,
-            connector: TlsConnector::from(tls::client_config(tls_key, policy)?),
-            acceptor: TlsAcceptor::from(tls::server_config(tls_key, policy)?),
+            connector: TlsConnector::from(connector),
+            acceptor: TlsAcceptor::from(acceptor),
             metrics,
             mesh,
             handshake_timeout: Duration::from_secs(5),
+            svid,
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// Whether this agent may open or accept sessions: always without SPIFFE, with it only
+    /// while it holds an unexpired SVID.
+    pub fn can_authenticate(&self) -> bool {
+        self.svid.as_ref().is_none_or(SvidMode::holds_usable_svid)
     }
 }
 
@@ -95,6 +121,10 @@ pub enum Refusal {
     SelfConnection,
     #[error("handshake timed out")]
     Timeout,
+    #[error("SVID refused: {0}")]
+    Svid(SvidRefusal),
+    #[error("this agent holds no valid X.509-SVID")]
+    NoOwnSvid,
 }
 
 impl Refusal {
@@ -106,6 +136,8 @@ impl Refusal {
             Refusal::ForeignMesh(_) => "foreign_mesh",
             Refusal::SelfConnection => "self",
             Refusal::Timeout => "timeout",
+            Refusal::Svid(refusal) => refusal.reason(),
+            Refusal::NoOwnSvid => "no_own_svid",
         }
     }
 }
@@ -119,6 +151,9 @@ pub struct Established {
     pub post_quantum: bool,
     pub remote: Option<SocketAddr>,
     pub direction: Direction,
+    /// The peer's SVID (meshes that take identities from SPIFFE): the session ends at its expiry
+    /// unless the peer sends a rotated one.
+    pub peer_svid: Option<SvidFacts>,
 }
 
 /// How a session ended.
@@ -142,6 +177,12 @@ fn handshake_refusal(error: std::io::Error, policy: KeyExchangePolicy) -> Refusa
     let tls_error = error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    if let Some(refusal) = tls_error.and_then(svid::refusal_in) {
+        return Refusal::Svid(refusal.clone());
+    }
+    if matches!(tls_error, Some(rustls::Error::NoCertificatesPresented)) {
+        return Refusal::Svid(SvidRefusal::NoSvid);
+    }
     if policy == KeyExchangePolicy::PostQuantumOnly
         && matches!(
             tls_error,
@@ -197,6 +238,7 @@ pub async fn handshake(
     ctx: &SessionContext,
     tcp: TcpStream,
     direction: Direction,
+    expected: Option<NodeId>,
 ) -> Result<Established, Refusal> {
     let remote = tcp.peer_addr().ok();
     let _ = tcp.set_nodelay(true);
@@ -213,7 +255,7 @@ pub async fn handshake(
     );
     let result = tokio::time::timeout(
         ctx.handshake_timeout,
-        handshake_steps(ctx, tcp, direction, remote),
+        handshake_steps(ctx, tcp, direction, remote, expected),
     )
     .instrument(span.clone())
     .await
@@ -249,9 +291,13 @@ async fn handshake_steps(
     tcp: TcpStream,
     direction: Direction,
     remote: Option<SocketAddr>,
+    expected: Option<NodeId>,
 ) -> Result<Established, Refusal> {
+    if !ctx.can_authenticate() {
+        return Err(Refusal::NoOwnSvid);
+    }
     let exporter_failed = |e: x0tta6bl4_session::Error| Refusal::Handshake(e.to_string());
-    let (mut stream, group, exporter) = match direction {
+    let (mut stream, group, exporter, peer_svid) = match direction {
         Direction::Outbound => {
             let tls = ctx
                 .connector
@@ -261,7 +307,13 @@ async fn handshake_steps(
             let connection = tls.get_ref().1;
             let group = connection.negotiated_key_exchange_group().map(|g| g.name());
             let exporter = binding::exporter(connection).map_err(exporter_failed)?;
-            (TlsStream::Client(tls), group, exporter)
+            let svid = ctx.svid.as_ref().map(|_| tls::peer_svid(connection)).transpose();
+            (
+                TlsStream::Client(tls),
+                group,
+                exporter,
+                svid.map_err(Refusal::Svid)?,
+            )
         }
         Direction::Inbound => {
             let tls = ctx
@@ -272,7 +324,13 @@ async fn handshake_steps(
             let connection = tls.get_ref().1;
             let group = connection.negotiated_key_exchange_group().map(|g| g.name());
             let exporter = binding::exporter(connection).map_err(exporter_failed)?;
-            (TlsStream::Server(tls), group, exporter)
+            let svid = ctx.svid.as_ref().map(|_| tls::peer_svid(connection)).transpose();
+            (
+                TlsStream::Server(tls),
+                group,
+                exporter,
+                svid.map_err(Refusal::Svid)?,
+            )
         }
     };
     let post_quantum = tls::check_key_exchange(group, ctx.policy)
@@ -313,6 +371,9 @@ async fn handshake_steps(
     if !peer.spiffe_id.starts_with(&ctx.mesh_prefix) {
         return Err(Refusal::ForeignMesh(peer.spiffe_id));
     }
+    if let Some(svid) = &peer_svid {
+        svid_lifetime::check_peer(svid, &peer.spiffe_id, expected).map_err(Refusal::Svid)?;
+    }
     Ok(Established {
         stream,
         peer: node,
@@ -321,6 +382,7 @@ async fn handshake_steps(
         post_quantum,
         remote,
         direction,
+        peer_svid,
     })
 }
 
@@ -329,7 +391,11 @@ async fn handshake_steps(
 pub async fn run(ctx: Arc<SessionContext>, established: Established) -> SessionEnd {
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     let peer = established.peer;
+    let peer_svid = established
+        .peer_svid
+        .map(|facts| PeerSvid::new(facts, established.spiffe_id.clone()));
     let (writer, queue) = mpsc::channel(WRITER_QUEUE);
+    let svid_writer = writer.clone();
     let (kill, killed) = oneshot::channel();
     let (reply, admission) = oneshot::channel();
     let up = SessionUp {
@@ -355,9 +421,11 @@ pub async fn run(ctx: Arc<SessionContext>, established: Established) -> SessionE
     let started = Instant::now();
     let (read_half, write_half) = tokio::io::split(established.stream);
     let writer_task = tokio::spawn(write_frames(write_half, queue));
+    let svid_watch = SvidWatch::new(ctx.svid.as_ref(), peer_svid.as_ref(), &ctx.metrics, svid_writer);
     let closed_because = tokio::select! {
         _ = killed => "closed_by_agent",
-        reason = read_frames(&ctx, read_half, id, peer) => reason,
+        reason = read_frames(&ctx, read_half, id, peer, peer_svid.as_ref()) => reason,
+        reason = svid_watch.run() => reason,
     };
     writer_task.abort();
     tracing::debug!(peer = %peer, session = id, reason = closed_because, "session ended");
@@ -376,6 +444,7 @@ async fn read_frames(
     mut stream: ReadHalf<TlsStream<TcpStream>>,
     id: u64,
     peer: NodeId,
+    peer_svid: Option<&PeerSvid>,
 ) -> &'static str {
     let mut reader = FrameReader::new();
     let mut chunk = vec![0u8; READ_CHUNK];
@@ -387,6 +456,10 @@ async fn read_frames(
         };
         for item in reader.feed(chunk.get(..len).unwrap_or_default()) {
             match item {
+                Ok(Message::SvidUpdate(update)) => {
+                    ctx.metrics.frames_decoded.with_label_values(&["svid"]).inc();
+                    svid_lifetime::on_peer_update(ctx, peer_svid, &update);
+                }
                 Ok(message) => {
                     ctx.metrics
                         .frames_decoded

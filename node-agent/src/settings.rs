@@ -73,6 +73,9 @@ pub struct RunSettings {
     pub key_exchange: KeyExchangePolicy,
     pub router: RouterConfig,
     pub healing: HealingConfig,
+    /// Where the X.509-SVID comes from (SPIFFE Workload API); None: the operator-endorsed keys
+    /// alone, with self-signed TLS certificates.
+    pub workload_api_socket: Option<String>,
 }
 
 impl RunSettings {
@@ -100,6 +103,11 @@ impl RunSettings {
             endpoint,
             key_exchange: key_exchange_policy(config, args.test_key_exchange),
             healing: healing_config(config),
+            workload_api_socket: args
+                .workload_api_socket
+                .clone()
+                .or_else(|| config.workload_api_socket.clone())
+                .filter(|socket| !socket.is_empty()),
         }
     }
 }

@@ -49,6 +49,19 @@ pub const MESH_LABEL: &str = "x0tta6bl4.io/mesh";
         description = "Mesh packets the eBPF datapath dropped by injected faults (two significant digits)",
         priority = 1
     ),
+    printcolumn(
+        name = "SPIFFE ID",
+        type_ = "string",
+        json_path = ".status.spiffeId",
+        priority = 1
+    ),
+    printcolumn(
+        name = "SVID Expiry",
+        type_ = "date",
+        json_path = ".status.svidExpiry",
+        description = "When the agent's X.509-SVID expires (meshes that take identities from SPIFFE)",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -76,7 +89,8 @@ pub struct MeshNodeSpec {
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct MeshNodeStatus {
-    /// Ready, and EbpfUnavailable when the eBPF datapath could not be loaded.
+    /// Ready; EbpfUnavailable when the eBPF datapath could not be loaded; SvidValid in meshes
+    /// that take identities from SPIFFE.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Address and ports neighbours connect to, "ip:udpPort/tcpPort".
@@ -117,6 +131,10 @@ pub struct MeshNodeStatus {
     /// Age of the signing key in use.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub key_age: String,
+    /// The notAfter of the X.509-SVID this agent presents (meshes that take identities from
+    /// SPIFFE; see condition SvidValid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svid_expiry: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// When the agent last wrote this status. It writes at least every 30 s, so the operator
     /// counts a record silent for longer than 90 s as a dead agent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]

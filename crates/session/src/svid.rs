@@ -67,6 +67,8 @@ impl SvidRefusal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SvidFacts {
     pub spiffe_id: String,
+    /// The leaf's notBefore, in unix seconds.
+    pub not_before: u64,
     /// The leaf's notAfter, in unix seconds.
     pub not_after: u64,
 }
@@ -95,10 +97,11 @@ pub fn leaf_facts(der: &[u8]) -> Result<SvidFacts, SvidRefusal> {
         return Err(not_svid("an X.509-SVID has exactly one URI SAN".to_owned()));
     };
     let spiffe_id = SpiffeId::new(uri).map_err(|e| not_svid(format!("URI SAN {uri:?}: {e}")))?;
-    let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+    let validity = cert.validity();
     Ok(SvidFacts {
         spiffe_id: spiffe_id.to_string(),
-        not_after,
+        not_before: u64::try_from(validity.not_before.timestamp()).unwrap_or(0),
+        not_after: u64::try_from(validity.not_after.timestamp()).unwrap_or(0),
     })
 }
 
@@ -304,7 +307,8 @@ impl SvidCredentials {
 
     /// Validates the chain of a peer's SVID update: valid now and for the same SPIFFE ID.
     pub fn verify_rotation(&self, chain: &[Vec<u8>], peer_spiffe_id: &str) -> Result<SvidFacts, SvidRefusal> {
-        let chain: Vec<CertificateDer<'_>> = chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+        let chain: Vec<CertificateDer<'_>> =
+            chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
         let facts = self.verify(&chain, UnixTime::now())?;
         if facts.spiffe_id != peer_spiffe_id {
             return Err(SvidRefusal::RotatedToAnotherId {
@@ -344,12 +348,14 @@ pub(crate) mod tests {
         pub(crate) fn new(trust_domain: &str) -> Self {
             let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
             let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.distinguished_name.push(DnType::CommonName, format!("{trust_domain} CA"));
+            params
+                .distinguished_name
+                .push(DnType::CommonName, format!("{trust_domain} CA"));
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-            params
-                .subject_alt_names
-                .push(SanType::URI(format!("spiffe://{trust_domain}").try_into().unwrap()));
+            params.subject_alt_names.push(SanType::URI(
+                format!("spiffe://{trust_domain}").try_into().unwrap(),
+            ));
             let cert = params.self_signed(&key).unwrap();
             TestCa {
                 der: cert.der().to_vec(),
@@ -463,6 +469,7 @@ pub(crate) mod tests {
     fn the_svid_endorsement_and_dialled_node_must_name_one_id() {
         let facts = SvidFacts {
             spiffe_id: ID.to_owned(),
+            not_before: 0,
             not_after: 0,
         };
         assert_eq!(check_agreement(&facts, ID, Some(ID)), Ok(()));
@@ -485,10 +492,19 @@ pub(crate) mod tests {
         credentials.set_bundles(ca.bundles(TD));
         let now = unix_now();
         let renewed = ca.svid(ID, now, 120);
-        assert_eq!(credentials.verify_rotation(&renewed.chain_der(), ID).unwrap().spiffe_id, ID);
+        assert_eq!(
+            credentials
+                .verify_rotation(&renewed.chain_der(), ID)
+                .unwrap()
+                .spiffe_id,
+            ID
+        );
         let other = ca.svid("spiffe://x0tta6bl4.local/ns/default/mesh/demo/node/n2", now, 120);
         assert_eq!(
-            credentials.verify_rotation(&other.chain_der(), ID).unwrap_err().reason(),
+            credentials
+                .verify_rotation(&other.chain_der(), ID)
+                .unwrap_err()
+                .reason(),
             "svid_rotated_to_another_id"
         );
         assert!(credentials.usable_key(SystemTime::now()).is_none());
@@ -496,6 +512,9 @@ pub(crate) mod tests {
         assert!(credentials.usable_key(SystemTime::now()).is_none(), "expired");
         credentials.set_svid(renewed).unwrap();
         assert!(credentials.usable_key(SystemTime::now()).is_some());
-        assert!(!format!("{credentials:?}").contains("key:"), "the key is never printed");
+        assert!(
+            !format!("{credentials:?}").contains("key:"),
+            "the key is never printed"
+        );
     }
 }

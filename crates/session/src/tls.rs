@@ -5,12 +5,12 @@
 //! peer's against the trust bundle ([`crate::svid`]).
 use std::sync::Arc;
 
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, aws_lc_rs};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::client::ResolvesClientCert;
 use rustls::server::ResolvesServerCert;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, NamedGroup, ServerConfig, SignatureScheme,
@@ -277,9 +277,9 @@ impl SvidVerifier {
         chain.push(end_entity.clone());
         chain.extend(intermediates.iter().cloned());
         self.credentials.verify(&chain, now).map(drop).map_err(|refusal| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
-                Arc::new(refusal),
-            )))
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(
+                refusal,
+            ))))
         })
     }
 }

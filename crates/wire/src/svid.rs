@@ -88,9 +88,9 @@ mod tests {
     use crate::tests::unhex;
 
     const VECTOR: &str = concat!(
-        "02",         // two certificates
+        "02", // two certificates
         "0003", "308101", // leaf (opaque here)
-        "0002", "3000",   // intermediate
+        "0002", "3000", // intermediate
     );
 
     fn mk_update() -> SvidUpdate {
@@ -116,12 +116,18 @@ mod tests {
         let count = u8::try_from(MAX_SVID_CHAIN + 1).unwrap();
         assert!(matches!(
             SvidUpdate::decode(&[count]),
-            Err(DecodeError::Oversized { field: "svid chain", .. })
+            Err(DecodeError::Oversized {
+                field: "svid chain",
+                ..
+            })
         ));
         let declared = u16::try_from(MAX_SVID_CERT_LEN + 1).unwrap().to_be_bytes();
         assert!(matches!(
             SvidUpdate::decode(&[1, declared[0], declared[1]]),
-            Err(DecodeError::Oversized { field: "svid certificate", .. })
+            Err(DecodeError::Oversized {
+                field: "svid certificate",
+                ..
+            })
         ));
         assert!(SvidUpdate::default().encode_body(&mut Vec::new()).is_err());
     }

@@ -71,6 +71,8 @@ pub struct Running {
     pub chaos: ChaosLinks,
     /// The datapath's state, for the MeshNode record.
     pub datapath: DatapathState,
+    /// This agent's SVID (meshes that take identities from SPIFFE), for the MeshNode record.
+    pub svid: Option<std::sync::Arc<x0tta6bl4_session::svid::SvidCredentials>>,
 }
 
 /// Without a cluster, the chaos executor carries out only the faults set by hand.
@@ -103,6 +105,7 @@ pub fn in_cluster(record: ClusterRecord) -> impl FnOnce(Running) {
               shutdown,
               chaos,
               datapath,
+              svid,
           }| {
         let name = crate::kube_source::record_name(&record.mesh, &record.node);
         let reports = chaos.reports.subscribe();
@@ -124,8 +127,11 @@ pub fn in_cluster(record: ClusterRecord) -> impl FnOnce(Running) {
             record.namespace,
             name,
             mesh,
-            reports,
-            datapath,
+            crate::kube_source::RecordSources {
+                chaos: reports,
+                datapath,
+                svid,
+            },
             shutdown,
         )
     }

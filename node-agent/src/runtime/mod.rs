@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use x0tta6bl4_api::agent_config::AgentConfig;
 use x0tta6bl4_routing::Router;
+use x0tta6bl4_session::svid::SvidCredentials;
 use x0tta6bl4_session::tls::TlsKey;
 use x0tta6bl4_telemetry::Readiness;
 
@@ -28,7 +29,7 @@ use crate::mesh::{AgentFacts, Mesh, MeshHandle, MeshParts, TrustVerifier};
 use crate::metrics::Metrics;
 use crate::peers::{PeerSource, StaticPeers};
 use crate::rotation::Rotation;
-use crate::session::SessionContext;
+use crate::session::{SessionContext, SvidMode};
 use crate::settings::RunSettings;
 use crate::{dialer, identity};
 
@@ -193,11 +194,26 @@ pub async fn run_mesh(
         false_metric_percent,
     });
     let datapath = crate::datapath::DatapathState::default();
+    // The SVID source starts before the record reporter, which shows its state.
+    let svid = settings.workload_api_socket.as_deref().map(|socket| {
+        let credentials = SvidCredentials::new(&config.trust_domain);
+        let (updates, task) = crate::workload_api::follow(
+            socket,
+            Arc::clone(&credentials),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            let _ = task.await;
+        });
+        SvidMode { credentials, updates }
+    });
     start_executor(Running {
         mesh: MeshHandle::new(inbox.clone()),
         shutdown: shutdown.clone(),
         chaos: chaos.executor,
         datapath: datapath.clone(),
+        svid: svid.as_ref().map(|mode| Arc::clone(&mode.credentials)),
     });
     tasks.spawn(mesh.run(inputs, shutdown.clone()));
     // The eBPF datapath: optional and never fatal; why it is not running goes on the record.
@@ -257,6 +273,7 @@ pub async fn run_mesh(
         enrolled.trust,
         settings.key_exchange,
         &tls_key,
+        svid,
         Arc::clone(&metrics),
         inbox.clone(),
     )?);
