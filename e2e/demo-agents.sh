@@ -32,7 +32,10 @@
 #                         (idempotent; works without the cluster)
 #
 # Environment: X0_CLUSTER (default demo), X0_MESH (default demo), X0_MESH_NAMESPACE (default
-# default), X0_AGENTS_TIMEOUT (seconds to wait for convergence, default 120).
+# default), X0_AGENTS_TIMEOUT (seconds to wait for convergence, default 120). X0_SPIRE=1 (at `up`):
+# the agents take X.509-SVIDs from a real SPIRE (e2e/spire.sh: one server, one SPIRE agent per
+# node, a registration entry per mesh agent with the SPIFFE ID the mesh expects; X0_SPIRE_SVID_TTL
+# sets the entries' SVID lifetime in seconds).
 #
 # Topology, all in 198.18.0.0/15 and out of the way of node-agent/tests/netns_ring.rs (which uses
 # 198.18.<1..250>.x inside its namespaces and 198.19.<1..250>.x on the host):
@@ -68,6 +71,7 @@ TIMEOUT="${X0_AGENTS_TIMEOUT:-120}"
 CLUSTER_STATE="$ROOT/.cache/clusters/$CLUSTER_NAME"
 KUBECTL_BIN="$ROOT/.cache/bin/kubernetes-$KUBERNETES_VERSION/kubectl"
 AGENT_BIN="$ROOT/target/debug/x0tta6bl4-node-agent"
+SPIRE="$ROOT/e2e/spire.sh"
 STATE="$ROOT/.cache/demo-agents"
 NETNS_PREFIX="x0demo-"
 HOST_LINK_PREFIX="x0demo-m"
@@ -171,6 +175,7 @@ down() {
     grep "^${HOST_LINK_PREFIX}[0-9]*$" || true); do
     ip link del "$f" 2>/dev/null || true
   done
+  if [[ -f $STATE/spire ]]; then "$SPIRE" down || true; fi
   rm -rf "$STATE"
   # The MeshNode records of the stopped agents would go on claiming their routes: remove them
   # while the cluster is there (best effort: `make demo-down` removes the cluster next anyway).
@@ -393,6 +398,20 @@ METRICS_PORT=47102
 FAULT_PORT=47191
 # config_port <name>: a port of the agent configuration (YAML, keys quoted or not).
 config_port() { grep -oE "\"?$1\"?: *\"?[0-9]{1,5}" "$STATE/agent.yaml" | grep -oE '[0-9]+$' | head -n 1; }
+config_text() { sed -nE "s/^ *\"?$1\"?: *\"?([^\"]*)\"?.*$/\1/p" "$STATE/agent.yaml" | head -n 1; }
+
+# With SPIRE (X0_SPIRE=1 at `up`, remembered in $STATE/spire for restarts): the SPIFFE ID the mesh
+# expects for a node.
+spire_on() { [[ -f $STATE/spire ]]; }
+spiffe_id_of() { printf 'spiffe://%s/ns/%s/mesh/%s/node/%s' "$(cat "$STATE/spire")" "$NS" "$MESH" "$1"; }
+# spire_socket <node>: the node's SPIRE agent (started if it is not) with the registration entry of
+# its mesh agent; prints its Workload API socket.
+spire_socket() {
+  local node=$1 socket
+  socket="$("$SPIRE" agent-start "$node")"
+  "$SPIRE" entry "$node" "$(spiffe_id_of "$node")" ${X0_SPIRE_SVID_TTL:+"$X0_SPIRE_SVID_TTL"} >/dev/null
+  printf '%s' "$socket"
+}
 
 start_agents() {
   local n=${#NODES[@]} i node
@@ -401,6 +420,12 @@ start_agents() {
   [[ -s $STATE/agent.yaml ]] || die "ConfigMap $MESH-agent-config has no agent.yaml"
   METRICS_PORT="$(config_port metricsPort)"
   METRICS_PORT="${METRICS_PORT:-47102}"
+  if [[ ${X0_SPIRE:-} == 1 ]]; then
+    local trust_domain
+    trust_domain="$(config_text trustDomain)"
+    "$SPIRE" up "${trust_domain:-x0tta6bl4.local}"
+    printf '%s\n' "${trust_domain:-x0tta6bl4.local}" >"$STATE/spire"
+  fi
   for ((i = 0; i < n; i++)); do
     start_agent "$i"
   done
@@ -408,20 +433,21 @@ start_agents() {
 
 # start_agent <i>: the agent of the i-th node in its namespace (config and ports from start_agents).
 start_agent() {
-  local i=$1 node="${NODES[$1]}" otlp=""
+  local i=$1 node="${NODES[$1]}" otlp="" svid_socket=""
   mkdir -p "$STATE/state-$i"
+  if spire_on; then svid_socket="$(spire_socket "$node")"; fi
   chmod 700 "$STATE/state-$i"
   # Spans to the demo's Jaeger, over the management veth, when it runs (e2e/demo-traces.sh).
   if "$ROOT/e2e/demo-traces.sh" running; then otlp="$("$ROOT/e2e/demo-traces.sh" endpoint "$i")"; fi
   spawn "$STATE/agent-$i.pid" "$STATE/agent-$i.log" \
     ip netns exec "$(netns "$i")" env KUBECONFIG="$STATE/kubeconfig-$i" NODE_NAME="$node" \
-    OTEL_EXPORTER_OTLP_ENDPOINT="$otlp" \
+    OTEL_EXPORTER_OTLP_ENDPOINT="$otlp" SPIFFE_ENDPOINT_SOCKET="$svid_socket" \
     RUST_LOG="${RUST_LOG:-info}" RUST_BACKTRACE=1 NO_COLOR=1 \
     "$AGENT_BIN" --config "$STATE/agent.yaml" --node-name "$node" --state-dir "$STATE/state-$i" \
     --advertise-address "$(node_addr "$i")" --metrics-addr "$(mgmt_ns "$i"):$METRICS_PORT" \
     --fault-api "127.0.0.1:$FAULT_PORT" --log-format text
   printf '%s\n' "$node" >"$STATE/node-$i"
-  log "  $node: agent in $(netns "$i") at $(node_addr "$i"), /status on http://$(mgmt_ns "$i"):$METRICS_PORT/status, log $STATE/agent-$i.log"
+  log "  $node: agent in $(netns "$i") at $(node_addr "$i"), /status on http://$(mgmt_ns "$i"):$METRICS_PORT/status, log $STATE/agent-$i.log${svid_socket:+, SVID from $svid_socket}"
 }
 
 agent_tails() {
