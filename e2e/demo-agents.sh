@@ -435,7 +435,12 @@ start_agents() {
 start_agent() {
   local i=$1 node="${NODES[$1]}" otlp="" svid_socket=""
   mkdir -p "$STATE/state-$i"
-  if spire_on; then svid_socket="$(spire_socket "$node")"; fi
+  # X0_SVID_SOCKET: another Workload API for this start (e2e/demo-spire.sh: a foreign trust domain).
+  if [[ -n ${X0_SVID_SOCKET:-} ]]; then
+    svid_socket=$X0_SVID_SOCKET
+  elif spire_on; then
+    svid_socket="$(spire_socket "$node")"
+  fi
   chmod 700 "$STATE/state-$i"
   # Spans to the demo's Jaeger, over the management veth, when it runs (e2e/demo-traces.sh).
   if "$ROOT/e2e/demo-traces.sh" running; then otlp="$("$ROOT/e2e/demo-traces.sh" endpoint "$i")"; fi

@@ -27,8 +27,9 @@
 #                               the server's default, X0_SPIRE_X509_TTL); prints the entry id; if
 #                               that spiffe-id already has an entry under that parent, prints its
 #                               id and changes nothing
-#   spire.sh entry-delete <spiffe-id>
-#                               delete every entry of that SPIFFE ID (prints their ids)
+#   spire.sh entry-delete <spiffe-id> [node]
+#                               delete every entry of that SPIFFE ID (only node's, with a node;
+#                               prints their ids)
 #   spire.sh fetch <node> [spire-agent api fetch x509 flags...]
 #                               what node's Workload API serves to uid 0 (e.g. -write <dir>
 #                               writes svid.0.pem, svid.0.key, bundle.0.pem); fails when it
@@ -422,11 +423,12 @@ entry() {
 }
 
 entry_delete() {
-  local id="${1:-}" ids
-  [[ $id =~ ^spiffe://[^/]+/.+ ]] || die "usage: $0 entry-delete <spiffe-id>"
+  local id="${1:-}" node="${2:-}" ids filter=()
+  [[ $id =~ ^spiffe://[^/]+/.+ ]] || die "usage: $0 entry-delete <spiffe-id> [node]"
   binaries
   need_server
-  ids="$(entry_ids -spiffeID "$id")" || die "could not list the entries of $id"
+  [[ -z $node ]] || filter=(-parentID "$(node_alias "$node")")
+  ids="$(entry_ids -spiffeID "$id" "${filter[@]}")" || die "could not list the entries of $id"
   if [[ -z $ids ]]; then
     log "$id has no entry"
     return 0
@@ -505,7 +507,7 @@ case "${1:-}" in
   agent-kill) agent_kill "${2:-}" ;;
   agent-socket) agent_socket "${2:-}" ;;
   entry) shift && entry "$@" ;;
-  entry-delete) entry_delete "${2:-}" ;;
+  entry-delete) entry_delete "${2:-}" "${3:-}" ;;
   fetch) shift && fetch "$@" ;;
   server-stop) server_stop ;;
   server-start) server_start ;;

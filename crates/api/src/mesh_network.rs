@@ -384,8 +384,11 @@ pub struct IdentitySpec {
     #[schemars(length(min = 1, max = 255), regex(pattern = r"^[a-z0-9._-]+$"))]
     pub trust_domain: String,
 
-    /// Path of a SPIFFE Workload API socket on the node. When set, agents take their X.509 SVIDs
-    /// from it; when empty, the operator endorses each agent's key with the mesh signing key.
+    /// Path of a SPIFFE Workload API socket on the node (SPIRE's agent socket). When set, agents
+    /// take their X.509-SVIDs from it and present them as their session certificates, and a
+    /// session forms only when the peer's SVID, its operator-endorsed ML-DSA-65 key and its
+    /// MeshNode name the same SPIFFE ID (docs/IDENTITY.md). The operator endorses each agent's
+    /// key with the mesh signing key either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 4096), regex(pattern = r"^/.*"))]
     pub workload_api_socket: Option<String>,

@@ -300,6 +300,58 @@ fn agent_pod_spec(name: &str, mesh: &MeshNetwork, image: String, options: &Build
         }),
         ..Default::default()
     };
+    // The SPIFFE Workload API socket's directory (SPIRE's agent socket on the node), read-only,
+    // at the same path: the agent config names the socket by that path.
+    let spiffe_dir = spec
+        .identity
+        .workload_api_socket
+        .as_deref()
+        .and_then(|socket| std::path::Path::new(socket).parent())
+        .map(|dir| dir.to_string_lossy().into_owned())
+        .filter(|dir| dir != "/");
+    let mut volume_mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "bpffs".into(),
+            mount_path: "/sys/fs/bpf".into(),
+            mount_propagation: Some("HostToContainer".into()),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "keys".into(),
+            mount_path: KEY_DIR_ROOT.into(),
+            ..Default::default()
+        },
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(name),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        host_path("bpffs", "/sys/fs/bpf".into(), "DirectoryOrCreate"),
+        // The agent keeps its key under <root>/<namespace>/<mesh>, so one node can serve
+        // several meshes without their keys meeting.
+        host_path("keys", KEY_DIR_ROOT.to_owned(), "DirectoryOrCreate"),
+    ];
+    if let Some(dir) = spiffe_dir {
+        volume_mounts.push(VolumeMount {
+            name: "spiffe-workload-api".into(),
+            mount_path: dir.clone(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        // "Directory": SPIRE's agent creates it; the pod waits rather than making an empty one.
+        volumes.push(host_path("spiffe-workload-api", dir, "Directory"));
+    }
     PodSpec {
         service_account_name: Some(agent_name(name)),
         // The mesh runs between nodes, so agents use the node's own network stack and address.
@@ -352,41 +404,10 @@ fn agent_pod_spec(name: &str, mesh: &MeshNetwork, image: String, options: &Build
                 read_only_root_filesystem: Some(true),
                 ..Default::default()
             }),
-            volume_mounts: Some(vec![
-                VolumeMount {
-                    name: "config".into(),
-                    mount_path: CONFIG_DIR.into(),
-                    read_only: Some(true),
-                    ..Default::default()
-                },
-                VolumeMount {
-                    name: "bpffs".into(),
-                    mount_path: "/sys/fs/bpf".into(),
-                    mount_propagation: Some("HostToContainer".into()),
-                    ..Default::default()
-                },
-                VolumeMount {
-                    name: "keys".into(),
-                    mount_path: KEY_DIR_ROOT.into(),
-                    ..Default::default()
-                },
-            ]),
+            volume_mounts: Some(volume_mounts),
             ..Default::default()
         }],
-        volumes: Some(vec![
-            Volume {
-                name: "config".into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: config_map_name(name),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            host_path("bpffs", "/sys/fs/bpf".into(), "DirectoryOrCreate"),
-            // The agent keeps its key under <root>/<namespace>/<mesh>, so one node can serve
-            // several meshes without their keys meeting.
-            host_path("keys", KEY_DIR_ROOT.to_owned(), "DirectoryOrCreate"),
-        ]),
+        volumes: Some(volumes),
         ..Default::default()
     }
 }
@@ -647,6 +668,44 @@ spec:
                 "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
                 Some("http://collector:4318".to_owned())
             )]
+        );
+    }
+
+    #[test]
+    fn agents_mount_the_workload_api_socket_directory_read_only_only_when_the_mesh_names_one() {
+        let spiffe_mount = |mesh: &MeshNetwork| {
+            agent_container(mesh, &BuildOptions::default())
+                .volume_mounts
+                .unwrap_or_default()
+                .into_iter()
+                .find(|m| m.name == "spiffe-workload-api")
+                .map(|m| (m.mount_path, m.read_only))
+        };
+        assert_eq!(spiffe_mount(&mesh(DEMO)), None);
+        let mut with_spire = mesh(DEMO);
+        with_spire.spec.identity.workload_api_socket = Some("/run/spire/sockets/agent.sock".into());
+        assert_eq!(
+            spiffe_mount(&with_spire),
+            Some(("/run/spire/sockets".to_owned(), Some(true)))
+        );
+        let volumes = build(&with_spire, &BuildOptions::default(), AUTHORITY)
+            .unwrap()
+            .daemon_set
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .volumes
+            .unwrap();
+        let host = volumes
+            .iter()
+            .find(|v| v.name == "spiffe-workload-api")
+            .and_then(|v| v.host_path.clone())
+            .unwrap();
+        assert_eq!(
+            (host.path.as_str(), host.type_.as_deref()),
+            ("/run/spire/sockets", Some("Directory"))
         );
     }
 }
