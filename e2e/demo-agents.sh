@@ -409,7 +409,8 @@ spiffe_id_of() { printf 'spiffe://%s/ns/%s/mesh/%s/node/%s' "$(cat "$STATE/spire
 spire_socket() {
   local node=$1 socket
   socket="$("$SPIRE" agent-start "$node")"
-  "$SPIRE" entry "$node" "$(spiffe_id_of "$node")" ${X0_SPIRE_SVID_TTL:+"$X0_SPIRE_SVID_TTL"} >/dev/null
+  local ttl="${X0_SPIRE_SVID_TTL:-$(cat "$STATE/spire-svid-ttl" 2>/dev/null || true)}"
+  "$SPIRE" entry "$node" "$(spiffe_id_of "$node")" ${ttl:+"$ttl"} >/dev/null
   printf '%s' "$socket"
 }
 
@@ -425,6 +426,7 @@ start_agents() {
     trust_domain="$(config_text trustDomain)"
     "$SPIRE" up "${trust_domain:-x0tta6bl4.local}"
     printf '%s\n' "${trust_domain:-x0tta6bl4.local}" >"$STATE/spire"
+    [[ -z ${X0_SPIRE_SVID_TTL:-} ]] || printf '%s\n' "$X0_SPIRE_SVID_TTL" >"$STATE/spire-svid-ttl"
   fi
   for ((i = 0; i < n; i++)); do
     start_agent "$i"

@@ -155,7 +155,8 @@ step_mismatch() {
   $SPIRE entry "$node" "$(spiffe_id_of "$other")" 60 >/dev/null
   wait_for 60 "node 0's Workload API serves $other's ID" \
     sh -c "'$ROOT/$SPIRE' fetch '$node' 2>/dev/null | grep -q 'node/$other\$'"
-  restart_agent 0
+  # Started on that socket as it is (a plain start would register node 0's own ID again).
+  restart_agent 0 X0_SVID_SOCKET="$($SPIRE agent-socket "$node")"
   mismatched() {
     (($(total x0_agent_session_refusals_total 'reason="svid_endorsement_mismatch"' 0) +
       $(total x0_agent_session_refusals_total 'reason="wrong_spiffe_id"' 0) >= 2))
@@ -165,7 +166,7 @@ step_mismatch() {
   (($(metric_of 0 x0_agent_sessions '' ) == 0)) || { log "node 0 still has sessions"; return 1; }
   # Back to its own ID.
   $SPIRE entry-delete "$(spiffe_id_of "$other")" "$node" >/dev/null
-  $SPIRE entry "$node" "$(spiffe_id_of "$node")" "${X0_SPIRE_SVID_TTL:-60}" >/dev/null
+  $SPIRE entry "$node" "$(spiffe_id_of "$node")" "$(cat "$AGENTS_STATE/spire-svid-ttl" 2>/dev/null || echo 60)" >/dev/null
   wait_for 60 "node 0's Workload API serves its own ID again" \
     sh -c "'$ROOT/$SPIRE' fetch '$node' 2>/dev/null | grep -q 'node/$node\$'"
   restart_agent 0
@@ -194,7 +195,7 @@ step_outage() {
   established="$(total x0_agent_sessions_established_total)"
   closed="$(total x0_agent_svid_session_closes_total)"
   $SPIRE server-stop
-  log "spire-server stopped for 20s (SVID TTL ${X0_SPIRE_SVID_TTL:-60}s)"
+  log "spire-server stopped for 20s (SVID TTL $(cat "$AGENTS_STATE/spire-svid-ttl" 2>/dev/null || echo 3600)s)"
   wait_for 25 "20s of outage" past "$(($(date +%s) + 20))"
   $SPIRE server-start
   converged

@@ -219,6 +219,13 @@ async fn dial_loop(
         if stop.is_cancelled() {
             return;
         }
+        if let Some(mode) = &ctx.svid {
+            // Without an SVID there is nothing to authenticate with: wait for one, not refusals.
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = mode.until_usable() => {}
+            }
+        }
         let delay = match dial_once(&ctx, &address, recorded).await {
             Attempt::Session(SessionEnd::MeshGone) => return,
             Attempt::Session(SessionEnd::Duplicate(peer)) => {

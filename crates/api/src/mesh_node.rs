@@ -57,7 +57,7 @@ pub const MESH_LABEL: &str = "x0tta6bl4.io/mesh";
     ),
     printcolumn(
         name = "SVID Expiry",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.svidExpiry",
         description = "When the agent's X.509-SVID expires (meshes that take identities from SPIFFE)",
         priority = 1

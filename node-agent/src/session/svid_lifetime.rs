@@ -31,6 +31,18 @@ impl SvidMode {
     pub fn holds_usable_svid(&self) -> bool {
         self.credentials.usable_key(SystemTime::now()).is_some()
     }
+
+    /// Returns once this agent holds a usable SVID (at once if it does).
+    pub async fn until_usable(&self) {
+        let mut updates = self.updates.clone();
+        while !self.holds_usable_svid() {
+            // A new SVID wakes this at once; the timer covers the updates channel closing.
+            tokio::select! {
+                _ = updates.changed() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
 }
 
 /// The SVID, endorsement and node dialled must name one SPIFFE ID.
