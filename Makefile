@@ -41,7 +41,7 @@ check-generated: ## Fail if the checked-in CRDs differ from the Rust types
 	diff -r crds charts/x0tta6bl4/crds
 
 .PHONY: binaries
-binaries: ## Build (or reuse) the pinned upstream control plane, etcd, kwok and helm
+binaries: ## Build (or reuse) the pinned upstream control plane, etcd, kwok, helm, Jaeger and SPIRE
 	e2e/cluster/build-binaries.sh all
 
 .PHONY: helm-lint
@@ -74,7 +74,7 @@ alerts-test: ## The chart's alert rules: promtool check and unit tests of every 
 	HELM=$(HELM) e2e/alerts-test.sh
 
 .PHONY: test
-test: argocd-test alerts-test lint unit check-generated helm-lint netns ebpf-test e2e demo-check ## Everything CI runs
+test: argocd-test alerts-test lint unit check-generated helm-lint netns ebpf-test e2e demo-check demo-spire ## Everything CI runs
 
 .PHONY: demo
 demo: binaries ## Local cluster, CRDs, operator and examples; shows them progressing
@@ -111,6 +111,10 @@ demo-prometheus: ## On the running demo: a real Prometheus scrapes it; every das
 .PHONY: demo-check
 demo-check: ## The demo end to end, then gone: up, Prometheus, federated rounds, their trace, eBPF, failover, chaos, dashboards and alert, down (root)
 	$(MAKE) demo && HELM=$(HELM) e2e/demo-prometheus.sh up && $(MAKE) demo-fl && $(MAKE) demo-traces && $(MAKE) demo-ebpf && $(MAKE) demo-failover && $(MAKE) demo-chaos && $(MAKE) demo-prometheus; rc=$$?; $(MAKE) demo-down; exit $$rc
+
+.PHONY: demo-spire
+demo-spire: ## The demo with SVIDs from a real SPIRE (40 s TTL), then gone: convergence, rotation under pings, mismatched and foreign SVIDs refused, SPIRE outage, SVID expiry (root)
+	X0_SPIRE=1 X0_SPIRE_SVID_TTL=40 $(MAKE) demo && e2e/demo-spire.sh check; rc=$$?; $(MAKE) demo-down; exit $$rc
 
 .PHONY: demo-down
 demo-down: ## Stop the demo and remove everything it created

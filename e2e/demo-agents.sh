@@ -175,7 +175,8 @@ down() {
     grep "^${HOST_LINK_PREFIX}[0-9]*$" || true); do
     ip link del "$f" 2>/dev/null || true
   done
-  if [[ -f $STATE/spire ]]; then "$SPIRE" down || true; fi
+  # SPIRE of an X0_SPIRE run (even one whose state here is gone).
+  if [[ -f $STATE/spire || -d $ROOT/.cache/spire/demo ]]; then "$SPIRE" down || true; fi
   rm -rf "$STATE"
   # The MeshNode records of the stopped agents would go on claiming their routes: remove them
   # while the cluster is there (best effort: `make demo-down` removes the cluster next anyway).

@@ -2,7 +2,7 @@
 # The SPIFFE identity chain on the demo mesh, with a real SPIRE (SPIRE → X.509-SVID → endorsement
 # → session), checked on every agent. Run on a demo started with SPIRE:
 #
-#   X0_SPIRE=1 X0_SPIRE_SVID_TTL=60 make demo && e2e/demo-spire.sh check
+#   X0_SPIRE=1 X0_SPIRE_SVID_TTL=40 make demo && e2e/demo-spire.sh check   (make demo-spire)
 #
 #   demo-spire.sh check [step...]
 #       svids      every MeshNode shows SvidValid=True, its SPIFFE ID and SVID expiry, and every
@@ -13,7 +13,8 @@
 #                  peers refuse every session with it (svid_endorsement_mismatch, wrong_spiffe_id)
 #       foreign    node 0's mesh agent takes an SVID of another trust domain (a second SPIRE):
 #                  refused and counted (foreign_trust_domain)
-#       outage     spire-server stopped for less than the TTL: no session lost
+#       outage     spire-server stopped for a quarter of the SVID TTL (at most 30s): no session
+#                  lost, no new session needed
 #       expiry     node 0's SPIRE agent stopped: its SVID runs out, its peers close their sessions
 #                  with it at the SVID's notAfter (+ the margin stated in docs/IDENTITY.md) and
 #                  its MeshNode says SvidExpired; started again, it rejoins
@@ -157,11 +158,13 @@ step_mismatch() {
     sh -c "'$ROOT/$SPIRE' fetch '$node' 2>/dev/null | grep -q 'node/$other\$'"
   # Started on that socket as it is (a plain start would register node 0's own ID again).
   restart_agent 0 X0_SVID_SOCKET="$($SPIRE agent-socket "$node")"
+  # Both ways: node 0 dials them (they see an SVID and an endorsement of two nodes), they dial
+  # node 0's address (the SVID is not of the node the records place there).
   mismatched() {
-    (($(total x0_agent_session_refusals_total 'reason="svid_endorsement_mismatch"' 0) +
-      $(total x0_agent_session_refusals_total 'reason="wrong_spiffe_id"' 0) >= 2))
+    (($(total x0_agent_session_refusals_total 'reason="svid_endorsement_mismatch"' 0) > 0 &&
+      $(total x0_agent_session_refusals_total 'reason="wrong_spiffe_id"' 0) > 0))
   }
-  wait_for 30 "peers refuse $node's SVID for $other" mismatched
+  wait_for 30 "peers refuse $node's SVID for $other, both ways" mismatched
   log "$node presenting $other's SVID: refused by its peers ($(total x0_agent_session_refusals_total 'reason="svid_endorsement_mismatch"' 0) svid_endorsement_mismatch, $(total x0_agent_session_refusals_total 'reason="wrong_spiffe_id"' 0) wrong_spiffe_id; $(($(total x0_agent_session_refusals_total '' 0) - before)) refusals in all)"
   (($(metric_of 0 x0_agent_sessions '' ) == 0)) || { log "node 0 still has sessions"; return 1; }
   # Back to its own ID.
@@ -194,9 +197,13 @@ step_outage() {
   local established closed
   established="$(total x0_agent_sessions_established_total)"
   closed="$(total x0_agent_svid_session_closes_total)"
+  # A quarter of the SVID TTL: SPIRE renews at half-life, so every SVID outlives the outage.
+  local ttl outage
+  ttl="$(cat "$AGENTS_STATE/spire-svid-ttl" 2>/dev/null || echo 3600)"
+  outage=$((ttl / 4 < 30 ? ttl / 4 : 30))
   $SPIRE server-stop
-  log "spire-server stopped for 20s (SVID TTL $(cat "$AGENTS_STATE/spire-svid-ttl" 2>/dev/null || echo 3600)s)"
-  wait_for 25 "20s of outage" past "$(($(date +%s) + 20))"
+  log "spire-server stopped for ${outage}s (SVID TTL ${ttl}s)"
+  wait_for $((outage + 5)) "${outage}s of outage" past "$(($(date +%s) + outage))"
   $SPIRE server-start
   converged
   log "after the outage: $(($(total x0_agent_sessions_established_total) - established)) new sessions, $(($(total x0_agent_svid_session_closes_total) - closed)) closed by SVID expiry"
@@ -243,6 +250,8 @@ step() {
 
 check() {
   load_nodes
+  # The foreign trust domain's SPIRE goes, whatever happened to the step that started it.
+  trap 'X0_SPIRE_NAME=foreign "$ROOT/$SPIRE" down >/dev/null 2>&1 || true' EXIT
   local steps=("$@")
   ((${#steps[@]})) || steps=(svids rotation mismatch foreign outage expiry)
   for s in "${steps[@]}"; do
