@@ -18,6 +18,8 @@
 #       expiry     node 0's SPIRE agent stopped: its SVID runs out, its peers close their sessions
 #                  with it at the SVID's notAfter (+ the margin stated in docs/IDENTITY.md) and
 #                  its MeshNode says SvidExpired; started again, it rejoins
+#       removed    node 0's registration entry deleted: SPIRE withdraws its SVID, its peers close
+#                  their sessions at its last SVID's notAfter; registered again, it rejoins
 #     Ends with "N passed, M failed"; after each step the mesh is converged again.
 #
 # Environment: X0_CLUSTER (default demo), X0_MESH (default demo).
@@ -226,9 +228,35 @@ step_expiry() {
   wait_for 40 "$node's MeshNode says SvidExpired" svid_reason_is "$node" SvidExpired
   log "$node: $(condition_of "$node" message)"
   $SPIRE agent-start "$node" >/dev/null
-  wait_for 60 "$node SvidValid=True again" svid_reason_is "$node" SvidInUse
+  rejoined() { (($(metric_of 0 x0_agent_sessions) > 0)); }
+  wait_for 60 "$node has sessions again" rejoined
+  wait_for 40 "$node SvidValid=True again" svid_reason_is "$node" SvidInUse
   wait_converged
   log "$node rejoined with a new SVID (expires $(kctl get meshnode "$MESH-$node" -o jsonpath='{.status.svidExpiry}'))"
+}
+
+step_removed() {
+  local node=${NODES[0]} expiry expiry_s closes_before closed_at
+  closes_before="$(total x0_agent_svid_session_closes_total 'reason="peer_svid_expired"' 0)"
+  $SPIRE entry-delete "$(spiffe_id_of "$node")" "$node" >/dev/null
+  expiry="$(kctl get meshnode "$MESH-$node" -o jsonpath='{.status.svidExpiry}')"
+  expiry_s="$(date -d "$expiry" +%s)"
+  log "$node's registration entry deleted; the SVID it holds expires at $expiry"
+  closed_by_peers() { above "$closes_before" total x0_agent_svid_session_closes_total 'reason="peer_svid_expired"' 0; }
+  wait_for $((expiry_s - $(date +%s) + 30)) "$node's peers close their sessions with it" closed_by_peers
+  closed_at="$(date +%s)"
+  log "$node removed from the mesh at $(date -d "@$closed_at" +%T), $((closed_at - expiry_s))s after its last SVID's notAfter"
+  ((closed_at - expiry_s <= EXPIRY_MARGIN))
+  out_of_mesh() { (($(metric_of 0 x0_agent_sessions) == 0)); }
+  wait_for 10 "$node has no session" out_of_mesh
+  wait_for 40 "$node's MeshNode says SvidExpired" svid_reason_is "$node" SvidExpired
+  # Registered again, it rejoins with a new SVID.
+  $SPIRE entry "$node" "$(spiffe_id_of "$node")" "$(cat "$AGENTS_STATE/spire-svid-ttl" 2>/dev/null || echo 60)" >/dev/null
+  in_mesh() { (($(metric_of 0 x0_agent_sessions) > 0)); }
+  wait_for 60 "$node has sessions again" in_mesh
+  wait_for 40 "$node SvidValid=True again" svid_reason_is "$node" SvidInUse
+  wait_converged
+  log "$node registered again and rejoined (new SVID until $(kctl get meshnode "$MESH-$node" -o jsonpath='{.status.svidExpiry}'))"
 }
 
 PASSED=0
@@ -253,7 +281,7 @@ check() {
   # The foreign trust domain's SPIRE goes, whatever happened to the step that started it.
   trap 'X0_SPIRE_NAME=foreign "$ROOT/$SPIRE" down >/dev/null 2>&1 || true' EXIT
   local steps=("$@")
-  ((${#steps[@]})) || steps=(svids rotation mismatch foreign outage expiry)
+  ((${#steps[@]})) || steps=(svids rotation mismatch foreign outage expiry removed)
   for s in "${steps[@]}"; do
     declare -F "step_$s" >/dev/null || die "no step '$s'"
     set +e
@@ -267,7 +295,7 @@ check() {
 case "${1:-}" in
   check) shift && check "$@" ;;
   *)
-    echo "usage: $0 check [svids|rotation|mismatch|foreign|outage|expiry...]" >&2
+    echo "usage: $0 check [svids|rotation|mismatch|foreign|outage|expiry|removed...]" >&2
     exit 2
     ;;
 esac
