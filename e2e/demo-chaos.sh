@@ -43,25 +43,12 @@ die() {
   log "ERROR: $*"
   exit 1
 }
-kctl() {
-  "$KUBECTL_BIN" --kubeconfig="$CLUSTER_STATE/kubeconfig" --cache-dir="$CLUSTER_STATE/kube-cache" \
-    --namespace="$NS" "$@"
-}
+# shellcheck source=lib/demo.sh
+source e2e/lib/demo.sh
 
 # ---------------------------------------------------------------------------------------------
 # The agents
 # ---------------------------------------------------------------------------------------------
-
-NODES=()
-load_nodes() {
-  local i
-  NODES=()
-  for ((i = 0; i < 250; i++)); do
-    [[ -f $AGENTS_STATE/node-$i ]] || break
-    NODES+=("$(cat "$AGENTS_STATE/node-$i")")
-  done
-  ((${#NODES[@]} >= 4)) || die "the demo agents are not up (run: make demo)"
-}
 index_of() {
   local i
   for ((i = 0; i < ${#NODES[@]}; i++)); do
@@ -104,23 +91,13 @@ past() { (($(date +%s%N) >= $1)); }
 ns() { date -d "$1${2:+ + $2}" +%s%N; }
 
 # wait_for <seconds> <what> <command...>: polls the command until it succeeds.
-wait_for() {
-  local limit=$1 what=$2 deadline
-  shift 2
-  deadline=$(($(date +%s%N) + limit * 1000000000))
-  until "$@" >/dev/null 2>&1; do
-    if (($(date +%s%N) >= deadline)); then
-      log "timed out after ${limit}s waiting for: $what"
-      case $1 in
-        # Waiting on an experiment: say where it stands, or the flake is a guess.
-        phase_is | field_is | reason_is)
-          log "  $2: phase $(field "$2" .status.phase), targets [$(field "$2" '.status.targets[*]')], Ready: $(field "$2" '.status.conditions[?(@.type=="Ready")].reason') $(field "$2" '.status.conditions[?(@.type=="Ready")].message')"
-          ;;
-      esac
-      return 1
-    fi
-    sleep 0.1
-  done
+# A timed-out wait on an experiment says where it stands, or a flake is a guess (wait_for).
+on_wait_timeout() {
+  case $1 in
+    phase_is | field_is | reason_is)
+      log "  $2: phase $(field "$2" .status.phase), targets [$(field "$2" '.status.targets[*]')], Ready: $(field "$2" '.status.conditions[?(@.type=="Ready")].reason') $(field "$2" '.status.conditions[?(@.type=="Ready")].message')"
+      ;;
+  esac
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -566,7 +543,7 @@ run() {
   command -v jq >/dev/null || die "jq is required"
   command -v socat >/dev/null || die "socat is required (installed by: make demo)"
   command -v ping >/dev/null || die "ping is required (Debian: iputils-ping)"
-  load_nodes
+  load_nodes "$AGENTS_STATE"
   METRICS_PORT="$($AGENTS status-addr 0 | cut -d: -f2)"
   settle || die "the demo mesh is not in a steady state before the checks"
   if (($#)); then
@@ -618,7 +595,7 @@ bench() {
   shift || true
   actions=("$@")
   ((${#actions[@]})) || actions=(partition loss corrupt latency nodeKill)
-  load_nodes
+  load_nodes "$AGENTS_STATE"
   METRICS_PORT="$($AGENTS status-addr 0 | cut -d: -f2)"
   settle
   printf '| action | runs | TTD p50 | TTD p99 | TTR p50 | TTR p99 | Passed | Failed | Inconclusive |\n'

@@ -46,21 +46,12 @@ die() {
   log "ERROR: $*"
   exit 1
 }
-kctl() {
-  "$KUBECTL_BIN" --kubeconfig="$CLUSTER_STATE/kubeconfig" --cache-dir="$CLUSTER_STATE/kube-cache" \
-    --namespace="$NS" "$@"
-}
+# shellcheck source=lib/demo.sh
+source e2e/lib/demo.sh
 
-NODES=()
-load_nodes() {
-  local i
-  NODES=()
-  for ((i = 0; i < 250; i++)); do
-    [[ -f $AGENTS_STATE/node-$i ]] || break
-    NODES+=("$(cat "$AGENTS_STATE/node-$i")")
-  done
-  ((${#NODES[@]} >= 4)) || die "the demo agents are not up (run: X0_SPIRE=1 make demo)"
-  [[ -f $AGENTS_STATE/spire ]] || die "the demo runs without SPIRE (run: X0_SPIRE=1 make demo)"
+load_spire_nodes() {
+  load_nodes "$AGENTS_STATE"
+  [[ -f $AGENTS_STATE/spire ]] || die "the demo runs without SPIRE (run: make demo-spire)"
   TRUST_DOMAIN="$(cat "$AGENTS_STATE/spire")"
 }
 spiffe_id_of() { printf 'spiffe://%s/ns/%s/mesh/%s/node/%s' "$TRUST_DOMAIN" "$NS" "$MESH" "$1"; }
@@ -81,19 +72,6 @@ total() {
     sum=$((sum + $(metric_of "$i" "$1" "${2:-}")))
   done
   echo "$sum"
-}
-
-wait_for() {
-  local limit=$1 what=$2 deadline
-  shift 2
-  deadline=$(($(date +%s%N) + limit * 1000000000))
-  until "$@" >/dev/null 2>&1; do
-    if (($(date +%s%N) >= deadline)); then
-      log "timed out after ${limit}s waiting for: $what"
-      return 1
-    fi
-    sleep 0.2
-  done
 }
 
 condition_of() {
@@ -213,50 +191,51 @@ step_outage() {
   (($(total x0_agent_svid_session_closes_total) == closed))
 }
 
-step_expiry() {
-  local node=${NODES[0]} expiry expiry_s closes_before closed_at
+# cut_off <node> <how> <command...>: runs the command that stops the node's SVID from being
+# renewed, then checks that its peers close their sessions with it at its SVID's notAfter (within
+# EXPIRY_MARGIN) and that its MeshNode says SvidExpired.
+cut_off() {
+  local node=$1 how=$2 expiry expiry_s closes_before closed_at
+  shift 2
   closes_before="$(total x0_agent_svid_session_closes_total 'reason="peer_svid_expired"' 0)"
-  $SPIRE agent-stop "$node"
+  "$@" >/dev/null
   expiry="$(kctl get meshnode "$MESH-$node" -o jsonpath='{.status.svidExpiry}')"
   expiry_s="$(date -d "$expiry" +%s)"
-  log "$node's SPIRE agent stopped; its SVID expires at $expiry"
+  log "$node: $how; the SVID it holds expires at $expiry"
   closed_by_peers() { above "$closes_before" total x0_agent_svid_session_closes_total 'reason="peer_svid_expired"' 0; }
   wait_for $((expiry_s - $(date +%s) + 30)) "$node's peers close their sessions with it" closed_by_peers
   closed_at="$(date +%s)"
   log "$node's peers closed their sessions at $(date -d "@$closed_at" +%T), $((closed_at - expiry_s))s after its SVID's notAfter (margin ${EXPIRY_MARGIN}s)"
   ((closed_at - expiry_s <= EXPIRY_MARGIN))
+  out_of_mesh() { (($(metric_of 0 x0_agent_sessions) == 0)); }
+  wait_for 10 "$node has no session" out_of_mesh
   wait_for 40 "$node's MeshNode says SvidExpired" svid_reason_is "$node" SvidExpired
   log "$node: $(condition_of "$node" message)"
-  $SPIRE agent-start "$node" >/dev/null
-  rejoined() { (($(metric_of 0 x0_agent_sessions) > 0)); }
-  wait_for 60 "$node has sessions again" rejoined
+}
+
+# rejoins <node> <command...>: runs the command that lets SPIRE issue the node's SVID again, then
+# checks that node 0 forms sessions again with a new SVID and the mesh converges.
+rejoins() {
+  local node=$1
+  shift
+  "$@" >/dev/null
+  in_mesh() { (($(metric_of 0 x0_agent_sessions) > 0)); }
+  wait_for 60 "$node has sessions again" in_mesh
   wait_for 40 "$node SvidValid=True again" svid_reason_is "$node" SvidInUse
   wait_converged
   log "$node rejoined with a new SVID (expires $(kctl get meshnode "$MESH-$node" -o jsonpath='{.status.svidExpiry}'))"
 }
 
+step_expiry() {
+  local node=${NODES[0]}
+  cut_off "$node" "its SPIRE agent stopped" $SPIRE agent-stop "$node"
+  rejoins "$node" $SPIRE agent-start "$node"
+}
+
 step_removed() {
-  local node=${NODES[0]} expiry expiry_s closes_before closed_at
-  closes_before="$(total x0_agent_svid_session_closes_total 'reason="peer_svid_expired"' 0)"
-  $SPIRE entry-delete "$(spiffe_id_of "$node")" "$node" >/dev/null
-  expiry="$(kctl get meshnode "$MESH-$node" -o jsonpath='{.status.svidExpiry}')"
-  expiry_s="$(date -d "$expiry" +%s)"
-  log "$node's registration entry deleted; the SVID it holds expires at $expiry"
-  closed_by_peers() { above "$closes_before" total x0_agent_svid_session_closes_total 'reason="peer_svid_expired"' 0; }
-  wait_for $((expiry_s - $(date +%s) + 30)) "$node's peers close their sessions with it" closed_by_peers
-  closed_at="$(date +%s)"
-  log "$node removed from the mesh at $(date -d "@$closed_at" +%T), $((closed_at - expiry_s))s after its last SVID's notAfter"
-  ((closed_at - expiry_s <= EXPIRY_MARGIN))
-  out_of_mesh() { (($(metric_of 0 x0_agent_sessions) == 0)); }
-  wait_for 10 "$node has no session" out_of_mesh
-  wait_for 40 "$node's MeshNode says SvidExpired" svid_reason_is "$node" SvidExpired
-  # Registered again, it rejoins with a new SVID.
-  $SPIRE entry "$node" "$(spiffe_id_of "$node")" "$(cat "$AGENTS_STATE/spire-svid-ttl" 2>/dev/null || echo 60)" >/dev/null
-  in_mesh() { (($(metric_of 0 x0_agent_sessions) > 0)); }
-  wait_for 60 "$node has sessions again" in_mesh
-  wait_for 40 "$node SvidValid=True again" svid_reason_is "$node" SvidInUse
-  wait_converged
-  log "$node registered again and rejoined (new SVID until $(kctl get meshnode "$MESH-$node" -o jsonpath='{.status.svidExpiry}'))"
+  local node=${NODES[0]}
+  cut_off "$node" "its registration entry deleted" $SPIRE entry-delete "$(spiffe_id_of "$node")" "$node"
+  rejoins "$node" $SPIRE entry "$node" "$(spiffe_id_of "$node")" "$(cat "$AGENTS_STATE/spire-svid-ttl" 2>/dev/null || echo 60)"
 }
 
 PASSED=0
@@ -277,7 +256,7 @@ step() {
 }
 
 check() {
-  load_nodes
+  load_spire_nodes
   # The foreign trust domain's SPIRE goes, whatever happened to the step that started it.
   trap 'X0_SPIRE_NAME=foreign "$ROOT/$SPIRE" down >/dev/null 2>&1 || true' EXIT
   local steps=("$@")

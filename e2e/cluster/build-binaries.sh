@@ -112,6 +112,23 @@ build_installable() {
   GOBIN="$out" go install -ldflags "-s -w $ldflags" "$pkg@$version" || die "go install of $pkg@$version failed"
 }
 
+# tool_module <name> <module> <version> <dir>: a scratch go.mod in dir, on the Go version of the
+# module's own go.mod and with its module-to-module replaces (part of what upstream releases),
+# for `go get -tool` of the module's commands.
+tool_module() {
+  local name="$1" module="$2" v="$3" src="$4" upstream_mod
+  upstream_mod="$(go mod download -json "$module@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+  [[ -f "$upstream_mod" ]] || die "could not download the go.mod of $module@$v"
+  {
+    echo "module x0tta6bl4.io/$name-build"
+    echo
+    echo "go $(sed -n 's/^go //p' "$upstream_mod")"
+    echo
+    # Single-line replaces of one module by another module version (not by a local directory).
+    grep -E '^replace [^ ]+ => [^ .][^ ]* v[0-9]' "$upstream_mod" || true
+  } >"$src/go.mod"
+}
+
 # Jaeger (the v2 backend, an OpenTelemetry Collector distribution) cannot be `go install`ed: its
 # go.mod has replace directives. So, as for Kubernetes, a scratch module requires it as a tool,
 # copies its module-to-module replaces (they are part of what upstream releases) and builds it.
@@ -121,17 +138,7 @@ build_jaeger() {
   check_proxy
   local src="$SRC_CACHE/jaeger-$v"
   mkdir -p "$src" "$out"
-  local upstream_mod
-  upstream_mod="$(go mod download -json "github.com/jaegertracing/jaeger@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
-  [[ -f "$upstream_mod" ]] || die "could not download the go.mod of github.com/jaegertracing/jaeger@$v"
-  {
-    echo "module x0tta6bl4.io/jaeger-build"
-    echo
-    echo "go $(sed -n 's/^go //p' "$upstream_mod")"
-    echo
-    # Single-line replaces of one module by another module version (not by a local directory).
-    grep -E '^replace [^ ]+ => [^ .][^ ]* v[0-9]' "$upstream_mod" || true
-  } >"$src/go.mod"
+  tool_module jaeger github.com/jaegertracing/jaeger "$v" "$src"
   log "jaeger $v: resolving modules"
   (cd "$src" && go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$v" >&2) ||
     die "could not resolve the modules of github.com/jaegertracing/jaeger@$v"
@@ -158,16 +165,7 @@ build_spire() {
   command -v gcc >/dev/null || die "gcc is not installed; SPIRE's sqlite3 datastore needs cgo (apt-get install gcc)"
   local src="$SRC_CACHE/spire-$v"
   mkdir -p "$src" "$out"
-  local upstream_mod
-  upstream_mod="$(go mod download -json "github.com/spiffe/spire@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
-  [[ -f "$upstream_mod" ]] || die "could not download the go.mod of github.com/spiffe/spire@$v"
-  {
-    echo "module x0tta6bl4.io/spire-build"
-    echo
-    echo "go $(sed -n 's/^go //p' "$upstream_mod")"
-    echo
-    grep -E '^replace [^ ]+ => [^ .][^ ]* v[0-9]' "$upstream_mod" || true
-  } >"$src/go.mod"
+  tool_module spire github.com/spiffe/spire "$v" "$src"
   log "spire $v: resolving modules"
   (cd "$src" && go get -tool "github.com/spiffe/spire/cmd/spire-server@$v" \
       "github.com/spiffe/spire/cmd/spire-agent@$v" >&2) ||

@@ -634,8 +634,8 @@ spec:
         );
     }
 
-    /// The agent container of the DaemonSet built for `mesh`.
-    fn agent_container(mesh: &MeshNetwork, options: &BuildOptions) -> k8s_openapi::api::core::v1::Container {
+    /// The pod spec of the DaemonSet built for `mesh`.
+    fn agent_pod(mesh: &MeshNetwork, options: &BuildOptions) -> PodSpec {
         build(mesh, options, AUTHORITY)
             .unwrap()
             .daemon_set
@@ -644,8 +644,11 @@ spec:
             .template
             .spec
             .unwrap()
-            .containers
-            .remove(0)
+    }
+
+    /// The agent container of the DaemonSet built for `mesh`.
+    fn agent_container(mesh: &MeshNetwork, options: &BuildOptions) -> k8s_openapi::api::core::v1::Container {
+        agent_pod(mesh, options).containers.remove(0)
     }
 
     #[test]
@@ -688,16 +691,7 @@ spec:
             spiffe_mount(&with_spire),
             Some(("/run/spire/sockets".to_owned(), Some(true)))
         );
-        let volumes = build(&with_spire, &BuildOptions::default(), AUTHORITY)
-            .unwrap()
-            .daemon_set
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .volumes
-            .unwrap();
+        let volumes = agent_pod(&with_spire, &BuildOptions::default()).volumes.unwrap();
         let host = volumes
             .iter()
             .find(|v| v.name == "spiffe-workload-api")
