@@ -15,11 +15,12 @@
 #                  refused and counted (foreign_trust_domain)
 #       outage     spire-server stopped for a quarter of the SVID TTL (at most 30s): no session
 #                  lost, no new session needed
-#       expiry     node 0's SPIRE agent stopped: its SVID runs out, its peers close their sessions
-#                  with it at the SVID's notAfter (+ the margin stated in docs/IDENTITY.md) and
+#       expiry     node 0's SPIRE agent stopped: its SVID runs out, its sessions end at the SVID's
+#                  notAfter (+ the margin stated in docs/IDENTITY.md), closed by whichever end's
+#                  timer fires first, and
 #                  its MeshNode says SvidExpired; started again, it rejoins
-#       removed    node 0's registration entry deleted: SPIRE withdraws its SVID, its peers close
-#                  their sessions at its last SVID's notAfter; registered again, it rejoins
+#       removed    node 0's registration entry deleted: SPIRE withdraws its SVID, its sessions end
+#                  at its last SVID's notAfter; registered again, it rejoins
 #     Ends with "N passed, M failed"; after each step the mesh is converged again.
 #
 # Environment: X0_CLUSTER (default demo), X0_MESH (default demo).
@@ -104,7 +105,12 @@ step_svids() {
     [[ -n $expiry ]]
     (($(metric_of "$i" x0_agent_svid_updates_total 'outcome="received"') >= 1))
     (($(metric_of "$i" x0_agent_sessions_established_total) >= 1))
-    log "$node: $(condition_of "$node" message), expires $expiry"
+    # Hybrid post-quantum sessions only: the SVID authenticates, X25519MLKEM768 keys them.
+    local pq classical
+    pq="$(kctl get meshnode "$MESH-$node" -o jsonpath='{.status.pqSessions}')"
+    classical="$(kctl get meshnode "$MESH-$node" -o jsonpath='{.status.classicalSessions}')"
+    ((${pq:-0} >= 1 && ${classical:-0} == 0))
+    log "$node: $(condition_of "$node" message), expires $expiry; $pq X25519MLKEM768 sessions, ${classical:-0} classical"
   done
   log "refusals so far: $(total x0_agent_session_refusals_total)"
 }
@@ -192,20 +198,22 @@ step_outage() {
 }
 
 # cut_off <node> <how> <command...>: runs the command that stops the node's SVID from being
-# renewed, then checks that its peers close their sessions with it at its SVID's notAfter (within
-# EXPIRY_MARGIN) and that its MeshNode says SvidExpired.
+# renewed, then checks that its sessions end at its SVID's notAfter (within EXPIRY_MARGIN) and
+# that its MeshNode says SvidExpired.
 cut_off() {
   local node=$1 how=$2 expiry expiry_s closes_before closed_at
   shift 2
-  closes_before="$(total x0_agent_svid_session_closes_total 'reason="peer_svid_expired"' 0)"
+  # Both ends' timers fire at the notAfter: whichever closes first counts it (its peers:
+  # peer_svid_expired, the node itself: own_svid_expired), the other end sees the session end.
+  closes_before="$(total x0_agent_svid_session_closes_total)"
   "$@" >/dev/null
   expiry="$(kctl get meshnode "$MESH-$node" -o jsonpath='{.status.svidExpiry}')"
   expiry_s="$(date -d "$expiry" +%s)"
   log "$node: $how; the SVID it holds expires at $expiry"
-  closed_by_peers() { above "$closes_before" total x0_agent_svid_session_closes_total 'reason="peer_svid_expired"' 0; }
-  wait_for $((expiry_s - $(date +%s) + 30)) "$node's peers close their sessions with it" closed_by_peers
+  closed() { above "$closes_before" total x0_agent_svid_session_closes_total; }
+  wait_for $((expiry_s - $(date +%s) + 30)) "$node's sessions closed at its SVID's expiry" closed
   closed_at="$(date +%s)"
-  log "$node's peers closed their sessions at $(date -d "@$closed_at" +%T), $((closed_at - expiry_s))s after its SVID's notAfter (margin ${EXPIRY_MARGIN}s)"
+  log "$node's sessions closed at $(date -d "@$closed_at" +%T), $((closed_at - expiry_s))s after its SVID's notAfter (margin ${EXPIRY_MARGIN}s): by its peers $(total x0_agent_svid_session_closes_total 'reason="peer_svid_expired"' 0), by itself $(metric_of 0 x0_agent_svid_session_closes_total 'reason="own_svid_expired"') (counts so far)"
   ((closed_at - expiry_s <= EXPIRY_MARGIN))
   out_of_mesh() { (($(metric_of 0 x0_agent_sessions) == 0)); }
   wait_for 10 "$node has no session" out_of_mesh
