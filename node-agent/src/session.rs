@@ -372,7 +372,7 @@ async fn handshake_steps(
         return Err(Refusal::ForeignMesh(peer.spiffe_id));
     }
     if let Some(svid) = &peer_svid {
-        svid_lifetime::check_peer(svid, &peer.spiffe_id, expected).map_err(Refusal::Svid)?;
+        svid::check_agreement(svid, &peer.spiffe_id, expected).map_err(Refusal::Svid)?;
     }
     Ok(Established {
         stream,

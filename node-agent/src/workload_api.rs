@@ -121,7 +121,7 @@ fn take_current(
     let parsed = Svid::from_der(chain, svid.private_key().as_bytes().to_vec());
     match parsed.and_then(|svid| {
         let svid = Arc::new(svid);
-        credentials.set_svid_shared(Arc::clone(&svid))?;
+        credentials.set_svid(Arc::clone(&svid))?;
         Ok(svid)
     }) {
         Ok(svid) => {

@@ -21,6 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixT
 use rustls::sign::CertifiedKey;
 use spiffe::SpiffeId;
 use webpki::{EndEntityCert, KeyUsage};
+use x0tta6bl4_crypto::{NodeId, node_id_for};
 
 use crate::{Error, Result};
 
@@ -214,18 +215,19 @@ pub fn verify_chain(
 }
 
 /// A session forms only when the SVID, the endorsement and the node expected agree on one
-/// SPIFFE ID (`expected` is the node dialled; an accepted connection has none).
+/// SPIFFE ID (`expected` is the node dialled, as the MeshNode records place it at that address;
+/// an accepted connection has none).
 pub fn check_agreement(
     svid: &SvidFacts,
     endorsed_spiffe_id: &str,
-    expected: Option<&str>,
+    expected: Option<NodeId>,
 ) -> Result<(), SvidRefusal> {
     if let Some(expected) = expected
-        && svid.spiffe_id != expected
+        && node_id_for(&svid.spiffe_id) != expected
     {
         return Err(SvidRefusal::WrongSpiffeId {
             presented: svid.spiffe_id.clone(),
-            expected: expected.to_owned(),
+            expected: format!("node {expected}"),
         });
     }
     if svid.spiffe_id != endorsed_spiffe_id {
@@ -270,12 +272,8 @@ impl SvidCredentials {
     }
 
     /// Installs a new SVID (a rotation): later handshakes present it.
-    pub fn set_svid(&self, svid: Svid) -> Result<()> {
-        self.set_svid_shared(Arc::new(svid))
-    }
-
-    /// [`Self::set_svid`] for an SVID also handed elsewhere.
-    pub fn set_svid_shared(&self, svid: Arc<Svid>) -> Result<()> {
+    pub fn set_svid(&self, svid: impl Into<Arc<Svid>>) -> Result<()> {
+        let svid = svid.into();
         let key = svid.certified_key(&self.provider)?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some((svid, key));
         Ok(())
@@ -472,11 +470,13 @@ pub(crate) mod tests {
             not_before: 0,
             not_after: 0,
         };
-        assert_eq!(check_agreement(&facts, ID, Some(ID)), Ok(()));
+        assert_eq!(check_agreement(&facts, ID, Some(node_id_for(ID))), Ok(()));
         assert_eq!(check_agreement(&facts, ID, None), Ok(()));
         let other = "spiffe://x0tta6bl4.local/ns/default/mesh/demo/node/n2";
         assert_eq!(
-            check_agreement(&facts, ID, Some(other)).unwrap_err().reason(),
+            check_agreement(&facts, ID, Some(node_id_for(other)))
+                .unwrap_err()
+                .reason(),
             "wrong_spiffe_id"
         );
         assert_eq!(

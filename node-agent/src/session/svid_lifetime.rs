@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use x0tta6bl4_session::svid::{self, SvidCredentials, SvidFacts, SvidRefusal};
-use x0tta6bl4_wire::{Message, NodeId, SvidUpdate};
+use x0tta6bl4_session::svid::{SvidCredentials, SvidFacts};
+use x0tta6bl4_wire::{Message, SvidUpdate};
 
 use crate::metrics::Metrics;
 use crate::workload_api::SvidUpdates;
@@ -43,19 +43,6 @@ impl SvidMode {
             }
         }
     }
-}
-
-/// The SVID, endorsement and node dialled must name one SPIFFE ID.
-pub fn check_peer(svid: &SvidFacts, endorsed: &str, expected: Option<NodeId>) -> Result<(), SvidRefusal> {
-    if let Some(expected) = expected
-        && x0tta6bl4_crypto::node_id_for(&svid.spiffe_id) != expected
-    {
-        return Err(SvidRefusal::WrongSpiffeId {
-            presented: svid.spiffe_id.clone(),
-            expected: format!("node {expected}"),
-        });
-    }
-    svid::check_agreement(svid, endorsed, None)
 }
 
 /// The newest SVID expiry a session's peer has proven.
