@@ -44,6 +44,19 @@ impl MockApi {
     /// does not know (`None`) gets 404 Not Found for a read, and its own body back for a write,
     /// as an apply or a create answers.
     pub fn serve(route: impl Fn(&str) -> Option<Value> + Send + 'static) -> (kube::Client, Self) {
+        Self::serve_answering(route, false)
+    }
+
+    /// An API server on which every object is gone: reads and writes both get 404 Not Found,
+    /// as when an object is deleted while a reconcile of it runs.
+    pub fn serve_gone() -> (kube::Client, Self) {
+        Self::serve_answering(|_| None, true)
+    }
+
+    fn serve_answering(
+        route: impl Fn(&str) -> Option<Value> + Send + 'static,
+        unknown_writes_not_found: bool,
+    ) -> (kube::Client, Self) {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = requests.clone();
@@ -58,7 +71,7 @@ impl MockApi {
                     .ok()
                     .and_then(|bytes| serde_json::from_slice(&bytes).ok())
                     .unwrap_or(Value::Null);
-                let reply = match (route(&path), method == Method::GET) {
+                let reply = match (route(&path), method == Method::GET || unknown_writes_not_found) {
                     (Some(object), _) => Ok(object),
                     (None, true) => Err(json!({
                         "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
