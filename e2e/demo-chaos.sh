@@ -9,7 +9,7 @@
 #                          killed and kept down, operator and target agent killed (kernel
 #                          expiry), a target agent restarted, the operator SIGKILLed at random
 #                          points of 20 experiments, non-mesh traffic during faults, latency,
-#                          a node kill and a cascade of two kills.
+#                          a node kill, a cascade of two kills, and a falseMetric liar.
 #                          After every check the fault maps are empty and the agents'
 #                          active-entry gauges sum to 0. Ends with "N passed, M failed".
 #   demo-chaos.sh bench [runs] [action...]
@@ -539,6 +539,36 @@ check_cascade() {
 }
 record_kill_made() { [[ -n "$(field cascade ".status.kills[$1].killedAt")" ]]; }
 
+# falseMetric: the target lies about its link costs for the window; its neighbours catch the
+# lie, quarantine it and route around it; no honest agent is accused; the liar is honest again
+# at the deadline and, once its quarantine expires, carries traffic again.
+quarantined_by() { kctl get meshnode "$MESH-$1" -o jsonpath='{.status.quarantined[*]}' 2>/dev/null | grep -qw -- "$2"; }
+check_false_metric() {
+  local target i left right uid
+  kctl apply -f examples/chaos-false-metric.yaml >/dev/null
+  wait_for 90 "false-metric Injecting" phase_is false-metric Injecting
+  target="$(field false-metric '.status.targets[0]')"
+  uid="$(field false-metric .metadata.uid)"
+  i="$(index_of "$target")"
+  left="${NODES[$(((i + ${#NODES[@]} - 1) % ${#NODES[@]}))]}"
+  right="${NODES[$(((i + 1) % ${#NODES[@]}))]}"
+  [[ "$(field false-metric '.status.assignments')" == "" ]] ||
+    { log "an adversarial experiment got fault entries: $(field false-metric .status.assignments)"; return 1; }
+  wait_for 15 "$target reports the lie acted out (mechanism behaviour)" \
+    record_is "$target" "{.status.chaos[?(@.uid==\"$uid\")].mechanism}" behaviour
+  [[ "$(faults_of "$i")" == 0 ]] || { log "$target holds kernel fault entries for a falseMetric"; return 1; }
+  wait_for 30 "$left and $right quarantine $target" \
+    eval "quarantined_by $left $target && quarantined_by $right $target"
+  log "$left quarantined: $(kctl get meshnode "$MESH-$left" -o jsonpath='{.status.quarantined[*]}')"
+  wait_for 180 "false-metric Completed" phase_is false-metric Completed
+  show false-metric
+  log "lie detected after $(field false-metric .status.timeToDetect) ($(field false-metric .status.detectedBy)), routed around after $(field false-metric .status.timeToRecover), restored after $(field false-metric .status.timeToRestore); accused honest agents: [$(field false-metric '.status.falseAccusations[*]')]"
+  [[ -z "$(field false-metric '.status.falseAccusations[*]')" ]] || return 1
+  [[ "$(field false-metric .status.verdict)" == Passed ]] || { log "verdict: $(field false-metric .status.verdictMessage)"; return 1; }
+  record_is "$target" "{.status.chaos[?(@.uid==\"$uid\")].revertCause}" deadline ||
+    { log "$target's report: $(kctl get meshnode "$MESH-$target" -o jsonpath="{.status.chaos[?(@.uid==\"$uid\")]}")"; return 1; }
+}
+
 run() {
   command -v jq >/dev/null || die "jq is required"
   command -v socat >/dev/null || die "socat is required (installed by: make demo)"
@@ -578,6 +608,7 @@ all_checks() {
   check "latency on the send path" check_latency
   check "node kill (examples/chaos-node-kill.yaml)" check_node_kill
   check "cascading kills (examples/chaos-cascade.yaml)" check_cascade
+  check "false metric: the liar quarantined, nobody else (examples/chaos-false-metric.yaml)" check_false_metric
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -299,9 +299,20 @@ impl ActionType {
         )
     }
 
-    /// Link faults and node faults: what this release injects.
+    /// Link faults and node faults.
     pub fn is_network_or_node_fault(self) -> bool {
         self.is_link_fault() || self == ActionType::NodeKill
+    }
+
+    /// Adversarial faults a target acts out in its own protocols, switched on by the agent's
+    /// fault executor for the window (no entries in the kernel).
+    pub fn is_behaviour_fault(self) -> bool {
+        matches!(self, ActionType::FalseMetric)
+    }
+
+    /// What this release injects.
+    pub fn is_supported(self) -> bool {
+        self.is_network_or_node_fault() || self.is_behaviour_fault()
     }
 }
 
@@ -422,6 +433,11 @@ pub struct ChaosExperimentStatus {
     /// was made and what the mesh did about it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kills: Vec<KillStep>,
+    /// Untargeted agents that an untargeted agent accused of lying about their links during
+    /// the experiment ("accused (by accuser)"): an honest node wrongly accused. A falseMetric
+    /// experiment with any fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub false_accusations: Vec<String>,
     /// Passed, Failed or Inconclusive.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub verdict: String,
@@ -527,7 +543,8 @@ pub struct AgentChaosReport {
     #[serde(default)]
     pub active_entries: i32,
     /// How the entries are applied: ebpf (the tc classifiers, with the deadline as kernel
-    /// expiry) or sendPath (frames held back in the agent before they are sent: latency).
+    /// expiry), sendPath (frames held back in the agent before they are sent: latency) or
+    /// behaviour (the agent acts the fault out in its own protocols: falseMetric; one entry).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mechanism: String,
     /// Why entries could not be installed (for example the eBPF datapath is unavailable).
@@ -567,6 +584,10 @@ pub struct AgentChaosReport {
     /// Untargeted agents other than this one.
     #[serde(default)]
     pub peers: i32,
+    /// Untargeted nodes this agent accused of lying about their links (a contradiction or a
+    /// quarantine) since the window opened: honest nodes wrongly accused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accused: Vec<String>,
 }
 
 /// Phases of an experiment.
@@ -634,7 +655,7 @@ impl ChaosExperimentSpec {
                 errors.push(FieldError::new(field, why.to_string()));
             }
         }
-        if self.target.round_ref.is_some() && self.action.type_.is_network_or_node_fault() {
+        if self.target.round_ref.is_some() && self.action.type_ != ActionType::ByzantineUpdate {
             errors.push(FieldError::new(
                 "spec.target.roundRef",
                 format!(

@@ -4,8 +4,10 @@
 //! mesh read the current [`Behaviour`] from the executor's channel and never from a flag of
 //! their own, and nothing else switches them on.
 //!
-//! Today the only source is a test's `--test-fault ACTION=VALUE` (hidden, repeatable), in the
-//! API's vocabulary; the adversarial ChaosExperiments feed the same channel when they land.
+//! Two sources: the ChaosExperiments that target this agent (falseMetric today; see
+//! `plan::Mechanism::Behaviour`), and, as the base under them, a test's hidden
+//! `--test-fault ACTION=VALUE` in the API's vocabulary (byzantineUpdate until experiments
+//! carry it).
 //!
 //! A forged FL update (the FL part of a signature failure) is a one-off rather than a state:
 //! the executor hands a [`ForgeRequest`] to the FL participant, which sends it and answers.
@@ -26,6 +28,22 @@ impl Behaviour {
     pub fn is_honest(&self) -> bool {
         *self == Behaviour::default()
     }
+
+    /// Whether both act out a fault of the same kind (one agent holds one of each).
+    pub fn overlaps(&self, other: &Behaviour) -> bool {
+        (self.byzantine_update.is_some() && other.byzantine_update.is_some())
+            || (self.false_metric_percent.is_some() && other.false_metric_percent.is_some())
+    }
+
+    /// Takes on what `other` acts out, where it acts something out.
+    pub fn merge(&mut self, other: &Behaviour) {
+        if other.byzantine_update.is_some() {
+            self.byzantine_update.clone_from(&other.byzantine_update);
+        }
+        if other.false_metric_percent.is_some() {
+            self.false_metric_percent = other.false_metric_percent;
+        }
+    }
 }
 
 /// The executor's ends, one channel per consumer: the FL participant holds the receiver of
@@ -34,23 +52,44 @@ impl Behaviour {
 pub struct BehaviourLines {
     pub byzantine_update: watch::Sender<Option<ByzantineSpec>>,
     pub false_metric_percent: watch::Sender<Option<u32>>,
+    /// What the agent acts out with no experiment active (the test faults; honest in
+    /// production).
+    base: Behaviour,
 }
 
 impl BehaviourLines {
-    pub fn new(behaviour: &Behaviour) -> Self {
+    pub fn new(base: &Behaviour) -> Self {
         BehaviourLines {
-            byzantine_update: watch::channel(behaviour.byzantine_update.clone()).0,
-            false_metric_percent: watch::channel(behaviour.false_metric_percent).0,
+            byzantine_update: watch::channel(base.byzantine_update.clone()).0,
+            false_metric_percent: watch::channel(base.false_metric_percent).0,
+            base: base.clone(),
         }
     }
 
-    /// Switches the consumers to `behaviour`.
-    pub fn set(&self, behaviour: &Behaviour) {
+    /// Switches the consumers to the base behaviour overlaid with what the active experiments
+    /// make this agent act out; a consumer is woken only when its part changes.
+    pub fn set_experiments(&self, experiments: &Behaviour) {
+        let mut behaviour = self.base.clone();
+        behaviour.merge(experiments);
         self.byzantine_update
-            .send_replace(behaviour.byzantine_update.clone());
+            .send_if_modified(|held| replace_if_changed(held, behaviour.byzantine_update));
         self.false_metric_percent
-            .send_replace(behaviour.false_metric_percent);
+            .send_if_modified(|held| replace_if_changed(held, behaviour.false_metric_percent));
     }
+
+    /// What the consumers hold now.
+    pub fn current(&self) -> Behaviour {
+        Behaviour {
+            byzantine_update: self.byzantine_update.borrow().clone(),
+            false_metric_percent: *self.false_metric_percent.borrow(),
+        }
+    }
+}
+
+fn replace_if_changed<T: PartialEq>(held: &mut T, new: T) -> bool {
+    let changed = *held != new;
+    *held = new;
+    changed
 }
 
 /// How a forged update fails its signature check.
@@ -165,6 +204,28 @@ mod tests {
         );
         assert_eq!(behaviour.false_metric_percent, Some(1));
         assert!(Behaviour::default().is_honest());
+    }
+
+    #[test]
+    fn experiments_overlay_the_base_and_reverting_restores_it() {
+        let base = from_test_faults(&[parse_test_fault("byzantineUpdate=noise").unwrap()]);
+        let lines = BehaviourLines::new(&base);
+        let mut metric = lines.false_metric_percent.subscribe();
+        let lying = Behaviour {
+            false_metric_percent: Some(10),
+            ..Behaviour::default()
+        };
+        lines.set_experiments(&lying);
+        assert!(metric.has_changed().unwrap());
+        assert_eq!(*metric.borrow_and_update(), Some(10));
+        assert_eq!(
+            lines.current().byzantine_update.map(|s| s.attack),
+            Some(ByzantineAttack::Noise)
+        );
+        lines.set_experiments(&lying);
+        assert!(!metric.has_changed().unwrap(), "no change, no wake-up");
+        lines.set_experiments(&Behaviour::default());
+        assert_eq!(lines.current(), base);
     }
 
     #[test]

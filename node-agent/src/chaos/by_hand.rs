@@ -174,6 +174,7 @@ pub fn views(faults: &HandFaults, node: &str, paused: bool, now_us: u64) -> Vec<
                 Err(Inactive::Deadline)
             } else {
                 Ok(Active {
+                    behaviour: Default::default(),
                     deadline_us: fault.deadline_us,
                     entries: vec![Planned {
                         peer: peer.to_string(),
@@ -289,6 +290,10 @@ fn carried(endpoint: &Endpoint, peer: IpAddr, action: ActionType) -> Result<bool
     let uid = uid(peer);
     match mechanism(action.as_str()) {
         Mechanism::SendPath => Ok(endpoint.plan.borrow().delays.contains_key(&peer)),
+        Mechanism::Behaviour => Err(format!(
+            "{} is not a link fault: it cannot be set by hand",
+            action.as_str()
+        )),
         Mechanism::Ebpf => {
             let ack = endpoint.ack.borrow();
             if let Some(why) = &ack.unavailable {

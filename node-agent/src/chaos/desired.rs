@@ -12,7 +12,9 @@ use std::net::IpAddr;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use x0tta6bl4_api::ChaosExperiment;
-use x0tta6bl4_api::chaos::{ActionType, Direction, FaultEntry, phase, revert_cause};
+use x0tta6bl4_api::chaos::{ActionSpec, ActionType, Direction, FaultEntry, phase, revert_cause};
+
+use super::behaviour::Behaviour;
 
 /// Why an experiment's entries are not (or no longer) installed on this agent: the words of
 /// `AgentChaosReport.revertCause` and of the revert metric's `cause` label.
@@ -72,6 +74,22 @@ pub struct ExperimentView {
 pub struct Active {
     pub deadline_us: u64,
     pub entries: Vec<Planned>,
+    /// What this agent acts out for an adversarial experiment that targets it (honest
+    /// otherwise).
+    pub behaviour: Behaviour,
+}
+
+/// What a target of `action` acts out.
+fn behaviour_of(action: &ActionSpec) -> Behaviour {
+    match action.type_ {
+        ActionType::FalseMetric => Behaviour {
+            false_metric_percent: action
+                .metric_percent
+                .and_then(|percent| u32::try_from(percent.clamp(1, 100)).ok()),
+            ..Behaviour::default()
+        },
+        _ => Behaviour::default(),
+    }
 }
 
 fn micros(time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime) -> u64 {
@@ -150,7 +168,16 @@ pub fn view(
                 }
             })
             .collect();
-        Active { deadline_us, entries }
+        let behaviour = if is_target {
+            behaviour_of(&spec.action)
+        } else {
+            Behaviour::default()
+        };
+        Active {
+            deadline_us,
+            entries,
+            behaviour,
+        }
     });
     Some(ExperimentView {
         uid: experiment.uid().unwrap_or_default(),
@@ -302,6 +329,21 @@ status:
         assert!(view(&experiment, "other", "node-1", false, now).is_none());
         experiment.spec.dry_run = true;
         assert!(view(&experiment, "demo", "node-1", false, now).is_none());
+    }
+
+    #[test]
+    fn a_false_metric_target_lies_for_its_window_and_nobody_else_does() {
+        let yaml = INJECTING
+            .replace("{type: partition}", "{type: falseMetric, metricPercent: 5}")
+            .replace("uid: u-1", "uid: u-3");
+        let experiment = mk_experiment(&yaml);
+        let inside = at("2026-12-06T10:00:30Z");
+        let target = view(&experiment, "demo", "node-1", false, inside).unwrap();
+        assert_eq!(target.state.unwrap().behaviour.false_metric_percent, Some(5));
+        let bystander = view(&experiment, "demo", "node-2", false, inside).unwrap();
+        assert!(bystander.state.unwrap().behaviour.is_honest());
+        let after = view(&experiment, "demo", "node-1", false, at("2026-12-06T10:01:00Z")).unwrap();
+        assert_eq!(after.state.unwrap_err(), Inactive::Deadline);
     }
 
     #[test]

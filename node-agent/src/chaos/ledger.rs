@@ -1,7 +1,7 @@
 //! Per experiment, what this agent did and saw, as its MeshNode record reports it (pure: the
 //! time is passed in). Installing and removing are transitions: `appliedAt` and `revertedAt`
 //! move only when the entries really go in or come out.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
@@ -27,6 +27,17 @@ pub struct Carried {
     pub mechanism: &'static str,
     /// Why some or all entries are not installed.
     pub refused: Vec<String>,
+}
+
+/// What an untargeted agent saw of the experiment at one step (nothing, for a target).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Seen {
+    /// The earliest detection of each target since the window opened, by target name.
+    pub detections: BTreeMap<String, (u64, String)>,
+    /// (untargeted agents reached around the targets, untargeted agents).
+    pub reach: Option<(usize, usize)>,
+    /// Untargeted nodes this agent accused of lying since the window opened.
+    pub accused: BTreeSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -73,10 +84,14 @@ impl Ledger {
         &mut self,
         view: &ExperimentView,
         carried: &Carried,
-        detections: BTreeMap<String, (u64, String)>,
-        reach: Option<(usize, usize)>,
+        seen: Seen,
         now_us: u64,
     ) -> Vec<Transition> {
+        let Seen {
+            detections,
+            reach,
+            accused,
+        } = seen;
         let record = self.records.entry(view.uid.clone()).or_default();
         record.seen_us = now_us;
         record.gone = false;
@@ -120,6 +135,10 @@ impl Ledger {
             report.mechanism = carried.mechanism.to_owned();
         }
         report.refused = carried.refused.join("; ");
+        // Kept once made: the accusation is what the experiment judges, not the quarantine.
+        let mut all: BTreeSet<String> = std::mem::take(&mut report.accused).into_iter().collect();
+        all.extend(accused);
+        report.accused = all.into_iter().collect();
         // The first detection of each target is kept; the earliest of them is the detection.
         for (node, (at, what)) in detections {
             if report.detections.iter().any(|d| d.node == node) {
@@ -239,14 +258,25 @@ mod tests {
         }
     }
 
-    fn detected(node: &str, at: u64, what: &str) -> BTreeMap<String, (u64, String)> {
-        BTreeMap::from([(node.to_owned(), (at, what.to_owned()))])
+    fn detected(node: &str, at: u64, what: &str) -> Seen {
+        Seen {
+            detections: BTreeMap::from([(node.to_owned(), (at, what.to_owned()))]),
+            ..Seen::default()
+        }
+    }
+
+    fn reaching(reach: (usize, usize)) -> Seen {
+        Seen {
+            reach: Some(reach),
+            ..Seen::default()
+        }
     }
 
     fn active() -> Result<Active, Inactive> {
         Ok(Active {
             deadline_us: 9_000_000,
             entries: Vec::new(),
+            behaviour: Default::default(),
         })
     }
 
@@ -254,7 +284,7 @@ mod tests {
     fn applied_and_reverted_move_only_on_transitions_with_the_cause() {
         let mut ledger = Ledger::default();
         assert_eq!(
-            ledger.step(&mk_view(active()), &carried(4), BTreeMap::new(), None, 2_000),
+            ledger.step(&mk_view(active()), &carried(4), Seen::default(), 2_000),
             [Transition::Applied {
                 uid: "u".into(),
                 entries: 4
@@ -262,7 +292,7 @@ mod tests {
         );
         assert!(
             ledger
-                .step(&mk_view(active()), &carried(4), BTreeMap::new(), None, 3_000)
+                .step(&mk_view(active()), &carried(4), Seen::default(), 3_000)
                 .is_empty()
         );
         let report = &ledger.reports()[0];
@@ -271,8 +301,7 @@ mod tests {
             ledger.step(
                 &mk_view(Err(Inactive::Suspended)),
                 &carried(0),
-                BTreeMap::new(),
-                None,
+                Seen::default(),
                 4_000
             ),
             [Transition::Reverted {
@@ -289,10 +318,23 @@ mod tests {
     }
 
     #[test]
+    fn an_accusation_is_kept_after_the_accuser_stops_seeing_it() {
+        let mut ledger = Ledger::default();
+        let view = mk_view(active());
+        let accusing = Seen {
+            accused: BTreeSet::from(["node-3".to_owned()]),
+            ..Seen::default()
+        };
+        ledger.step(&view, &carried(0), accusing, 2_000);
+        ledger.step(&view, &carried(0), Seen::default(), 3_000);
+        assert_eq!(ledger.reports()[0].accused, ["node-3"]);
+    }
+
+    #[test]
     fn entries_gone_inside_the_window_were_expired_by_the_kernel() {
         let mut ledger = Ledger::default();
-        ledger.step(&mk_view(active()), &carried(2), BTreeMap::new(), None, 2_000);
-        let transitions = ledger.step(&mk_view(active()), &carried(0), BTreeMap::new(), None, 3_000);
+        ledger.step(&mk_view(active()), &carried(2), Seen::default(), 2_000);
+        let transitions = ledger.step(&mk_view(active()), &carried(0), Seen::default(), 3_000);
         assert_eq!(
             transitions,
             [Transition::Reverted {
@@ -305,7 +347,7 @@ mod tests {
     #[test]
     fn a_deleted_experiment_is_reported_reverted_then_forgotten() {
         let mut ledger = Ledger::default();
-        ledger.step(&mk_view(active()), &carried(2), BTreeMap::new(), None, 2_000);
+        ledger.step(&mk_view(active()), &carried(2), Seen::default(), 2_000);
         assert_eq!(
             ledger.forget_missing(&[], 3_000),
             [Transition::Reverted {
@@ -325,18 +367,22 @@ mod tests {
         ledger.step(
             &view,
             &carried(0),
-            detected("node-1", 1_500, "neighbour node-1 lost"),
-            Some((2, 3)),
+            Seen {
+                reach: Some((2, 3)),
+                ..detected("node-1", 1_500, "neighbour node-1 lost")
+            },
             2_000,
         );
         ledger.step(
             &view,
             &carried(0),
-            detected("node-1", 1_800, "later"),
-            Some((3, 3)),
+            Seen {
+                reach: Some((3, 3)),
+                ..detected("node-1", 1_800, "later")
+            },
             3_000,
         );
-        ledger.step(&view, &carried(0), BTreeMap::new(), Some((3, 3)), 4_000);
+        ledger.step(&view, &carried(0), reaching((3, 3)), 4_000);
         let report = &ledger.reports()[0];
         assert_eq!(report.detected_at, time(1_500));
         assert_eq!(report.detection, "neighbour node-1 lost");
@@ -350,7 +396,7 @@ mod tests {
         let mut view = mk_view(active());
         (view.action, view.is_target) = ("nodeKill", false);
         let step = |ledger: &mut Ledger, view: &ExperimentView, reach, now| {
-            ledger.step(view, &carried(0), BTreeMap::new(), Some(reach), now);
+            ledger.step(view, &carried(0), reaching(reach), now);
             let report = ledger.reports()[0].clone();
             (report.avoiding_since, report.reachable, report.peers)
         };
@@ -369,8 +415,8 @@ mod tests {
         );
         let mut partition = mk_view(active());
         (partition.uid, partition.is_target) = ("p".into(), false);
-        ledger.step(&partition, &carried(0), BTreeMap::new(), Some((3, 3)), 6_000);
-        ledger.step(&partition, &carried(0), BTreeMap::new(), Some((2, 3)), 7_000);
+        ledger.step(&partition, &carried(0), reaching((3, 3)), 6_000);
+        ledger.step(&partition, &carried(0), reaching((2, 3)), 7_000);
         let report = ledger.reports().into_iter().find(|r| r.uid == "p").unwrap();
         assert_eq!(
             report.avoiding_since, None,
@@ -390,7 +436,7 @@ mod tests {
         let mut ledger = Ledger::resume(vec![previous]);
         assert!(
             ledger
-                .step(&mk_view(active()), &carried(2), BTreeMap::new(), None, 5_000)
+                .step(&mk_view(active()), &carried(2), Seen::default(), 5_000)
                 .is_empty()
         );
         assert_eq!(ledger.reports()[0].applied_at, time(1_200));

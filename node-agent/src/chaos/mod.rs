@@ -37,7 +37,7 @@ use x0tta6bl4_api::{ChaosExperiment, MeshNetwork, MeshNode};
 
 use self::by_hand::HandFaults;
 use self::desired::ExperimentView;
-use self::ledger::{Carried, Ledger, Transition};
+use self::ledger::{Carried, Ledger, Seen, Transition};
 use self::plan::{FaultPlan, Mechanism};
 use crate::clock::unix_micros;
 use crate::mesh::MeshHandle;
@@ -266,6 +266,7 @@ pub async fn run(setup: ChaosSetup, shutdown: CancellationToken) {
             .collect();
         views.extend(hand_views(&setup.links.by_hand, &setup.node, paused, now_us));
         let planned = hand_over(&setup.links.plan, &setup.links.delays, &views);
+        setup.links.behaviour.set_experiments(&planned.plan.behaviour);
         let datapath = ack.borrow_and_update().clone();
         let report = setup.mesh_handle.status().await;
         let live = live_names(&nodes, now);
@@ -281,7 +282,7 @@ pub async fn run(setup: ChaosSetup, shutdown: CancellationToken) {
             let mut refused = planned.refused.get(&view.uid).cloned().unwrap_or_default();
             refused.extend(view.unusable.iter().cloned());
             let entries = match mechanism {
-                Mechanism::SendPath => planned_entries,
+                Mechanism::SendPath | Mechanism::Behaviour => planned_entries,
                 Mechanism::Ebpf => {
                     if planned_entries > 0
                         && let Some(why) = &datapath.unavailable
@@ -297,17 +298,18 @@ pub async fn run(setup: ChaosSetup, shutdown: CancellationToken) {
                 mechanism: mechanism.label(),
                 refused,
             };
-            let (detections, reach) = match (&report, view.window_start_us) {
+            let seen = match (&report, view.window_start_us) {
                 (Some(report), Some(since)) if !view.is_target => {
                     let ids = target_ids(&setup, &view.targets);
-                    (
-                        observe::detections(report, &ids, since),
-                        Some(observe::reach(report, &live, &view.targets)),
-                    )
+                    Seen {
+                        detections: observe::detections(report, &ids, since),
+                        reach: Some(observe::reach(report, &live, &view.targets)),
+                        accused: observe::accusations(report, &ids, since),
+                    }
                 }
-                _ => (BTreeMap::new(), None),
+                _ => Seen::default(),
             };
-            transitions.extend(ledger.step(view, &carried, detections, reach, now_us));
+            transitions.extend(ledger.step(view, &carried, seen, now_us));
         }
         let present: Vec<String> = views.iter().map(|v| v.uid.clone()).collect();
         transitions.extend(ledger.forget_missing(&present, now_us));

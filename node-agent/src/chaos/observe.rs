@@ -80,6 +80,24 @@ pub fn detections(
     earliest
 }
 
+/// The nodes other than the targets that this agent accused of lying about their links (a
+/// contradiction finding, which is what quarantines a peer) at or after `since_us`, by name
+/// (or node ID where the name is unknown). An honest mesh accuses nobody but a liar.
+pub fn accusations(report: &StatusReport, targets: &TargetIds, since_us: u64) -> BTreeSet<String> {
+    report
+        .incidents
+        .iter()
+        .filter(|incident| incident.at_unix_us >= since_us && incident.finding == "contradiction")
+        .filter(|incident| !targets.contains_key(&incident.node_id))
+        .map(|incident| {
+            incident
+                .node_name
+                .clone()
+                .unwrap_or_else(|| incident.node_id.clone())
+        })
+        .collect()
+}
+
 /// (untargeted agents reached through an untargeted next hop, untargeted agents other than
 /// this one), among the `live` agents of the mesh.
 pub fn reach(report: &StatusReport, live: &BTreeSet<String>, targets: &BTreeSet<String>) -> (usize, usize) {

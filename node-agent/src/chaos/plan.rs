@@ -1,9 +1,12 @@
 //! What the agent's fault mechanisms must hold, from the experiments that are active on it
-//! (pure). Two mechanisms:
+//! (pure). Three mechanisms:
 //! - `ebpf`: partition, loss and corruption, one entry per peer address in the tc classifiers'
 //!   fault map, with the experiment's deadline as the kernel expiry;
 //! - `sendPath`: latency, frames to the peer held back in the agent before they are queued on
-//!   the session (this kernel has neither `sch_fq` nor netem, which the eBPF delay needs).
+//!   the session (this kernel has neither `sch_fq` nor netem, which the eBPF delay needs);
+//! - `behaviour`: adversarial faults the agent acts out in its own protocols (falseMetric),
+//!   one entry per experiment. The agent holds one behaviour of each kind, so the experiment
+//!   whose window opened first keeps it and a later one is refused, as for a contested peer.
 //!
 //! The kernel map holds one entry per peer address, so two experiments cannot both shape the
 //! same peer's traffic on one agent. The rule: the experiment whose window opened first keeps
@@ -13,6 +16,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::behaviour::Behaviour;
 use super::desired::{ExperimentView, directions};
 pub use crate::mesh::send_delay::SendDelay;
 
@@ -21,6 +25,7 @@ pub use crate::mesh::send_delay::SendDelay;
 pub enum Mechanism {
     Ebpf,
     SendPath,
+    Behaviour,
 }
 
 impl Mechanism {
@@ -28,16 +33,17 @@ impl Mechanism {
         match self {
             Mechanism::Ebpf => "ebpf",
             Mechanism::SendPath => "sendPath",
+            Mechanism::Behaviour => "behaviour",
         }
     }
 }
 
 /// The mechanism of an action (`ActionType::as_str`).
 pub fn mechanism(action: &str) -> Mechanism {
-    if action == "latency" {
-        Mechanism::SendPath
-    } else {
-        Mechanism::Ebpf
+    match action {
+        "latency" => Mechanism::SendPath,
+        "falseMetric" => Mechanism::Behaviour,
+        _ => Mechanism::Ebpf,
     }
 }
 
@@ -59,6 +65,8 @@ pub struct KernelFault {
 pub struct FaultPlan {
     pub kernel: BTreeMap<IpAddr, KernelFault>,
     pub delays: BTreeMap<IpAddr, SendDelay>,
+    /// What the experiments make this agent act out (honest when none does).
+    pub behaviour: Behaviour,
 }
 
 /// The plan, and per experiment the peers it could not have.
@@ -85,9 +93,25 @@ pub fn plan(views: &[ExperimentView]) -> Planned {
     active.sort_by_key(|v| (v.window_start_us.unwrap_or(u64::MAX), v.uid.clone()));
     let mut planned = Planned::default();
     let mut owners: BTreeMap<IpAddr, String> = BTreeMap::new();
+    let mut behaviour_owner: Option<&str> = None;
     for view in active {
         let Ok(state) = &view.state else { continue };
         let count = planned.entries.entry(view.uid.clone()).or_default();
+        if !state.behaviour.is_honest() {
+            match behaviour_owner {
+                Some(owner) if planned.plan.behaviour.overlaps(&state.behaviour) => {
+                    planned.refused.entry(view.uid.clone()).or_default().push(format!(
+                        "this agent already acts out {} for experiment {owner}",
+                        view.action
+                    ));
+                }
+                _ => {
+                    planned.plan.behaviour.merge(&state.behaviour);
+                    *count += 1;
+                }
+            }
+            behaviour_owner.get_or_insert(view.uid.as_str());
+        }
         for planned_entry in &state.entries {
             let address = planned_entry.address;
             if let Some(owner) = owners.get(&address)
@@ -120,6 +144,8 @@ pub fn plan(views: &[ExperimentView]) -> Planned {
                         },
                     );
                 }
+                // The operator assigns an adversarial experiment no entries.
+                Mechanism::Behaviour => continue,
                 Mechanism::Ebpf => {
                     planned.plan.kernel.insert(
                         address,
@@ -164,6 +190,7 @@ mod tests {
             is_target: true,
             window_start_us: Some(start),
             state: Ok(Active {
+                behaviour: Behaviour::default(),
                 deadline_us: start + 60_000_000,
                 entries: entries
                     .into_iter()
@@ -246,6 +273,26 @@ mod tests {
             planned.refused["later"],
             ["peer node-0 is already faulted by experiment first"]
         );
+    }
+
+    #[test]
+    fn a_behaviour_is_one_entry_and_the_first_window_keeps_it() {
+        let lying = |uid: &str, start: u64, percent: u32| {
+            let mut view = mk_view(uid, "falseMetric", start, vec![]);
+            if let Ok(active) = &mut view.state {
+                active.behaviour.false_metric_percent = Some(percent);
+            }
+            view
+        };
+        let planned = plan(&[lying("later", 2_000, 50), lying("first", 1_000, 5)]);
+        assert_eq!(planned.plan.behaviour.false_metric_percent, Some(5));
+        assert_eq!(planned.entries["first"], 1);
+        assert_eq!(planned.entries["later"], 0);
+        assert_eq!(
+            planned.refused["later"],
+            ["this agent already acts out falseMetric for experiment first"]
+        );
+        assert!(planned.plan.kernel.is_empty() && planned.plan.delays.is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use x0tta6bl4_api::chaos::{AgentChaosReport, revert_cause};
+use x0tta6bl4_api::chaos::{ActionType, AgentChaosReport, revert_cause};
 use x0tta6bl4_api::{ChaosExperimentSpec, ChaosExperimentStatus, duration};
 
 use super::plan::{DEFAULT_RECOVER_AFTER, elapsed, format_precise, names, reason, verdict};
@@ -25,6 +25,9 @@ pub struct Measurement {
     /// agent's; None for kills (the operator's clock) or where the agents' bounds do not
     /// connect them.
     pub clock_skew_bound: Option<Duration>,
+    /// Untargeted nodes accused of lying about their links by an untargeted agent, as
+    /// "accused (by accuser)".
+    pub false_accusations: BTreeSet<String>,
 }
 
 /// Measures from the agents' reports. `window_end` (the revert, once there is one) bounds the
@@ -49,13 +52,27 @@ pub fn measure(
     let reference = first_kill
         .or_else(|| first_applied.map(|(at, _)| at))
         .or_else(|| status.injected_at.as_ref().map(|t| t.0));
-    let Some(reference) = reference else {
-        return Measurement::default();
-    };
     let untargeted: Vec<(&String, &Agent)> = agents
         .iter()
         .filter(|(node, _)| !targets.contains(*node))
         .collect();
+    let false_accusations = untargeted
+        .iter()
+        .filter_map(|(node, agent)| Some((node, agent.report.as_ref()?)))
+        .flat_map(|(node, report)| {
+            report
+                .accused
+                .iter()
+                .filter(|accused| !targets.contains(*accused))
+                .map(move |accused| format!("{accused} (by {node})"))
+        })
+        .collect();
+    let Some(reference) = reference else {
+        return Measurement {
+            false_accusations,
+            ..Measurement::default()
+        };
+    };
     let detection = untargeted
         .iter()
         .filter_map(|(node, agent)| {
@@ -118,6 +135,7 @@ pub fn measure(
         recovery,
         reachable_percent,
         clock_skew_bound,
+        false_accusations,
     }
 }
 
@@ -193,6 +211,10 @@ pub(super) fn record(status: &mut ChaosExperimentStatus, measured: &Measurement,
     if let Some(bound) = measured.clock_skew_bound {
         status.clock_skew_bound = duration::format(bound);
     }
+    // An accusation stays on the books: the accuser forgets it when its report is gone.
+    let mut accusations: BTreeSet<String> = status.false_accusations.iter().cloned().collect();
+    accusations.extend(measured.false_accusations.iter().cloned());
+    status.false_accusations = accusations.into_iter().collect();
 }
 
 /// The abort guards, checked while the fault is injected: more untargeted agents silent than
@@ -339,6 +361,12 @@ pub fn judge(
                 format_precise(limit)
             )),
         }
+    }
+    if spec.action.type_ == ActionType::FalseMetric && !status.false_accusations.is_empty() {
+        failures.push(format!(
+            "honest agents were accused of lying about their links: {}",
+            names(&status.false_accusations)
+        ));
     }
     let least = spec.expectations.min_reachable_percent.unwrap_or(100);
     if reachable < least {

@@ -370,9 +370,9 @@ impl Planner<'_> {
                 let message = x0tta6bl4_api::join_field_errors(&errors);
                 return Step::new(phase::FAILED, refused(reason::INVALID_SPEC, message), None);
             }
-            if !self.spec.action.type_.is_network_or_node_fault() {
+            if !self.spec.action.type_.is_supported() {
                 let message = format!(
-                    "{} is not supported yet: this release injects network and node faults (partition, loss, corrupt, latency, nodeKill)",
+                    "{} is not supported yet: this release injects network and node faults (partition, loss, corrupt, latency, nodeKill) and falseMetric",
                     self.spec.action.type_.as_str()
                 );
                 return Step::new(phase::FAILED, refused(reason::UNSUPPORTED, message), None);
@@ -1006,7 +1006,10 @@ fn check_spec(spec: &ChaosExperimentSpec) -> Result<(), Vec<FieldError>> {
         ));
     }
     let action = spec.action.type_;
-    if action.is_link_fault() && spec.target.mesh_ref.is_none() && spec.target.round_ref.is_none() {
+    if action != ActionType::ByzantineUpdate
+        && spec.target.mesh_ref.is_none()
+        && spec.target.round_ref.is_none()
+    {
         errors.push(FieldError::new(
             "spec.target.meshRef",
             format!("{} acts on a mesh: set spec.target.meshRef", action.as_str()),
@@ -1016,6 +1019,12 @@ fn check_spec(spec: &ChaosExperimentSpec) -> Result<(), Vec<FieldError>> {
         errors.push(FieldError::new(
             "spec.action.probabilityPercent",
             "loss and corrupt need probabilityPercent",
+        ));
+    }
+    if action == ActionType::FalseMetric && spec.action.metric_percent.is_none() {
+        errors.push(FieldError::new(
+            "spec.action.metricPercent",
+            "type falseMetric needs metricPercent",
         ));
     }
     if action == ActionType::Latency && spec.action.latency.is_none() {
@@ -1100,6 +1109,10 @@ pub(super) fn describe_action(action: &ActionSpec) -> String {
             },
             None => "latency".to_owned(),
         },
+        ActionType::FalseMetric => format!(
+            "falseMetric (link costs advertised at {}% of what is measured)",
+            action.metric_percent.unwrap_or_default()
+        ),
         other => other.as_str().to_owned(),
     }
 }
@@ -2257,6 +2270,68 @@ mod tests {
         assert_eq!(
             (again.events.len(), again.status.conditions.clone()),
             (0, refused.status.conditions)
+        );
+    }
+
+    const LIAR_NODE_2: &str = "{target: {meshRef: {name: demo}, nodeSelector: {chaos: victim}}, action: {type: falseMetric, metricPercent: 5}, duration: 30s}";
+
+    #[test]
+    fn a_false_metric_window_targets_agents_and_assigns_no_entries() {
+        let mut world = World::new(LIAR_NODE_2, mk_ring(4));
+        let injected = world.plan_at(0);
+        assert_eq!(injected.status.phase, phase::INJECTING);
+        assert_eq!(injected.status.targets, ["node-2"]);
+        assert!(
+            injected.status.assignments.is_empty(),
+            "the target acts the lie out itself: {:?}",
+            injected.status.assignments
+        );
+        assert!(
+            injected.events[0]
+                .note
+                .contains("falseMetric (link costs advertised at 5% of what is measured)"),
+            "{:?}",
+            injected.events
+        );
+    }
+
+    #[test]
+    fn a_false_metric_without_its_percentage_is_refused_naming_the_field() {
+        let mut world = World::new(
+            "{target: {meshRef: {name: demo}}, action: {type: falseMetric}}",
+            mk_ring(4),
+        );
+        let refused = world.plan_at(0);
+        assert_eq!(
+            condition_of(&refused.status, READY),
+            ("False", reason::INVALID_SPEC)
+        );
+        let message = &condition::find(&refused.status.conditions, READY)
+            .unwrap()
+            .message;
+        assert!(message.contains("spec.action.metricPercent"), "{message}");
+    }
+
+    #[test]
+    fn an_honest_agent_accused_of_lying_fails_a_false_metric_experiment() {
+        let honest = mk_judged(LIAR_NODE_2, |_, _| {});
+        assert_eq!(honest.verdict, verdict::PASSED, "{}", honest.message);
+        let judged = mk_judged(LIAR_NODE_2, |world, status| {
+            world.report("node-1", |r| r.accused = vec!["node-2".into(), "node-3".into()]);
+            let agents = agents(&world.records, UID, &at(0));
+            let measured = measure(status, &agents, &BTreeSet::from(["node-2".to_owned()]), None);
+            record(status, &measured, false);
+        });
+        assert_eq!(
+            (judged.verdict, judged.reason),
+            (verdict::FAILED, reason::EXPECTATION_FAILED)
+        );
+        assert!(
+            judged
+                .message
+                .contains("honest agents were accused of lying about their links: node-3 (by node-1)"),
+            "only the untargeted accused count: {}",
+            judged.message
         );
     }
 
