@@ -121,8 +121,9 @@ pub async fn run(
         .for_each(log_outcome);
 
     // Chaos experiments: woken by their own spec changes, by the reports of their mesh's
-    // agents (MeshNode changes: measurement, liveness) and by their MeshNetwork (the kill
-    // switch, convergence). Experiments with nothing left to do are not woken by either.
+    // agents (MeshNode changes: measurement, liveness), by their MeshNetwork (the kill
+    // switch, convergence) and, for a round's experiment, by its FLTrainingRound (its job
+    // starts, seals rounds, ends). Experiments with nothing left to do are not woken by either.
     let (chaos_reader, chaos_writer) = reflector::store();
     let phase_metrics = ctx.metrics.clone();
     let phase_reader = chaos_reader.clone();
@@ -141,6 +142,7 @@ pub async fn run(
     .predicate_filter(predicates::generation, Default::default());
     let by_node = chaos_reader.clone();
     let by_mesh = chaos_reader.clone();
+    let by_round = chaos_reader.clone();
     let chaos_future = Controller::for_stream(experiments, chaos_reader.clone())
         .watches(
             Api::<MeshNode>::all(client.clone()),
@@ -156,6 +158,14 @@ pub async fn run(
             move |mesh: MeshNetwork| {
                 let namespace = mesh.namespace().unwrap_or_default();
                 experiments_on(&by_mesh, &namespace, &mesh.name_any())
+            },
+        )
+        .watches(
+            Api::<FLTrainingRound>::all(client.clone()),
+            watcher::Config::default(),
+            move |round: FLTrainingRound| {
+                let namespace = round.namespace().unwrap_or_default();
+                experiments_on_round(&by_round, &namespace, &round.name_any())
             },
         )
         .graceful_shutdown_on(shutdown.clone())
@@ -193,12 +203,35 @@ fn experiments_on(
         .iter()
         .filter(|experiment| experiment.namespace().as_deref() == Some(namespace))
         .filter(|experiment| {
+            // A round's experiment names its mesh in the status once its window opened.
+            let on = experiment.spec.target.mesh_ref.as_ref().map_or_else(
+                || experiment.status.as_ref().map_or("", |s| s.mesh.as_str()),
+                |r| r.name.as_str(),
+            );
+            on == mesh
+        })
+        .filter(|experiment| !chaos::plan::is_settled(experiment))
+        .map(|experiment| ObjectRef::from_obj(experiment.as_ref()))
+        .collect()
+}
+
+/// The experiments still to be carried out on FLTrainingRound `round`.
+fn experiments_on_round(
+    store: &reflector::Store<ChaosExperiment>,
+    namespace: &str,
+    round: &str,
+) -> Vec<ObjectRef<ChaosExperiment>> {
+    store
+        .state()
+        .iter()
+        .filter(|experiment| experiment.namespace().as_deref() == Some(namespace))
+        .filter(|experiment| {
             experiment
                 .spec
                 .target
-                .mesh_ref
+                .round_ref
                 .as_ref()
-                .is_some_and(|r| r.name == mesh)
+                .is_some_and(|r| r.name == round)
         })
         .filter(|experiment| !chaos::plan::is_settled(experiment))
         .map(|experiment| ObjectRef::from_obj(experiment.as_ref()))

@@ -102,7 +102,15 @@ pub struct Expectations {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub min_reachable_percent: Option<i32>,
+    /// byzantineUpdate: the most the global model's test accuracy may fall, in percentage
+    /// points, from the round before the attack to the last attacked round (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_accuracy_drop_percent: Option<i32>,
 }
+
+/// The accuracy drop a byzantineUpdate experiment tolerates when the spec states none.
+pub const DEFAULT_MAX_ACCURACY_DROP_PERCENT: i32 = 5;
 
 /// Abort guards, checked at every report of the agents while the fault is injected.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -217,7 +225,8 @@ pub struct ActionSpec {
     /// For latency: the delay added to mesh packets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencySpec>,
-    /// For byzantineUpdate: how the chosen participants poison their updates.
+    /// For byzantineUpdate: how the chosen participants of spec.target.roundRef poison their
+    /// updates to that job (their updates to other jobs stay honest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub byzantine: Option<ByzantineSpec>,
     /// For falseMetric: factor by which the chosen agents understate their link costs, in percent.
@@ -307,7 +316,7 @@ impl ActionType {
     /// Adversarial faults a target acts out in its own protocols, switched on by the agent's
     /// fault executor for the window (no entries in the kernel).
     pub fn is_behaviour_fault(self) -> bool {
-        matches!(self, ActionType::FalseMetric)
+        matches!(self, ActionType::FalseMetric | ActionType::ByzantineUpdate)
     }
 
     /// What this release injects.
@@ -381,6 +390,10 @@ pub struct ChaosExperimentStatus {
     /// Pending, Injecting, Recovering, Completed, Failed or Suspended.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub phase: String,
+    /// The MeshNetwork whose agents carry the fault: spec.target.meshRef, or the mesh of the
+    /// FLTrainingRound of spec.target.roundRef. Agents act only on experiments of their mesh.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mesh: String,
     /// Nodes the fault was (or, in a dry run, would be) injected into.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
@@ -401,7 +414,8 @@ pub struct ChaosExperimentStatus {
     /// Total time the fault has been injected so far, over every window.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub injected_for: String,
-    /// When the fault was last reverted, and why: duration, delete, suspend, abort or killSwitch.
+    /// When the fault was last reverted, and why: duration, delete, suspend, abort, killSwitch
+    /// or roundEnded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverted_at: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -433,6 +447,9 @@ pub struct ChaosExperimentStatus {
     /// was made and what the mesh did about it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kills: Vec<KillStep>,
+    /// byzantineUpdate: what the poisoned updates did to the round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byzantine: Option<ByzantineStatus>,
     /// Untargeted agents that an untargeted agent accused of lying about their links during
     /// the experiment ("accused (by accuser)"): an honest node wrongly accused. A falseMetric
     /// experiment with any fails.
@@ -445,6 +462,50 @@ pub struct ChaosExperimentStatus {
     /// guard that aborted, or what was missing.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub verdict_message: String,
+}
+
+/// The job a byzantineUpdate experiment attacks, and what the poisoned updates did to it (from
+/// the round's records).
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ByzantineStatus {
+    /// The UID of the FLTrainingRound of spec.target.roundRef when the window opened: the
+    /// targets poison only their updates to this job (a job recreated under the same name is
+    /// another job).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub round_uid: String,
+    /// The attack, its strength and the aggregation rule with its f, as one line.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub attack: String,
+    /// Rounds completed when the window opened; rounds after it are attacked.
+    #[serde(default)]
+    pub rounds_before: i32,
+    /// Test accuracy of the global model after round roundsBefore (empty when it is 0: the
+    /// initial model was never tested).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub accuracy_before: String,
+    /// Rounds sealed while the window was open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attacked_rounds: Vec<i32>,
+    /// Updates the targets sent in those rounds, and how the aggregation rule treated them.
+    #[serde(default)]
+    pub target_updates: i32,
+    #[serde(default)]
+    pub rejected: i32,
+    #[serde(default)]
+    pub down_weighted: i32,
+    #[serde(default)]
+    pub accepted: i32,
+    /// Rounds the job lost to the attack: it failed while attacked, so the rounds after the
+    /// last sealed one were never sealed.
+    #[serde(default)]
+    pub rounds_lost: i32,
+    /// Test accuracy after the last attacked round.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub accuracy_after: String,
+    /// accuracyAfter minus accuracyBefore, in percentage points (negative: a drop).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub accuracy_change: String,
 }
 
 /// One kill of a nodeKill experiment.
@@ -608,6 +669,8 @@ pub mod revert_cause {
     pub const ABORT: &str = "abort";
     pub const KILL_SWITCH: &str = "killSwitch";
     pub const KERNEL_EXPIRY: &str = "kernelExpiry";
+    /// byzantineUpdate: the attacked job completed or failed before the deadline.
+    pub const ROUND_ENDED: &str = "roundEnded";
 }
 
 impl ChaosExperimentSpec {
@@ -664,6 +727,12 @@ impl ChaosExperimentSpec {
                 ),
             ));
         }
+        if self.target.mesh_ref.is_some() && self.action.type_ == ActionType::ByzantineUpdate {
+            errors.push(FieldError::new(
+                "spec.target.meshRef",
+                "byzantineUpdate poisons the updates of one federated job: set spec.target.roundRef",
+            ));
+        }
         if let Some(cascade) = &self.action.cascade {
             if self.action.type_ != ActionType::NodeKill {
                 errors.push(FieldError::new(
@@ -701,6 +770,20 @@ mod tests {
         assert_eq!(s.duration, "60s");
         assert_eq!(s.action.direction, Direction::Both);
         assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn poisoned_updates_target_a_round_and_mesh_faults_a_mesh() {
+        let on_mesh: ChaosExperimentSpec = serde_norway::from_str(
+            "target: {meshRef: {name: demo}}\naction: {type: byzantineUpdate, byzantine: {attack: signFlip}}",
+        )
+        .unwrap();
+        assert_eq!(on_mesh.validate().unwrap_err()[0].field, "spec.target.meshRef");
+        let on_round: ChaosExperimentSpec = serde_norway::from_str(
+            "target: {roundRef: {name: job}}\naction: {type: falseMetric, metricPercent: 5}",
+        )
+        .unwrap();
+        assert_eq!(on_round.validate().unwrap_err()[0].field, "spec.target.roundRef");
     }
 
     #[test]

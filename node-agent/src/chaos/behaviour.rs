@@ -4,10 +4,9 @@
 //! mesh read the current [`Behaviour`] from the executor's channel and never from a flag of
 //! their own, and nothing else switches them on.
 //!
-//! Two sources: the ChaosExperiments that target this agent (falseMetric today; see
-//! `plan::Mechanism::Behaviour`), and, as the base under them, a test's hidden
-//! `--test-fault ACTION=VALUE` in the API's vocabulary (byzantineUpdate until experiments
-//! carry it).
+//! Two sources: the ChaosExperiments that target this agent (falseMetric, and byzantineUpdate
+//! on the updates to one job; see `plan::Mechanism::Behaviour`), and, as the base under them,
+//! a test's hidden `--test-fault ACTION=VALUE` in the API's vocabulary.
 //!
 //! A forged FL update (the FL part of a signature failure) is a one-off rather than a state:
 //! the executor hands a [`ForgeRequest`] to the FL participant, which sends it and answers.
@@ -18,7 +17,7 @@ use x0tta6bl4_api::chaos::{ByzantineAttack, ByzantineSpec};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Behaviour {
     /// byzantineUpdate: how the FL updates this agent sends are poisoned.
-    pub byzantine_update: Option<ByzantineSpec>,
+    pub byzantine_update: Option<Poisoning>,
     /// falseMetric: the share of each measured link cost this agent uses and advertises, in
     /// percent.
     pub false_metric_percent: Option<u32>,
@@ -46,11 +45,29 @@ impl Behaviour {
     }
 }
 
+/// byzantineUpdate: how this agent poisons its updates, and to which job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Poisoning {
+    /// The UID of the job whose updates are poisoned; `None`: every job's (a test fault).
+    pub job_uid: Option<String>,
+    pub spec: ByzantineSpec,
+}
+
+impl Poisoning {
+    /// The attack on an update to the job of `job_uid`, if that job is attacked.
+    pub fn attack_on(&self, job_uid: &str) -> Option<&ByzantineSpec> {
+        self.job_uid
+            .as_deref()
+            .is_none_or(|attacked| attacked == job_uid)
+            .then_some(&self.spec)
+    }
+}
+
 /// The executor's ends, one channel per consumer: the FL participant holds the receiver of
 /// `byzantine_update`, the mesh that of `false_metric_percent`, and neither depends on the
 /// executor.
 pub struct BehaviourLines {
-    pub byzantine_update: watch::Sender<Option<ByzantineSpec>>,
+    pub byzantine_update: watch::Sender<Option<Poisoning>>,
     pub false_metric_percent: watch::Sender<Option<u32>>,
     /// What the agent acts out with no experiment active (the test faults; honest in
     /// production).
@@ -180,7 +197,12 @@ pub fn from_test_faults(faults: &[TestFault]) -> Behaviour {
     let mut behaviour = Behaviour::default();
     for fault in faults {
         match fault {
-            TestFault::ByzantineUpdate(spec) => behaviour.byzantine_update = Some(spec.clone()),
+            TestFault::ByzantineUpdate(spec) => {
+                behaviour.byzantine_update = Some(Poisoning {
+                    job_uid: None,
+                    spec: spec.clone(),
+                })
+            }
             TestFault::FalseMetric(percent) => behaviour.false_metric_percent = Some(*percent),
         }
     }
@@ -198,9 +220,11 @@ mod tests {
             parse_test_fault("falseMetric=1").unwrap(),
         ];
         let behaviour = from_test_faults(&faults);
-        assert_eq!(
-            behaviour.byzantine_update.map(|spec| spec.attack),
-            Some(ByzantineAttack::SignFlip)
+        let poisoning = behaviour.byzantine_update.unwrap();
+        assert_eq!(poisoning.spec.attack, ByzantineAttack::SignFlip);
+        assert!(
+            poisoning.attack_on("any-job").is_some(),
+            "a test fault poisons every job"
         );
         assert_eq!(behaviour.false_metric_percent, Some(1));
         assert!(Behaviour::default().is_honest());
@@ -219,13 +243,26 @@ mod tests {
         assert!(metric.has_changed().unwrap());
         assert_eq!(*metric.borrow_and_update(), Some(10));
         assert_eq!(
-            lines.current().byzantine_update.map(|s| s.attack),
+            lines.current().byzantine_update.map(|p| p.spec.attack),
             Some(ByzantineAttack::Noise)
         );
         lines.set_experiments(&lying);
         assert!(!metric.has_changed().unwrap(), "no change, no wake-up");
         lines.set_experiments(&Behaviour::default());
         assert_eq!(lines.current(), base);
+    }
+
+    #[test]
+    fn an_experiments_poisoning_spares_the_other_jobs() {
+        let poisoning = Poisoning {
+            job_uid: Some("job-1".into()),
+            spec: ByzantineSpec {
+                attack: ByzantineAttack::Ipm,
+                strength_percent: 100,
+            },
+        };
+        assert!(poisoning.attack_on("job-1").is_some());
+        assert!(poisoning.attack_on("job-2").is_none());
     }
 
     #[test]

@@ -11,10 +11,10 @@ use std::net::IpAddr;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use x0tta6bl4_api::ChaosExperiment;
 use x0tta6bl4_api::chaos::{ActionSpec, ActionType, Direction, FaultEntry, phase, revert_cause};
+use x0tta6bl4_api::{ChaosExperiment, ChaosExperimentStatus};
 
-use super::behaviour::Behaviour;
+use super::behaviour::{Behaviour, Poisoning};
 
 /// Why an experiment's entries are not (or no longer) installed on this agent: the words of
 /// `AgentChaosReport.revertCause` and of the revert metric's `cause` label.
@@ -79,13 +79,25 @@ pub struct Active {
     pub behaviour: Behaviour,
 }
 
-/// What a target of `action` acts out.
-fn behaviour_of(action: &ActionSpec) -> Behaviour {
+/// What a target of `action` acts out; a byzantineUpdate poisons only the updates to the job
+/// the operator named in the status when the window opened.
+fn behaviour_of(action: &ActionSpec, status: &ChaosExperimentStatus) -> Behaviour {
     match action.type_ {
         ActionType::FalseMetric => Behaviour {
             false_metric_percent: action
                 .metric_percent
                 .and_then(|percent| u32::try_from(percent.clamp(1, 100)).ok()),
+            ..Behaviour::default()
+        },
+        ActionType::ByzantineUpdate => Behaviour {
+            byzantine_update: action
+                .byzantine
+                .clone()
+                .zip(status.byzantine.as_ref().filter(|b| !b.round_uid.is_empty()))
+                .map(|(spec, attacked)| Poisoning {
+                    job_uid: Some(attacked.round_uid.clone()),
+                    spec,
+                }),
             ..Behaviour::default()
         },
         _ => Behaviour::default(),
@@ -106,10 +118,16 @@ pub fn view(
     now: Timestamp,
 ) -> Option<ExperimentView> {
     let spec = &experiment.spec;
-    if spec.target.mesh_ref.as_ref().is_none_or(|r| r.name != mesh) || spec.dry_run {
+    let status = experiment.status.clone().unwrap_or_default();
+    // A round's experiment names its mesh in the status (the operator read it from the round).
+    let on_mesh = spec
+        .target
+        .mesh_ref
+        .as_ref()
+        .map_or(status.mesh.as_str(), |r| r.name.as_str());
+    if on_mesh != mesh || spec.dry_run {
         return None;
     }
-    let status = experiment.status.clone().unwrap_or_default();
     let is_target = status.targets.iter().any(|t| t == node);
     // A kill is a fault from the moment it is made: until then a node of a cascade's chain
     // is alive and rightly carries traffic.
@@ -169,7 +187,7 @@ pub fn view(
             })
             .collect();
         let behaviour = if is_target {
-            behaviour_of(&spec.action)
+            behaviour_of(&spec.action, &status)
         } else {
             Behaviour::default()
         };
@@ -344,6 +362,33 @@ status:
         assert!(bystander.state.unwrap().behaviour.is_honest());
         let after = view(&experiment, "demo", "node-1", false, at("2026-12-06T10:01:00Z")).unwrap();
         assert_eq!(after.state.unwrap_err(), Inactive::Deadline);
+    }
+
+    #[test]
+    fn a_rounds_experiment_belongs_to_the_mesh_in_its_status_and_poisons_that_job_only() {
+        let experiment = mk_experiment(
+            r#"
+apiVersion: x0tta6bl4.io/v1alpha1
+kind: ChaosExperiment
+metadata: {name: poison, namespace: default, uid: u-4}
+spec:
+  target: {roundRef: {name: job}}
+  action: {type: byzantineUpdate, byzantine: {attack: signFlip}}
+status:
+  phase: Injecting
+  mesh: demo
+  targets: [node-1]
+  injectedAt: "2026-12-06T10:00:00Z"
+  deadline: "2026-12-06T10:01:00Z"
+  byzantine: {roundUid: job-uid-7, roundsBefore: 2}
+"#,
+        );
+        let inside = at("2026-12-06T10:00:30Z");
+        assert!(view(&experiment, "other", "node-1", false, inside).is_none());
+        let target = view(&experiment, "demo", "node-1", false, inside).unwrap();
+        let poisoning = target.state.unwrap().behaviour.byzantine_update.unwrap();
+        assert_eq!(poisoning.job_uid.as_deref(), Some("job-uid-7"));
+        assert!(poisoning.attack_on("another-job").is_none());
     }
 
     #[test]

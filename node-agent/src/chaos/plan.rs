@@ -4,7 +4,8 @@
 //!   fault map, with the experiment's deadline as the kernel expiry;
 //! - `sendPath`: latency, frames to the peer held back in the agent before they are queued on
 //!   the session (this kernel has neither `sch_fq` nor netem, which the eBPF delay needs);
-//! - `behaviour`: adversarial faults the agent acts out in its own protocols (falseMetric),
+//! - `behaviour`: adversarial faults the agent acts out in its own protocols (falseMetric,
+//!   byzantineUpdate),
 //!   one entry per experiment. The agent holds one behaviour of each kind, so the experiment
 //!   whose window opened first keeps it and a later one is refused, as for a contested peer.
 //!
@@ -42,7 +43,7 @@ impl Mechanism {
 pub fn mechanism(action: &str) -> Mechanism {
     match action {
         "latency" => Mechanism::SendPath,
-        "falseMetric" => Mechanism::Behaviour,
+        "falseMetric" | "byzantineUpdate" => Mechanism::Behaviour,
         _ => Mechanism::Ebpf,
     }
 }

@@ -3,8 +3,8 @@
 //! itself and the zone rounds it runs ([`FlContext`]).
 use std::sync::{Arc, RwLock};
 
+use crate::chaos::behaviour::Poisoning;
 use tokio::sync::{mpsc, watch};
-use x0tta6bl4_api::chaos::ByzantineSpec;
 use x0tta6bl4_crypto::endorsement::TrustStore;
 use x0tta6bl4_wire::NodeId;
 
@@ -26,7 +26,7 @@ pub struct FlContext {
     pub mesh: MeshHandle,
     pub metrics: FlMetrics,
     /// A chaos experiment's byzantineUpdate: how this agent poisons its updates.
-    pub byzantine_update: watch::Receiver<Option<ByzantineSpec>>,
+    pub byzantine_update: watch::Receiver<Option<Poisoning>>,
     /// This agent's link windows: what it trains on, and the aggregator tests on, for a
     /// linkTelemetry job.
     pub telemetry: crate::links::SharedRecorder,

@@ -22,11 +22,10 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use x0tta6bl4_api::chaos::ByzantineSpec;
 use x0tta6bl4_crypto::endorsement::TrustStore;
 use x0tta6bl4_wire::NodeId;
 
-use crate::chaos::behaviour::ForgeRequest;
+use crate::chaos::behaviour::{ForgeRequest, Poisoning};
 use crate::identity::CurrentIdentity;
 use crate::mesh::{Delivery, MeshHandle};
 
@@ -75,7 +74,7 @@ pub struct FlSetup {
     /// The link windows the mesh and the datapath record.
     pub telemetry: crate::links::SharedRecorder,
     /// A chaos experiment's byzantineUpdate for this agent.
-    pub byzantine_update: watch::Receiver<Option<ByzantineSpec>>,
+    pub byzantine_update: watch::Receiver<Option<Poisoning>>,
     /// Forged updates the chaos executor asks this agent to send.
     pub forgeries: mpsc::Receiver<ForgeRequest>,
 }

@@ -41,7 +41,12 @@ impl FlContext {
                         }
                         job::JobDataset::Shipped(_) => None,
                     };
-                    let attack = ctx.byzantine_update.borrow().as_ref().map(participant::attack_of);
+                    let attack = ctx
+                        .byzantine_update
+                        .borrow()
+                        .as_ref()
+                        .and_then(|poisoning| poisoning.attack_on(&request.job_uid))
+                        .map(participant::attack_of);
                     if let Some(attack) = attack {
                         tracing::warn!(job = %request.job_uid, round = request.round, attack = attack.name(), "chaos: sending a poisoned update");
                     }

@@ -40,10 +40,12 @@ use x0tta6bl4_api::chaos::{
 use x0tta6bl4_api::condition::{self, CONVERGED, DEGRADED, Desired, PROGRESSING, READY, Status};
 use x0tta6bl4_api::duration;
 use x0tta6bl4_api::{
-    ChaosExperiment, ChaosExperimentSpec, ChaosExperimentStatus, FieldError, MeshNetwork, MeshNode,
+    ChaosExperiment, ChaosExperimentSpec, ChaosExperimentStatus, FLTrainingRound, FieldError, MeshNetwork,
+    MeshNode,
 };
 
 use super::blast_radius::*;
+use super::byzantine;
 use super::measure::*;
 use super::targets::*;
 
@@ -90,6 +92,8 @@ pub mod reason {
     pub const INCONCLUSIVE: &str = "Inconclusive";
     pub const NOT_RESTORED: &str = "NotRestored";
     pub const AS_EXPECTED: &str = "AsExpected";
+    pub const ROUND_NOT_RUNNING: &str = "RoundNotRunning";
+    pub const ROUND_ENDED: &str = "RoundEnded";
 }
 
 /// Verdicts, as `status.verdict` and the `verdict` label of the metrics spell them.
@@ -120,6 +124,9 @@ pub struct ClusterView<'a> {
     pub others: &'a [ChaosExperiment],
     /// The agent pod of the mesh's DaemonSet on each node (read only for nodeKill).
     pub pods: &'a BTreeMap<String, String>,
+    /// The FLTrainingRound of spec.target.roundRef (`None` when there is none, or it does not
+    /// exist).
+    pub round: Option<&'a FLTrainingRound>,
 }
 
 /// One Event to publish on the experiment.
@@ -386,7 +393,72 @@ impl Planner<'_> {
     }
 
     fn mesh_name(&self) -> &str {
-        self.spec.target.mesh_ref.as_ref().map_or("", |r| r.name.as_str())
+        match (&self.spec.target.mesh_ref, self.view.round) {
+            (Some(reference), _) => reference.name.as_str(),
+            (None, Some(round)) => round.spec.mesh_ref.name.as_str(),
+            (None, None) => "",
+        }
+    }
+
+    /// The live agents that spec.target allows, and for a round's experiment only the job's
+    /// participants.
+    fn eligible(&self) -> Vec<String> {
+        let mut found = candidates(&self.spec.target, &self.agents, self.view.node_labels);
+        if let Some(round) = self.view.round {
+            let participants = byzantine::participants(round);
+            found.retain(|node| participants.contains(node));
+        }
+        found
+    }
+
+    /// A round's experiment waits for its job to run; `None` when it may go on.
+    fn round_gate(&self, status: &mut ChaosExperimentStatus, outcome: &mut Outcome) -> Option<Step> {
+        let reference = self.spec.target.round_ref.as_ref()?;
+        let namespace = self.experiment.namespace().unwrap_or_default();
+        let Some(round) = self.view.round else {
+            let message = format!(
+                "FLTrainingRound {} not found in namespace {namespace}",
+                reference.name
+            );
+            return Some(Step::new(
+                phase::PENDING,
+                waiting(reason::REFERENCE_NOT_FOUND, message),
+                Some(MISSING_MESH_RETRY),
+            ));
+        };
+        let job_phase = round.status.as_ref().map_or("", |s| s.phase.as_str());
+        if byzantine::round_ended(round) {
+            if ran(status) {
+                // Held (suspended, kill switch) until the job was over: judge what was seen.
+                return Some(self.complete(status, outcome, None));
+            }
+            let message = format!(
+                "FLTrainingRound {} is {job_phase}: there is no running job to attack",
+                reference.name
+            );
+            return Some(Step::new(
+                phase::FAILED,
+                refused(reason::ROUND_ENDED, message),
+                None,
+            ));
+        }
+        if !byzantine::round_running(round) {
+            let message = format!(
+                "waiting for FLTrainingRound {} to run (it is {})",
+                reference.name,
+                if job_phase.is_empty() {
+                    "not started"
+                } else {
+                    job_phase
+                }
+            );
+            return Some(Step::new(
+                phase::PENDING,
+                waiting(reason::ROUND_NOT_RUNNING, message),
+                Some(WAITING_RETRY),
+            ));
+        }
+        None
     }
 
     fn paused(&self) -> bool {
@@ -427,6 +499,9 @@ impl Planner<'_> {
                 Some(RECOVERING_EVERY),
             )
             .telling(Notice::warning(event::ABORTED, why));
+        }
+        if let Some(step) = self.round_gate(status, outcome) {
+            return step;
         }
         let Some(mesh) = self.view.mesh else {
             let message = format!(
@@ -484,7 +559,7 @@ impl Planner<'_> {
                 duration::parse(&status.remaining).unwrap_or_default(),
             )
         } else {
-            let candidates = candidates(&spec.target, &self.agents, self.view.node_labels);
+            let candidates = self.eligible();
             if candidates.is_empty() {
                 let message = format!(
                     "no live agent of MeshNetwork {} matches spec.target",
@@ -540,6 +615,12 @@ impl Planner<'_> {
         if self.spec.action.type_ == ActionType::NodeKill {
             schedule_kills(&mut status.kills, &targets, self.spec, self.stamp);
         }
+        status.mesh = self.mesh_name().to_owned();
+        if let (ActionType::ByzantineUpdate, Some(round), None) =
+            (self.spec.action.type_, self.view.round, &status.byzantine)
+        {
+            status.byzantine = Some(byzantine::at_injection(&self.spec.action, round));
+        }
         status.targets = targets;
         status.assignments = assignments;
         status.injected_at = Some(MicroTime(self.stamp));
@@ -578,7 +659,7 @@ impl Planner<'_> {
             status.deadline.as_ref().map(|t| t.0),
         ) else {
             // No agent carries a window without both ends: record it as over now.
-            return self.window_closed(status, outcome, self.stamp);
+            return self.window_closed(status, outcome, self.stamp, revert_cause::DURATION);
         };
         let targets = Self::targets(status);
         self.kill_due(status, outcome);
@@ -586,7 +667,13 @@ impl Planner<'_> {
         record(status, &measured, self.now < deadline);
         measure_kills(status, &self.agents, &targets);
         if self.now >= deadline {
-            return self.window_closed(status, outcome, deadline);
+            return self.window_closed(status, outcome, deadline, revert_cause::DURATION);
+        }
+        if let (Some(round), Some(attacked)) = (self.view.round, status.byzantine.as_mut()) {
+            byzantine::observe(attacked, round, &targets);
+            if byzantine::round_ended(round) {
+                return self.window_closed(status, outcome, self.stamp, revert_cause::ROUND_ENDED);
+            }
         }
         if self.spec.suspend {
             let remaining = self.hold_window(status, outcome, revert_cause::SUSPEND);
@@ -691,14 +778,15 @@ impl Planner<'_> {
         outcome.reverted = Some(cause);
     }
 
-    /// The window ran out: recover.
+    /// The window ran out (or, for a round's experiment, its job ended): recover.
     fn window_closed(
         &self,
         status: &mut ChaosExperimentStatus,
         outcome: &mut Outcome,
         at: Timestamp,
+        cause: &'static str,
     ) -> Step {
-        self.close(status, outcome, at, revert_cause::DURATION);
+        self.close(status, outcome, at, cause);
         let message = format!(
             "the window closed at {at} after {} injected; waiting for the targets to remove their entries and the mesh to converge",
             status.injected_for
@@ -710,7 +798,7 @@ impl Planner<'_> {
         )
         .telling(Notice::normal(
             event::REVERTED,
-            format!("reverted (cause {}): {message}", revert_cause::DURATION),
+            format!("reverted (cause {cause}): {message}"),
         ))
     }
 
@@ -839,7 +927,11 @@ impl Planner<'_> {
         not_restored: Option<String>,
     ) -> Step {
         let targets = Self::targets(status);
-        let judged = judge(self.spec, status, &self.agents, &targets);
+        let judged = if self.spec.action.type_ == ActionType::ByzantineUpdate {
+            byzantine::judge(self.spec, status.byzantine.as_ref())
+        } else {
+            judge(self.spec, status, &self.agents, &targets)
+        };
         status.verdict = judged.verdict.to_owned();
         status.verdict_message = match &not_restored {
             Some(why) => format!("{}; {why}", judged.message),
@@ -910,7 +1002,7 @@ impl Planner<'_> {
 
     fn dry_run(&self, status: &mut ChaosExperimentStatus, mesh: &MeshNetwork) -> Step {
         let spec = self.spec;
-        let candidates = candidates(&spec.target, &self.agents, self.view.node_labels);
+        let candidates = self.eligible();
         let targets = self.choose(&candidates);
         if spec.action.type_ == ActionType::NodeKill {
             // The kills as planned; their times come with a real injection.
@@ -1308,6 +1400,8 @@ mod tests {
         others: Vec<ChaosExperiment>,
         /// The agent pod on each node.
         pods: BTreeMap<String, String>,
+        /// The FLTrainingRound of a round's experiment.
+        round: Option<FLTrainingRound>,
     }
 
     impl World {
@@ -1341,6 +1435,7 @@ mod tests {
                 silent: BTreeSet::new(),
                 labels,
                 others: Vec::new(),
+                round: None,
             }
         }
 
@@ -1360,6 +1455,7 @@ mod tests {
                 node_labels: &self.labels,
                 others: &self.others,
                 pods: &self.pods,
+                round: self.round.as_ref(),
             };
             let planned = plan(&self.experiment, &view, &now);
             let wire = serde_json::to_value(&planned.status).unwrap();
@@ -2333,6 +2429,154 @@ mod tests {
             "only the untargeted accused count: {}",
             judged.message
         );
+    }
+
+    const POISON: &str = "{target: {roundRef: {name: job}, mode: fixed, value: 2}, action: {type: byzantineUpdate, byzantine: {attack: signFlip}}, duration: 60s}";
+
+    /// FLTrainingRound "job" on mesh demo, in `phase`, with node-0..3 taking part.
+    fn mk_job(
+        phase: &str,
+        completed: i32,
+        records: Vec<x0tta6bl4_api::fl_record::RoundRecord>,
+    ) -> FLTrainingRound {
+        let mut round: FLTrainingRound = serde_json::from_value(serde_json::json!({
+            "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "FLTrainingRound",
+            "metadata": {"name": "job", "namespace": "team", "uid": "job-uid"},
+            "spec": {
+                "meshRef": {"name": "demo"},
+                "model": {"kind": "logisticRegression", "inputDim": 64, "classes": 10, "dataset": "digits"},
+                "rounds": 6,
+                "participants": {"minimum": 4},
+                "aggregation": {"rule": "median", "byzantine": 1}
+            }
+        }))
+        .unwrap();
+        let status = round.status.get_or_insert_with(Default::default);
+        status.phase = phase.into();
+        status.completed_rounds = completed;
+        status.accuracy = "60.0%".into();
+        status.participants = mk_nodes(4);
+        status.records = records;
+        round
+    }
+
+    fn mk_round_record(
+        round: i32,
+        rejected: &[&str],
+        accuracy: &str,
+    ) -> x0tta6bl4_api::fl_record::RoundRecord {
+        use x0tta6bl4_api::fl_record::{Rejection, RoundRecord};
+        RoundRecord {
+            round,
+            participants: mk_nodes(4),
+            accepted: mk_nodes(4)
+                .into_iter()
+                .filter(|n| !rejected.contains(&n.as_str()))
+                .collect(),
+            rejected: rejected
+                .iter()
+                .map(|p| Rejection {
+                    participant: (*p).into(),
+                    reason: "median: outlier".into(),
+                })
+                .collect(),
+            down_weighted: Vec::new(),
+            loss: "0.4".into(),
+            accuracy: accuracy.into(),
+            duration_ms: 5,
+            model_digest: String::new(),
+            previous: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_rounds_experiment_waits_for_its_job_then_attacks_its_participants_only() {
+        let mut world = World::new(POISON, mk_ring(6));
+        let missing = world.plan_at(0);
+        assert_eq!(
+            condition_of(&missing.status, READY),
+            ("False", reason::REFERENCE_NOT_FOUND)
+        );
+        world.round = Some(mk_job("Pending", 0, vec![]));
+        let pending = world.plan_at(1);
+        assert_eq!(
+            condition_of(&pending.status, READY),
+            ("False", reason::ROUND_NOT_RUNNING)
+        );
+        world.round = Some(mk_job("Running", 2, vec![]));
+        let injected = world.plan_at(2);
+        let status = &injected.status;
+        assert_eq!(status.phase, phase::INJECTING);
+        assert_eq!(status.mesh, "demo", "the agents find the mesh in the status");
+        assert_eq!(status.targets.len(), 2);
+        assert!(
+            status.targets.iter().all(|t| mk_nodes(4).contains(t)),
+            "only participants: {:?}",
+            status.targets
+        );
+        assert!(status.assignments.is_empty());
+        let attacked = status.byzantine.as_ref().unwrap();
+        assert_eq!(
+            (
+                attacked.round_uid.as_str(),
+                attacked.rounds_before,
+                attacked.accuracy_before.as_str()
+            ),
+            ("job-uid", 2, "60.0")
+        );
+
+        // Two rounds sealed, the targets' updates rejected; then the job completes: the
+        // window closes before its deadline and the experiment is judged on the rounds.
+        let targets: Vec<&str> = status.targets.iter().map(String::as_str).collect();
+        let records = vec![
+            mk_round_record(3, &targets, "61.0"),
+            mk_round_record(4, &targets, "62.5"),
+        ];
+        world.round = Some(mk_job("Completed", 4, records));
+        let closed = world.plan_at(5);
+        assert_eq!(closed.status.phase, phase::RECOVERING);
+        assert_eq!(closed.status.revert_cause, revert_cause::ROUND_ENDED);
+        let attacked = closed.status.byzantine.as_ref().unwrap();
+        assert_eq!(attacked.attacked_rounds, [3, 4]);
+        assert_eq!((attacked.target_updates, attacked.rejected), (4, 4));
+        assert_eq!(attacked.accuracy_change, "+2.5");
+        for target in closed.status.targets.clone() {
+            world.report(&target, |r| {
+                r.target = true;
+                r.applied_at = Some(micro(2));
+                r.reverted_at = Some(micro(5));
+                r.active_entries = 0;
+            });
+        }
+        let judged = world.plan_at(6);
+        assert_eq!(judged.status.phase, phase::COMPLETED);
+        assert_eq!(
+            judged.status.verdict,
+            verdict::PASSED,
+            "{}",
+            judged.status.verdict_message
+        );
+        assert!(
+            judged.status.verdict_message.starts_with(
+                "signFlip (strength 1000%) against median with f = 1: 4 of the targets' 4 updates"
+            ),
+            "{}",
+            judged.status.verdict_message
+        );
+    }
+
+    #[test]
+    fn a_rounds_experiment_on_a_finished_job_is_refused_once() {
+        let mut world = World::new(POISON, mk_ring(6));
+        world.round = Some(mk_job("Completed", 6, vec![]));
+        let refused = world.plan_at(0);
+        assert_eq!(refused.status.phase, phase::FAILED);
+        assert_eq!(
+            condition_of(&refused.status, READY),
+            ("False", reason::ROUND_ENDED)
+        );
+        assert_eq!(refused.requeue, None);
     }
 
     #[test]

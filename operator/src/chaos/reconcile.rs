@@ -1,6 +1,6 @@
 //! One reconcile of a ChaosExperiment: read (the experiment afresh with the other experiments
-//! of its namespace, its MeshNetwork, the mesh's MeshNode records and, with a node selector,
-//! the nodes' labels) → [`plan`] (pure) → write the status with server-side apply → Events and
+//! of its namespace, its FLTrainingRound for a round's experiment, its MeshNetwork, the mesh's
+//! MeshNode records and, with a node selector, the nodes' labels) → [`plan`] (pure) → write the status with server-side apply → Events and
 //! metrics.
 //!
 //! There is no finalizer: deleting an experiment needs nothing from the operator. Every agent
@@ -17,7 +17,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use x0tta6bl4_api::chaos::{ActionType, phase};
-use x0tta6bl4_api::{ChaosExperiment, MeshNetwork, MeshNode};
+use x0tta6bl4_api::{ChaosExperiment, FLTrainingRound, MeshNetwork, MeshNode};
 
 use super::plan::{self, ClusterView, Notice, Outcome};
 use crate::agent_pods;
@@ -55,8 +55,24 @@ pub async fn reconcile(experiment: Arc<ChaosExperiment>, ctx: Arc<Context>) -> R
         return Ok(Action::await_change());
     }
     let others: Vec<ChaosExperiment> = all.iter().filter(|e| e.uid() != uid).cloned().collect();
-    let (mesh, records) = match &current.spec.target.mesh_ref {
-        Some(reference) => mesh_and_records(&ctx, &namespace, &reference.name).await?,
+    let round = match &current.spec.target.round_ref {
+        Some(reference) => Api::<FLTrainingRound>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(&reference.name)
+            .await
+            .map_err(Error::kube(format!(
+                "reading FLTrainingRound {namespace}/{}",
+                reference.name
+            )))?,
+        None => None,
+    };
+    // A round's experiment acts on the mesh its job runs on.
+    let mesh_name = match (&current.spec.target.mesh_ref, &round) {
+        (Some(reference), _) => Some(reference.name.as_str()),
+        (None, Some(round)) => Some(round.spec.mesh_ref.name.as_str()),
+        (None, None) => None,
+    };
+    let (mesh, records) = match mesh_name {
+        Some(name) => mesh_and_records(&ctx, &namespace, name).await?,
         None => (None, Vec::new()),
     };
     let node_labels = if needs_node_labels(current) {
@@ -77,6 +93,7 @@ pub async fn reconcile(experiment: Arc<ChaosExperiment>, ctx: Arc<Context>) -> R
         node_labels: &node_labels,
         others: &others,
         pods: &pods,
+        round: round.as_ref(),
     };
     let planned = plan::plan(current, &view, &now);
     if current.status.as_ref() != Some(&planned.status) {

@@ -1,0 +1,339 @@
+//! byzantineUpdate: what poisoned updates did to the attacked FLTrainingRound, from the round's
+//! hash-chained records, and the verdict (pure).
+//!
+//! The window opens on a running job; the rounds sealed after that are the attacked rounds
+//! (a round whose updates were trained just before the targets' agents switched counts too:
+//! the figures say how many of the targets' updates the rule refused, not that all were
+//! poisoned). The window closes at the deadline or when the job ends, whichever comes first.
+//! Passed: the job lost no round, and the global model's accuracy after the last attacked
+//! round is at most `expectations.maxAccuracyDropPercent` points below the accuracy before
+//! the attack.
+use std::collections::BTreeSet;
+
+use x0tta6bl4_api::chaos::{ActionSpec, ByzantineStatus, DEFAULT_MAX_ACCURACY_DROP_PERCENT};
+use x0tta6bl4_api::{ChaosExperimentSpec, FLTrainingRound};
+
+use super::measure::Judgement;
+use super::plan::{names, reason, verdict};
+use crate::flround::plan::{COMPLETED, FAILED, RUNNING};
+
+/// The job is over: nothing more to attack.
+pub fn round_ended(round: &FLTrainingRound) -> bool {
+    round
+        .status
+        .as_ref()
+        .is_some_and(|s| s.phase == COMPLETED || s.phase == FAILED)
+}
+
+/// Whether the job is running, so that a window can open on it.
+pub fn round_running(round: &FLTrainingRound) -> bool {
+    round.status.as_ref().is_some_and(|s| s.phase == RUNNING)
+}
+
+/// The participants of the job, fixed when it started.
+pub fn participants(round: &FLTrainingRound) -> BTreeSet<String> {
+    round
+        .status
+        .as_ref()
+        .map(|s| s.participants.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn describe(action: &ActionSpec, round: &FLTrainingRound) -> String {
+    let attack = action.byzantine.as_ref().map_or_else(
+        || "byzantineUpdate".to_owned(),
+        |spec| {
+            let name = serde_json::to_value(spec.attack)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            format!("{name} (strength {}%)", spec.strength_percent)
+        },
+    );
+    let aggregation = &round.spec.aggregation;
+    let rule = serde_json::to_value(aggregation.rule)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    format!("{attack} against {rule} with f = {}", aggregation.byzantine)
+}
+
+/// What the status records when the window opens on `round`.
+pub fn at_injection(action: &ActionSpec, round: &FLTrainingRound) -> ByzantineStatus {
+    let status = round.status.clone().unwrap_or_default();
+    ByzantineStatus {
+        round_uid: round.metadata.uid.clone().unwrap_or_default(),
+        attack: describe(action, round),
+        rounds_before: status.completed_rounds,
+        accuracy_before: if status.completed_rounds > 0 {
+            status.accuracy.trim_end_matches('%').to_owned()
+        } else {
+            String::new()
+        },
+        ..ByzantineStatus::default()
+    }
+}
+
+/// Adds the rounds sealed since the last look (each once: a sealed record never changes) and
+/// the rounds lost if the job failed. Called while the window is open and once as it closes.
+pub fn observe(outcome: &mut ByzantineStatus, round: &FLTrainingRound, targets: &BTreeSet<String>) {
+    if round.metadata.uid.as_deref() != Some(outcome.round_uid.as_str()) {
+        // Deleted and created again under the same name: not the attacked job.
+        return;
+    }
+    let Some(status) = &round.status else { return };
+    let mut records: Vec<_> = status
+        .records
+        .iter()
+        .filter(|r| r.round > outcome.rounds_before && !outcome.attacked_rounds.contains(&r.round))
+        .collect();
+    records.sort_by_key(|r| r.round);
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    for record in records {
+        let by_target = |participant: &String| targets.contains(participant);
+        let rejected: BTreeSet<&String> = record
+            .rejected
+            .iter()
+            .map(|r| &r.participant)
+            .filter(|p| by_target(p))
+            .collect();
+        let down_weighted: BTreeSet<&String> = record
+            .down_weighted
+            .iter()
+            .map(|r| &r.participant)
+            .filter(|p| by_target(p))
+            .collect();
+        let accepted = record.accepted.iter().filter(|p| by_target(p)).count();
+        let asked = record.participants.iter().filter(|p| by_target(p)).count();
+        outcome.attacked_rounds.push(record.round);
+        outcome.target_updates += count(asked);
+        outcome.rejected += count(rejected.len());
+        outcome.down_weighted += count(down_weighted.len());
+        outcome.accepted += count(accepted);
+        outcome.accuracy_after = record.accuracy.clone();
+    }
+    if status.phase == FAILED {
+        outcome.rounds_lost = (round.spec.rounds - status.completed_rounds).max(0);
+    }
+    outcome.accuracy_change = match (
+        outcome.accuracy_before.parse::<f64>(),
+        outcome.accuracy_after.parse::<f64>(),
+    ) {
+        (Ok(before), Ok(after)) => format!("{:+.1}", after - before),
+        _ => String::new(),
+    };
+}
+
+/// The verdict of a byzantineUpdate experiment.
+pub fn judge(spec: &ChaosExperimentSpec, outcome: Option<&ByzantineStatus>) -> Judgement {
+    let judgement = |verdict, reason, message: String| Judgement {
+        verdict,
+        reason,
+        message,
+    };
+    let Some(outcome) = outcome else {
+        return judgement(
+            verdict::INCONCLUSIVE,
+            reason::INCONCLUSIVE,
+            "the window never opened on the job".into(),
+        );
+    };
+    let tally = format!(
+        "{}: {} of the targets' {} updates in rounds [{}] rejected, {} down-weighted, {} accepted",
+        outcome.attack,
+        outcome.rejected,
+        outcome.target_updates,
+        names(
+            &outcome
+                .attacked_rounds
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        ),
+        outcome.down_weighted,
+        outcome.accepted,
+    );
+    if outcome.rounds_lost > 0 {
+        return judgement(
+            verdict::FAILED,
+            reason::EXPECTATION_FAILED,
+            format!("{tally}; the job failed and lost {} rounds", outcome.rounds_lost),
+        );
+    }
+    if outcome.attacked_rounds.is_empty() {
+        return judgement(
+            verdict::INCONCLUSIVE,
+            reason::INCONCLUSIVE,
+            format!("{tally}: no round was sealed while the window was open"),
+        );
+    }
+    let limit = spec
+        .expectations
+        .max_accuracy_drop_percent
+        .unwrap_or(DEFAULT_MAX_ACCURACY_DROP_PERCENT);
+    let Ok(change) = outcome.accuracy_change.parse::<f64>() else {
+        // The attack began before the first round: there is no accuracy before it to compare.
+        return judgement(
+            verdict::INCONCLUSIVE,
+            reason::INCONCLUSIVE,
+            format!("{tally}; no accuracy before the attack to compare with (it began in round 1)"),
+        );
+    };
+    let accuracy = format!(
+        "accuracy {}% after round {} against {}% before the attack ({} points)",
+        outcome.accuracy_after,
+        outcome.attacked_rounds.last().copied().unwrap_or_default(),
+        outcome.accuracy_before,
+        outcome.accuracy_change
+    );
+    if -change > f64::from(limit) {
+        judgement(
+            verdict::FAILED,
+            reason::EXPECTATION_FAILED,
+            format!("{tally}; {accuracy} exceeds expectations.maxAccuracyDropPercent {limit}"),
+        )
+    } else {
+        judgement(
+            verdict::PASSED,
+            reason::PASSED,
+            format!("{tally}; {accuracy}, within expectations.maxAccuracyDropPercent {limit}"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use x0tta6bl4_api::fl_record::{Rejection, RoundRecord};
+
+    use super::*;
+
+    fn mk_round(phase: &str, completed: i32, records: Vec<RoundRecord>) -> FLTrainingRound {
+        let mut round: FLTrainingRound = serde_json::from_value(serde_json::json!({
+            "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "FLTrainingRound",
+            "metadata": {"name": "job", "namespace": "default", "uid": "job-uid"},
+            "spec": {
+                "meshRef": {"name": "demo"},
+                "model": {"kind": "logisticRegression", "inputDim": 64, "classes": 10, "dataset": "digits"},
+                "rounds": 10,
+                "participants": {"minimum": 7},
+                "aggregation": {"rule": "multiKrum", "byzantine": 2}
+            }
+        }))
+        .unwrap();
+        let status = round.status.get_or_insert_with(Default::default);
+        status.phase = phase.into();
+        status.completed_rounds = completed;
+        status.accuracy = "80.0%".into();
+        status.records = records;
+        round
+    }
+
+    fn mk_record(round: i32, rejected: &[&str], accuracy: &str) -> RoundRecord {
+        let all = ["n0", "n1", "n2", "n3"];
+        RoundRecord {
+            round,
+            participants: all.iter().map(|s| s.to_string()).collect(),
+            accepted: all
+                .iter()
+                .filter(|p| !rejected.contains(p))
+                .map(|s| s.to_string())
+                .collect(),
+            rejected: rejected
+                .iter()
+                .map(|p| Rejection {
+                    participant: p.to_string(),
+                    reason: "multiKrum: krum score".into(),
+                })
+                .collect(),
+            down_weighted: Vec::new(),
+            loss: "0.5".into(),
+            accuracy: accuracy.into(),
+            duration_ms: 10,
+            model_digest: String::new(),
+            previous: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    fn spec(extra: &str) -> ChaosExperimentSpec {
+        serde_norway::from_str(&format!(
+            "target: {{roundRef: {{name: job}}}}\naction: {{type: byzantineUpdate, byzantine: {{attack: signFlip}}}}\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_rounds_after_the_window_opened_are_counted_once_each() {
+        let spec = spec("");
+        let before = mk_round(RUNNING, 2, vec![mk_record(2, &[], "80.0")]);
+        let mut outcome = at_injection(&spec.action, &before);
+        assert_eq!(
+            (outcome.rounds_before, outcome.accuracy_before.as_str()),
+            (2, "80.0")
+        );
+        assert_eq!(
+            outcome.attack,
+            "signFlip (strength 1000%) against multiKrum with f = 2"
+        );
+        let targets = BTreeSet::from(["n1".to_owned(), "n2".to_owned()]);
+        let later = mk_round(
+            RUNNING,
+            4,
+            vec![
+                mk_record(2, &[], "80.0"),
+                mk_record(3, &["n1"], "79.5"),
+                mk_record(4, &["n1", "n2"], "81.0"),
+            ],
+        );
+        observe(&mut outcome, &later, &targets);
+        observe(&mut outcome, &later, &targets);
+        assert_eq!(outcome.attacked_rounds, [3, 4]);
+        assert_eq!(
+            (outcome.target_updates, outcome.rejected, outcome.accepted),
+            (4, 3, 1)
+        );
+        assert_eq!(outcome.accuracy_change, "+1.0");
+        let judged = judge(&spec, Some(&outcome));
+        assert_eq!(judged.verdict, verdict::PASSED, "{}", judged.message);
+        assert!(
+            judged
+                .message
+                .contains("3 of the targets' 4 updates in rounds [3, 4] rejected"),
+            "{}",
+            judged.message
+        );
+    }
+
+    #[test]
+    fn a_drop_beyond_the_bound_or_a_failed_job_fails_and_a_recreated_job_is_not_counted() {
+        let spec = spec("expectations: {maxAccuracyDropPercent: 2}");
+        let targets = BTreeSet::from(["n1".to_owned()]);
+        let mut outcome = at_injection(&spec.action, &mk_round(RUNNING, 1, vec![]));
+        observe(
+            &mut outcome,
+            &mk_round(RUNNING, 2, vec![mk_record(2, &[], "70.0")]),
+            &targets,
+        );
+        let judged = judge(&spec, Some(&outcome));
+        assert_eq!(judged.verdict, verdict::FAILED);
+        assert!(
+            judged
+                .message
+                .contains("(-10.0 points) exceeds expectations.maxAccuracyDropPercent 2"),
+            "{}",
+            judged.message
+        );
+
+        let mut failed = at_injection(&spec.action, &mk_round(RUNNING, 1, vec![]));
+        observe(&mut failed, &mk_round(FAILED, 3, vec![]), &targets);
+        assert_eq!(failed.rounds_lost, 7);
+        assert_eq!(judge(&spec, Some(&failed)).verdict, verdict::FAILED);
+
+        let mut other = at_injection(&spec.action, &mk_round(RUNNING, 1, vec![]));
+        let mut recreated = mk_round(RUNNING, 2, vec![mk_record(2, &["n1"], "10.0")]);
+        recreated.metadata.uid = Some("another-uid".into());
+        observe(&mut other, &recreated, &targets);
+        assert!(other.attacked_rounds.is_empty());
+        assert_eq!(judge(&spec, Some(&other)).verdict, verdict::INCONCLUSIVE);
+    }
+}
