@@ -1,7 +1,11 @@
 //! Federated jobs trained by seven real agents in the cluster (kube mode: each authenticates as
 //! its DaemonSet pod, the operator selects and seals, the aggregator agent runs the rounds over
 //! the post-quantum mesh):
-//! - an honest FedAvg run, then the same job (same `spec.seed`: same initial model and shards)
+//! - an honest FedAvg run; then a ChaosExperiment (byzantineUpdate, roundRef) makes two
+//!   participants poison their updates to a Multi-Krum job of the same seed, without a restart:
+//!   the experiment records the attacked rounds, the poisoned updates the rule rejected and the
+//!   accuracy against the honest run, passes, and the two train honestly again afterwards;
+//! - the same job (same `spec.seed`: same initial model and shards)
 //!   with two agents restarted as sign-flippers under Multi-Krum (f = 2): both are rejected
 //!   every round with their Krum score, and the accuracy stays within 5 points of the honest
 //!   run; an unsigned and a tampered update injected by hand are rejected and listed;
@@ -22,13 +26,15 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use x0tta6bl4_api::condition::{self, CONVERGED};
 use x0tta6bl4_api::fl_protocol::JOB_LABEL;
 use x0tta6bl4_api::fl_record::RoundRecord;
-use x0tta6bl4_api::{FLTrainingRound, FLTrainingRoundStatus, MeshNetwork};
+use x0tta6bl4_api::{ChaosExperiment, FLTrainingRound, FLTrainingRoundStatus, MeshNetwork};
 use x0tta6bl4_e2e::*;
 
 const MESH: &str = "fl7";
 const NODES: usize = 7;
 /// The label that keeps these nodes apart from the cluster's own.
 const NODE_LABEL: &str = "x0tta6bl4.io/e2e-fl";
+/// The label of the nodes the byzantineUpdate experiment chooses (the BYZANTINE ones).
+const POISONER_LABEL: &str = "x0tta6bl4.io/e2e-poisoner";
 const SUBNET: &str = "127.0.4";
 const BYZANTINE: [&str; 2] = ["x0-fl-2", "x0-fl-5"];
 /// Serves POST /chaos/forged-update (the fault endpoint).
@@ -52,8 +58,9 @@ impl FakeNodes {
             .map(|i| {
                 // Zone a holds x0-fl-0..3, zone b x0-fl-4..6: one sign-flipper in each.
                 let zone = if i < 4 { "a" } else { "b" };
+                let poisoner = BYZANTINE.contains(&node_name(i).as_str());
                 format!(
-                    "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations: {{kwok.x-k8s.io/node: fake}}\n  labels:\n    type: kwok-fl\n    {NODE_LABEL}: \"true\"\n    kubernetes.io/hostname: {name}\n    topology.kubernetes.io/zone: zone-{zone}\nspec:\n  taints: [{{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}}]\nstatus:\n  addresses: [{{type: InternalIP, address: 10.2.0.{ip}}}, {{type: Hostname, address: {name}}}]\n",
+                    "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations: {{kwok.x-k8s.io/node: fake}}\n  labels:\n    type: kwok-fl\n    {NODE_LABEL}: \"true\"\n    {POISONER_LABEL}: \"{poisoner}\"\n    kubernetes.io/hostname: {name}\n    topology.kubernetes.io/zone: zone-{zone}\nspec:\n  taints: [{{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}}]\nstatus:\n  addresses: [{{type: InternalIP, address: 10.2.0.{ip}}}, {{type: Hostname, address: {name}}}]\n",
                     name = node_name(i),
                     ip = i + 1
                 )
@@ -186,6 +193,111 @@ async fn agent_metric(ip: &str, name: &str) -> Option<f64> {
     Some(metric_sum(&body, name))
 }
 
+/// The agents' poisoned training runs (x0_agent_fl_trained_total{outcome="poisoned"}), by node.
+async fn poisoned_counts(agents: &[Agent], ips: &[String]) -> Vec<(String, f64)> {
+    let mut counts = Vec::new();
+    for (agent, ip) in agents.iter().zip(ips) {
+        let body = http_request(ip, 47102, "GET", "/metrics")
+            .await
+            .unwrap_or_default();
+        let poisoned = body
+            .lines()
+            .filter(|l| l.starts_with("x0_agent_fl_trained_total{") && l.contains("outcome=\"poisoned\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        counts.push((agent.node.clone(), poisoned));
+    }
+    counts
+}
+
+async fn poisoned_by_an_experiment(
+    client: &kube::Client,
+    namespace: &str,
+    jobs: &Api<FLTrainingRound>,
+    agents: &[Agent],
+    ips: &[String],
+) {
+    let experiments: Api<ChaosExperiment> = Api::namespaced(client.clone(), namespace);
+    let experiment: ChaosExperiment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "ChaosExperiment", "metadata": {"name": "poison"},
+        "spec": {
+            "target": {"roundRef": {"name": "poisoned"}, "nodeSelector": {POISONER_LABEL: "true"}, "mode": "all"},
+            "action": {"type": "byzantineUpdate", "byzantine": {"attack": "signFlip"}},
+            "duration": "5m",
+            "expectations": {"maxAccuracyDropPercent": 5}
+        }
+    }))
+    .unwrap();
+    // The experiment first, so that it waits for the job and opens its window as the job starts.
+    experiments
+        .create(&PostParams::default(), &experiment)
+        .await
+        .unwrap();
+    let poisoned = job(
+        "poisoned",
+        ROUNDS,
+        serde_json::json!({"rule": "multiKrum", "byzantine": 2}),
+    );
+    let job_status = complete(jobs, namespace, poisoned).await;
+    let done = wait_until(
+        "ChaosExperiment poison Completed",
+        TIMEOUT,
+        || async { get_opt(&experiments, "poison").await.and_then(|e| e.status) },
+        |s| s.as_ref().is_some_and(|s| s.phase == "Completed"),
+    )
+    .await
+    .unwrap();
+    println!("{}", kubectl_ok(&["get", "chaos", "-n", namespace, "-o", "wide"]));
+    let mut targets = done.targets.clone();
+    targets.sort();
+    assert_eq!(targets, BYZANTINE, "{done:?}");
+    assert_eq!(done.mesh, MESH);
+    assert_eq!(
+        done.revert_cause, "roundEnded",
+        "the window closed with the job: {done:?}"
+    );
+    let attacked = done.byzantine.clone().expect("status.byzantine");
+    println!(
+        "byzantineUpdate experiment: verdict {}: {}",
+        done.verdict, done.verdict_message
+    );
+    assert_eq!(done.verdict, "Passed", "{done:?}");
+    assert_eq!(attacked.reference_round, "honest", "{attacked:?}");
+    assert!(!attacked.attacked_rounds.is_empty(), "{attacked:?}");
+    // Each attacked round after the first (whose updates may have been trained before the
+    // agents switched) rejected both poisoners' updates.
+    for record in job_status
+        .records
+        .iter()
+        .filter(|r| attacked.attacked_rounds.iter().skip(1).any(|n| *n == r.round))
+    {
+        for attacker in BYZANTINE {
+            assert!(
+                !rejected_for(record, attacker).is_empty(),
+                "{attacker}'s poisoned update accepted in round {}: {record:?}",
+                record.round
+            );
+        }
+    }
+    assert!(
+        attacked.rejected >= 2 * (attacked.attacked_rounds.len() as i32 - 1),
+        "{attacked:?}"
+    );
+    let during = poisoned_counts(agents, ips).await;
+    for (node, count) in &during {
+        let target = BYZANTINE.contains(&node.as_str());
+        assert_eq!(*count > 0.0, target, "poisoned training runs of {node}: {count}");
+    }
+    // Honest again without a restart: a job after the window gets no poisoned update.
+    complete(
+        jobs,
+        namespace,
+        job("after-poison", 2, serde_json::json!({"rule": "fedavg"})),
+    )
+    .await;
+    assert_eq!(poisoned_counts(agents, ips).await, during);
+}
+
 #[tokio::test]
 async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_stops() {
     let client = client().await;
@@ -229,6 +341,10 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
     }
     let reference = accuracy(&honest);
     println!("honest FedAvg run: final accuracy {reference}%");
+
+    // 1b. A ChaosExperiment makes the two BYZANTINE agents flip the sign of their updates to
+    // one job, for as long as it runs; nobody restarts.
+    poisoned_by_an_experiment(&client, &ns.name, &jobs, &agents, &ips).await;
 
     // 2. Two agents restart as sign-flippers (same keys and endorsements).
     for byzantine in BYZANTINE {

@@ -506,6 +506,16 @@ pub struct ByzantineStatus {
     /// accuracyAfter minus accuracyBefore, in percentage points (negative: a drop).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub accuracy_change: String,
+    /// An honest run to compare with, when the namespace has one: a Completed FLTrainingRound
+    /// of the same mesh, model and seed that rejected no update (chosen when the window opened).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reference_round: String,
+    /// Its accuracy after the same round as accuracyAfter (or its last, if it ran fewer).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reference_accuracy: String,
+    /// accuracyAfter minus referenceAccuracy, in percentage points.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub change_vs_reference: String,
 }
 
 /// One kill of a nodeKill experiment.
@@ -614,8 +624,8 @@ pub struct AgentChaosReport {
     /// When this agent installed the entries (its clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<MicroTime>,
-    /// When it removed them, and why: deadline, deleted, suspended, killSwitch, aborted, or
-    /// kernelExpiry (gone before the agent removed them).
+    /// When it removed them, and why: deadline, deleted, suspended, killSwitch, aborted,
+    /// roundEnded, or kernelExpiry (gone before the agent removed them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverted_at: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -26,6 +26,8 @@ pub enum Inactive {
     Suspended,
     KillSwitch,
     Aborted,
+    /// byzantineUpdate: the attacked job ended before the deadline.
+    RoundEnded,
     /// Not injecting yet (Pending), or the operator ended the window for another reason.
     NotInjecting,
 }
@@ -38,6 +40,7 @@ impl Inactive {
             Inactive::Suspended => "suspended",
             Inactive::KillSwitch => "killSwitch",
             Inactive::Aborted => "aborted",
+            Inactive::RoundEnded => "roundEnded",
             Inactive::NotInjecting => "notInjecting",
         }
     }
@@ -155,6 +158,7 @@ pub fn view(
             revert_cause::DURATION => Inactive::Deadline,
             revert_cause::SUSPEND => Inactive::Suspended,
             revert_cause::KILL_SWITCH => Inactive::KillSwitch,
+            revert_cause::ROUND_ENDED => Inactive::RoundEnded,
             _ => Inactive::NotInjecting,
         })
     } else {

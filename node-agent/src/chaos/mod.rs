@@ -102,7 +102,7 @@ impl ChaosMetrics {
         let reverts = IntCounterVec::new(
             Opts::new(
                 "x0_agent_chaos_reverts_total",
-                "Fault entries this agent removed, by cause (deadline, deleted, suspended, killSwitch, aborted, kernelExpiry)",
+                "Fault entries this agent removed, by cause (deadline, deleted, suspended, killSwitch, aborted, roundEnded, kernelExpiry)",
             ),
             &["cause"],
         )

@@ -60,7 +60,7 @@ impl FlMetrics {
             trained: counter_vec(
                 registry,
                 "x0_agent_fl_trained_total",
-                "Local training runs for a round, by outcome",
+                "Local training runs for a round, by outcome (sent, poisoned: sent poisoned by a chaos experiment or test fault, failed)",
                 &["outcome"],
             ),
             aggregating: {

@@ -50,16 +50,18 @@ impl FlContext {
                     if let Some(attack) = attack {
                         tracing::warn!(job = %request.job_uid, round = request.round, attack = attack.name(), "chaos: sending a poisoned update");
                     }
+                    let poisoned = attack.is_some();
                     let update = participant::local_update_on(&request, &ctx.node_name, attack, recorded)?;
                     update
                         .sign(&ctx.identity.get().key)
                         .and_then(|signed| signed.encode())
+                        .map(|bytes| (bytes, poisoned))
                         .map_err(|e| e.to_string())
                 })
                 .await
             };
-            let bytes = match trained {
-                Ok(Ok(bytes)) => bytes,
+            let (bytes, poisoned) = match trained {
+                Ok(Ok(trained)) => trained,
                 Ok(Err(error)) => {
                     ctx.metrics.trained.with_label_values(&["failed"]).inc();
                     tracing::Span::current().record("outcome", "failed");
@@ -81,7 +83,10 @@ impl FlContext {
                 );
                 tokio::time::sleep(delay).await;
             }
-            ctx.metrics.trained.with_label_values(&["sent"]).inc();
+            // A chaos experiment's poisoned update is counted apart, so that an SRE sees which
+            // agents are attacking and that they stopped.
+            let outcome = if poisoned { "poisoned" } else { "sent" };
+            ctx.metrics.trained.with_label_values(&[outcome]).inc();
             if let Err(error) = route_update(&ctx, &destination, bytes).await {
                 tracing::Span::current().record("outcome", "unsent");
                 tracing::warn!(%destination, %error, "cannot send the update");

@@ -58,10 +58,55 @@ fn describe(action: &ActionSpec, round: &FLTrainingRound) -> String {
     format!("{attack} against {rule} with f = {}", aggregation.byzantine)
 }
 
+/// The honest run to compare `attacked` with among `jobs`: the newest Completed job of the
+/// same mesh, model and seed, other than `attacked`, whose records reject no update.
+pub fn reference<'a>(attacked: &FLTrainingRound, jobs: &'a [FLTrainingRound]) -> Option<&'a FLTrainingRound> {
+    let seed = attacked.spec.seed?;
+    jobs.iter()
+        .filter(|job| job.metadata.uid != attacked.metadata.uid)
+        .filter(|job| {
+            job.spec.seed == Some(seed)
+                && job.spec.model == attacked.spec.model
+                && job.spec.mesh_ref == attacked.spec.mesh_ref
+        })
+        .filter(|job| {
+            job.status.as_ref().is_some_and(|s| {
+                s.phase == COMPLETED
+                    && !s.records.is_empty()
+                    && s.records.iter().all(|r| r.rejected.is_empty())
+            })
+        })
+        .max_by_key(|job| job.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// The accuracy of `job` after round `round` (its last, if it ran fewer).
+fn accuracy_after(job: &FLTrainingRound, round: i32) -> Option<String> {
+    let records = &job.status.as_ref()?.records;
+    records
+        .iter()
+        .find(|r| r.round == round)
+        .or_else(|| records.iter().filter(|r| r.round < round).max_by_key(|r| r.round))
+        .map(|r| r.accuracy.clone())
+}
+
+fn change(after: &str, before: &str) -> String {
+    match (after.parse::<f64>(), before.parse::<f64>()) {
+        (Ok(after), Ok(before)) => format!("{:+.1}", after - before),
+        _ => String::new(),
+    }
+}
+
 /// What the status records when the window opens on `round`.
-pub fn at_injection(action: &ActionSpec, round: &FLTrainingRound) -> ByzantineStatus {
+pub fn at_injection(
+    action: &ActionSpec,
+    round: &FLTrainingRound,
+    reference: Option<&FLTrainingRound>,
+) -> ByzantineStatus {
     let status = round.status.clone().unwrap_or_default();
     ByzantineStatus {
+        reference_round: reference
+            .map(|r| r.metadata.name.clone().unwrap_or_default())
+            .unwrap_or_default(),
         round_uid: round.metadata.uid.clone().unwrap_or_default(),
         attack: describe(action, round),
         rounds_before: status.completed_rounds,
@@ -75,8 +120,14 @@ pub fn at_injection(action: &ActionSpec, round: &FLTrainingRound) -> ByzantineSt
 }
 
 /// Adds the rounds sealed since the last look (each once: a sealed record never changes) and
-/// the rounds lost if the job failed. Called while the window is open and once as it closes.
-pub fn observe(outcome: &mut ByzantineStatus, round: &FLTrainingRound, targets: &BTreeSet<String>) {
+/// the rounds lost if the job failed, and compares with the reference run (`jobs` holds it, if
+/// it still exists). Called while the window is open.
+pub fn observe(
+    outcome: &mut ByzantineStatus,
+    round: &FLTrainingRound,
+    targets: &BTreeSet<String>,
+    jobs: &[FLTrainingRound],
+) {
     if round.metadata.uid.as_deref() != Some(outcome.round_uid.as_str()) {
         // Deleted and created again under the same name: not the attacked job.
         return;
@@ -115,13 +166,18 @@ pub fn observe(outcome: &mut ByzantineStatus, round: &FLTrainingRound, targets: 
     if status.phase == FAILED {
         outcome.rounds_lost = (round.spec.rounds - status.completed_rounds).max(0);
     }
-    outcome.accuracy_change = match (
-        outcome.accuracy_before.parse::<f64>(),
-        outcome.accuracy_after.parse::<f64>(),
-    ) {
-        (Ok(before), Ok(after)) => format!("{:+.1}", after - before),
-        _ => String::new(),
-    };
+    outcome.accuracy_change = change(&outcome.accuracy_after, &outcome.accuracy_before);
+    let last = outcome.attacked_rounds.last().copied();
+    let reference = jobs
+        .iter()
+        .find(|job| job.metadata.name.as_deref() == Some(outcome.reference_round.as_str()));
+    if let Some(accuracy) = reference
+        .zip(last)
+        .and_then(|(job, last)| accuracy_after(job, last))
+    {
+        outcome.change_vs_reference = change(&outcome.accuracy_after, &accuracy);
+        outcome.reference_accuracy = accuracy;
+    }
 }
 
 /// The verdict of a byzantineUpdate experiment.
@@ -171,26 +227,50 @@ pub fn judge(spec: &ChaosExperimentSpec, outcome: Option<&ByzantineStatus>) -> J
         .expectations
         .max_accuracy_drop_percent
         .unwrap_or(DEFAULT_MAX_ACCURACY_DROP_PERCENT);
-    let Ok(change) = outcome.accuracy_change.parse::<f64>() else {
-        // The attack began before the first round: there is no accuracy before it to compare.
+    let last = outcome.attacked_rounds.last().copied().unwrap_or_default();
+    // Each baseline there is: the round before the attack, and the honest run.
+    let comparisons: Vec<(String, f64)> = [
+        (
+            &outcome.accuracy_change,
+            format!("{}% before the attack", outcome.accuracy_before),
+        ),
+        (
+            &outcome.change_vs_reference,
+            format!(
+                "{}% in the honest run {} after the same round",
+                outcome.reference_accuracy, outcome.reference_round
+            ),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(change, against)| {
+        let value = change.parse::<f64>().ok()?;
+        Some((format!("{against} ({change} points)"), value))
+    })
+    .collect();
+    if comparisons.is_empty() {
         return judgement(
             verdict::INCONCLUSIVE,
             reason::INCONCLUSIVE,
-            format!("{tally}; no accuracy before the attack to compare with (it began in round 1)"),
+            format!(
+                "{tally}; nothing to compare the accuracy with: the attack began in round 1 and the namespace has no honest run of the same model and seed"
+            ),
         );
-    };
+    }
     let accuracy = format!(
-        "accuracy {}% after round {} against {}% before the attack ({} points)",
+        "accuracy {}% after round {last} against {}",
         outcome.accuracy_after,
-        outcome.attacked_rounds.last().copied().unwrap_or_default(),
-        outcome.accuracy_before,
-        outcome.accuracy_change
+        comparisons
+            .iter()
+            .map(|(text, _)| text.as_str())
+            .collect::<Vec<_>>()
+            .join(" and ")
     );
-    if -change > f64::from(limit) {
+    if comparisons.iter().any(|(_, change)| -change > f64::from(limit)) {
         judgement(
             verdict::FAILED,
             reason::EXPECTATION_FAILED,
-            format!("{tally}; {accuracy} exceeds expectations.maxAccuracyDropPercent {limit}"),
+            format!("{tally}; {accuracy}: a drop beyond expectations.maxAccuracyDropPercent {limit}"),
         )
     } else {
         judgement(
@@ -255,6 +335,65 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_attack_from_round_one_is_compared_with_the_honest_run_of_the_same_seed() {
+        let spec = spec("");
+        let with_seed = |name: &str, uid: &str, phase: &str, records| {
+            let mut job = mk_round(phase, 3, records);
+            job.metadata.name = Some(name.into());
+            job.metadata.uid = Some(uid.into());
+            job.spec.seed = Some(7);
+            job
+        };
+        let honest = with_seed(
+            "honest",
+            "h",
+            COMPLETED,
+            vec![
+                mk_record(1, &[], "50.0"),
+                mk_record(2, &[], "70.0"),
+                mk_record(3, &[], "85.0"),
+            ],
+        );
+        let attacked_before = with_seed("poisoned", "job-uid", RUNNING, vec![]);
+        let robust_run = with_seed("robust", "r", COMPLETED, vec![mk_record(1, &["n1"], "40.0")]);
+        let jobs = [honest.clone(), robust_run];
+        let chosen = reference(&attacked_before, &jobs).map(|j| j.metadata.name.clone().unwrap());
+        assert_eq!(
+            chosen.as_deref(),
+            Some("honest"),
+            "a run that rejected updates is no reference"
+        );
+
+        let mut status = attacked_before.clone();
+        status.status.as_mut().unwrap().completed_rounds = 0;
+        let mut outcome = at_injection(&spec.action, &status, Some(&honest));
+        assert!(outcome.accuracy_before.is_empty());
+        let attacked = with_seed(
+            "poisoned",
+            "job-uid",
+            RUNNING,
+            vec![mk_record(1, &["n1"], "48.0"), mk_record(2, &["n1"], "68.5")],
+        );
+        observe(&mut outcome, &attacked, &BTreeSet::from(["n1".to_owned()]), &jobs);
+        assert_eq!(
+            (
+                outcome.reference_accuracy.as_str(),
+                outcome.change_vs_reference.as_str()
+            ),
+            ("70.0", "-1.5")
+        );
+        let judged = judge(&spec, Some(&outcome));
+        assert_eq!(judged.verdict, verdict::PASSED, "{}", judged.message);
+        assert!(
+            judged
+                .message
+                .contains("accuracy 68.5% after round 2 against 70.0% in the honest run honest after the same round (-1.5 points)"),
+            "{}",
+            judged.message
+        );
+    }
+
     fn spec(extra: &str) -> ChaosExperimentSpec {
         serde_norway::from_str(&format!(
             "target: {{roundRef: {{name: job}}}}\naction: {{type: byzantineUpdate, byzantine: {{attack: signFlip}}}}\n{extra}"
@@ -266,7 +405,7 @@ mod tests {
     fn the_rounds_after_the_window_opened_are_counted_once_each() {
         let spec = spec("");
         let before = mk_round(RUNNING, 2, vec![mk_record(2, &[], "80.0")]);
-        let mut outcome = at_injection(&spec.action, &before);
+        let mut outcome = at_injection(&spec.action, &before, None);
         assert_eq!(
             (outcome.rounds_before, outcome.accuracy_before.as_str()),
             (2, "80.0")
@@ -285,8 +424,8 @@ mod tests {
                 mk_record(4, &["n1", "n2"], "81.0"),
             ],
         );
-        observe(&mut outcome, &later, &targets);
-        observe(&mut outcome, &later, &targets);
+        observe(&mut outcome, &later, &targets, &[]);
+        observe(&mut outcome, &later, &targets, &[]);
         assert_eq!(outcome.attacked_rounds, [3, 4]);
         assert_eq!(
             (outcome.target_updates, outcome.rejected, outcome.accepted),
@@ -308,31 +447,32 @@ mod tests {
     fn a_drop_beyond_the_bound_or_a_failed_job_fails_and_a_recreated_job_is_not_counted() {
         let spec = spec("expectations: {maxAccuracyDropPercent: 2}");
         let targets = BTreeSet::from(["n1".to_owned()]);
-        let mut outcome = at_injection(&spec.action, &mk_round(RUNNING, 1, vec![]));
+        let mut outcome = at_injection(&spec.action, &mk_round(RUNNING, 1, vec![]), None);
         observe(
             &mut outcome,
             &mk_round(RUNNING, 2, vec![mk_record(2, &[], "70.0")]),
             &targets,
+            &[],
         );
         let judged = judge(&spec, Some(&outcome));
         assert_eq!(judged.verdict, verdict::FAILED);
         assert!(
-            judged
-                .message
-                .contains("(-10.0 points) exceeds expectations.maxAccuracyDropPercent 2"),
+            judged.message.contains(
+                "80.0% before the attack (-10.0 points): a drop beyond expectations.maxAccuracyDropPercent 2"
+            ),
             "{}",
             judged.message
         );
 
-        let mut failed = at_injection(&spec.action, &mk_round(RUNNING, 1, vec![]));
-        observe(&mut failed, &mk_round(FAILED, 3, vec![]), &targets);
+        let mut failed = at_injection(&spec.action, &mk_round(RUNNING, 1, vec![]), None);
+        observe(&mut failed, &mk_round(FAILED, 3, vec![]), &targets, &[]);
         assert_eq!(failed.rounds_lost, 7);
         assert_eq!(judge(&spec, Some(&failed)).verdict, verdict::FAILED);
 
-        let mut other = at_injection(&spec.action, &mk_round(RUNNING, 1, vec![]));
+        let mut other = at_injection(&spec.action, &mk_round(RUNNING, 1, vec![]), None);
         let mut recreated = mk_round(RUNNING, 2, vec![mk_record(2, &["n1"], "10.0")]);
         recreated.metadata.uid = Some("another-uid".into());
-        observe(&mut other, &recreated, &targets);
+        observe(&mut other, &recreated, &targets, &[]);
         assert!(other.attacked_rounds.is_empty());
         assert_eq!(judge(&spec, Some(&other)).verdict, verdict::INCONCLUSIVE);
     }

@@ -127,6 +127,9 @@ pub struct ClusterView<'a> {
     /// The FLTrainingRound of spec.target.roundRef (`None` when there is none, or it does not
     /// exist).
     pub round: Option<&'a FLTrainingRound>,
+    /// The FLTrainingRounds of the namespace (read only for a round's experiment): where an
+    /// honest reference run is found.
+    pub jobs: &'a [FLTrainingRound],
 }
 
 /// One Event to publish on the experiment.
@@ -619,7 +622,8 @@ impl Planner<'_> {
         if let (ActionType::ByzantineUpdate, Some(round), None) =
             (self.spec.action.type_, self.view.round, &status.byzantine)
         {
-            status.byzantine = Some(byzantine::at_injection(&self.spec.action, round));
+            let reference = byzantine::reference(round, self.view.jobs);
+            status.byzantine = Some(byzantine::at_injection(&self.spec.action, round, reference));
         }
         status.targets = targets;
         status.assignments = assignments;
@@ -670,7 +674,7 @@ impl Planner<'_> {
             return self.window_closed(status, outcome, deadline, revert_cause::DURATION);
         }
         if let (Some(round), Some(attacked)) = (self.view.round, status.byzantine.as_mut()) {
-            byzantine::observe(attacked, round, &targets);
+            byzantine::observe(attacked, round, &targets, self.view.jobs);
             if byzantine::round_ended(round) {
                 return self.window_closed(status, outcome, self.stamp, revert_cause::ROUND_ENDED);
             }
@@ -1456,6 +1460,7 @@ mod tests {
                 others: &self.others,
                 pods: &self.pods,
                 round: self.round.as_ref(),
+                jobs: &[],
             };
             let planned = plan(&self.experiment, &view, &now);
             let wire = serde_json::to_value(&planned.status).unwrap();

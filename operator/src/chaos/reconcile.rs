@@ -55,16 +55,29 @@ pub async fn reconcile(experiment: Arc<ChaosExperiment>, ctx: Arc<Context>) -> R
         return Ok(Action::await_change());
     }
     let others: Vec<ChaosExperiment> = all.iter().filter(|e| e.uid() != uid).cloned().collect();
-    let round = match &current.spec.target.round_ref {
-        Some(reference) => Api::<FLTrainingRound>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(&reference.name)
-            .await
-            .map_err(Error::kube(format!(
-                "reading FLTrainingRound {namespace}/{}",
-                reference.name
-            )))?,
-        None => None,
+    // A round's experiment reads its job, and the namespace's other jobs for a reference run.
+    let jobs = match &current.spec.target.round_ref {
+        Some(_) => {
+            Api::<FLTrainingRound>::namespaced(ctx.client.clone(), &namespace)
+                .list(&ListParams::default())
+                .await
+                .map_err(Error::kube(format!(
+                    "listing the FLTrainingRounds of namespace {namespace}"
+                )))?
+                .items
+        }
+        None => Vec::new(),
     };
+    let round = current
+        .spec
+        .target
+        .round_ref
+        .as_ref()
+        .and_then(|reference| {
+            jobs.iter()
+                .find(|job| job.metadata.name.as_deref() == Some(reference.name.as_str()))
+        })
+        .cloned();
     // A round's experiment acts on the mesh its job runs on.
     let mesh_name = match (&current.spec.target.mesh_ref, &round) {
         (Some(reference), _) => Some(reference.name.as_str()),
@@ -94,6 +107,7 @@ pub async fn reconcile(experiment: Arc<ChaosExperiment>, ctx: Arc<Context>) -> R
         others: &others,
         pods: &pods,
         round: round.as_ref(),
+        jobs: &jobs,
     };
     let planned = plan::plan(current, &view, &now);
     if current.status.as_ref() != Some(&planned.status) {
