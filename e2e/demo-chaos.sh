@@ -9,7 +9,8 @@
 #                          killed and kept down, operator and target agent killed (kernel
 #                          expiry), a target agent restarted, the operator SIGKILLed at random
 #                          points of 20 experiments, non-mesh traffic during faults, latency,
-#                          a node kill, a cascade of two kills, and a falseMetric liar.
+#                          a node kill, a cascade of two kills, a falseMetric liar and a
+#                          byzantineUpdate participant.
 #                          After every check the fault maps are empty and the agents'
 #                          active-entry gauges sum to 0. Ends with "N passed, M failed".
 #   demo-chaos.sh bench [runs] [action...]
@@ -168,6 +169,8 @@ settle() {
     fi
   done
   kctl delete chaos --all --wait=true --timeout=60s >/dev/null 2>&1 || true
+  # The jobs of the byzantineUpdate check (the demo's own demo-round stays).
+  kctl delete flround digits-honest digits-attacked --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true
   unlabel_cut_nodes
   kctl patch meshnetwork "$MESH" --type merge -p '{"spec":{"chaos":{"paused":false}}}' >/dev/null
   wait_for 120 "MeshNetwork $MESH Converged=True" \
@@ -539,6 +542,27 @@ check_cascade() {
 }
 record_kill_made() { [[ -n "$(field cascade ".status.kills[$1].killedAt")" ]]; }
 
+# byzantineUpdate: an honest run of the example's job first (the reference), then the example:
+# the experiment waits for its job, poisons one participant's updates while it runs, and is
+# judged on what Multi-Krum made of them.
+check_byzantine_update() {
+  local example=examples/chaos-byzantine-update.yaml target
+  sed -n '1,/^---$/p' "$example" | sed 's/name: digits-attacked/name: digits-honest/' | kctl apply -f - >/dev/null
+  wait_for 300 "the honest reference job Completed" job_phase_is digits-honest Completed
+  kctl apply -f "$example" >/dev/null
+  wait_for 300 "poison-one Completed" phase_is poison-one Completed
+  show poison-one
+  kctl get flrounds -o wide >&2
+  target="$(field poison-one '.status.targets[0]')"
+  log "target $target: $(field poison-one .status.verdictMessage)"
+  log "poisoned updates sent by $target: $(metric_of "$(index_of "$target")" 'x0_agent_fl_trained_total{outcome="poisoned"}')"
+  [[ "$(field poison-one .status.revertCause)" == roundEnded ]] || { log "revert cause: $(field poison-one .status.revertCause)"; return 1; }
+  [[ "$(field poison-one .status.byzantine.referenceRound)" == digits-honest ]] || { log "no reference run: $(field poison-one .status.byzantine)"; return 1; }
+  (($(field poison-one .status.byzantine.rejected) >= 1)) || { log "no poisoned update rejected: $(field poison-one .status.byzantine)"; return 1; }
+  [[ "$(field poison-one .status.verdict)" == Passed ]]
+}
+job_phase_is() { [[ "$(kctl get flround "$1" -o jsonpath='{.status.phase}' 2>/dev/null)" == "$2" ]]; }
+
 # falseMetric: the target lies about its link costs for the window; its neighbours catch the
 # lie, quarantine it and route around it; no honest agent is accused; the liar is honest again
 # at the deadline and, once its quarantine expires, carries traffic again.
@@ -609,6 +633,7 @@ all_checks() {
   check "node kill (examples/chaos-node-kill.yaml)" check_node_kill
   check "cascading kills (examples/chaos-cascade.yaml)" check_cascade
   check "false metric: the liar quarantined, nobody else (examples/chaos-false-metric.yaml)" check_false_metric
+  check "byzantine update: a poisoned participant (examples/chaos-byzantine-update.yaml)" check_byzantine_update
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use x0tta6bl4_api::chaos::{ActionSpec, ByzantineStatus, DEFAULT_MAX_ACCURACY_DROP_PERCENT};
-use x0tta6bl4_api::{ChaosExperimentSpec, FLTrainingRound};
+use x0tta6bl4_api::{ChaosExperiment, ChaosExperimentSpec, FLTrainingRound};
 
 use super::measure::Judgement;
 use super::plan::{names, reason, verdict};
@@ -59,9 +59,23 @@ fn describe(action: &ActionSpec, round: &FLTrainingRound) -> String {
 }
 
 /// The honest run to compare `attacked` with among `jobs`: the newest Completed job of the
-/// same mesh, model and seed, other than `attacked`, whose records reject no update.
-pub fn reference<'a>(attacked: &FLTrainingRound, jobs: &'a [FLTrainingRound]) -> Option<&'a FLTrainingRound> {
+/// same mesh, model and seed, other than `attacked`, that no byzantineUpdate experiment of
+/// `experiments` attacked.
+pub fn reference<'a>(
+    attacked: &FLTrainingRound,
+    jobs: &'a [FLTrainingRound],
+    experiments: &[ChaosExperiment],
+) -> Option<&'a FLTrainingRound> {
     let seed = attacked.spec.seed?;
+    let was_attacked = |job: &FLTrainingRound| {
+        experiments.iter().any(|experiment| {
+            experiment
+                .status
+                .as_ref()
+                .and_then(|s| s.byzantine.as_ref())
+                .is_some_and(|b| Some(b.round_uid.as_str()) == job.metadata.uid.as_deref())
+        })
+    };
     jobs.iter()
         .filter(|job| job.metadata.uid != attacked.metadata.uid)
         .filter(|job| {
@@ -70,12 +84,11 @@ pub fn reference<'a>(attacked: &FLTrainingRound, jobs: &'a [FLTrainingRound]) ->
                 && job.spec.mesh_ref == attacked.spec.mesh_ref
         })
         .filter(|job| {
-            job.status.as_ref().is_some_and(|s| {
-                s.phase == COMPLETED
-                    && !s.records.is_empty()
-                    && s.records.iter().all(|r| r.rejected.is_empty())
-            })
+            job.status
+                .as_ref()
+                .is_some_and(|s| s.phase == COMPLETED && !s.records.is_empty())
         })
+        .filter(|job| !was_attacked(job))
         .max_by_key(|job| job.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
@@ -356,13 +369,31 @@ mod tests {
             ],
         );
         let attacked_before = with_seed("poisoned", "job-uid", RUNNING, vec![]);
-        let robust_run = with_seed("robust", "r", COMPLETED, vec![mk_record(1, &["n1"], "40.0")]);
-        let jobs = [honest.clone(), robust_run];
-        let chosen = reference(&attacked_before, &jobs).map(|j| j.metadata.name.clone().unwrap());
+        let mut attacked_earlier = with_seed("earlier", "e", COMPLETED, vec![mk_record(1, &["n1"], "40.0")]);
+        attacked_earlier.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(2_000_000_000).unwrap(),
+            ));
+        let jobs = [honest.clone(), attacked_earlier];
+        let mut earlier_experiment: ChaosExperiment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "ChaosExperiment",
+            "metadata": {"name": "x", "namespace": "default"},
+            "spec": {"target": {"roundRef": {"name": "earlier"}}, "action": {"type": "byzantineUpdate", "byzantine": {"attack": "ipm"}}}
+        }))
+        .unwrap();
+        earlier_experiment.status = Some(x0tta6bl4_api::ChaosExperimentStatus {
+            byzantine: Some(ByzantineStatus {
+                round_uid: "e".into(),
+                ..ByzantineStatus::default()
+            }),
+            ..Default::default()
+        });
+        let chosen = reference(&attacked_before, &jobs, &[earlier_experiment])
+            .map(|j| j.metadata.name.clone().unwrap());
         assert_eq!(
             chosen.as_deref(),
             Some("honest"),
-            "a run that rejected updates is no reference"
+            "a newer run that an experiment attacked is no reference"
         );
 
         let mut status = attacked_before.clone();

@@ -622,7 +622,7 @@ impl Planner<'_> {
         if let (ActionType::ByzantineUpdate, Some(round), None) =
             (self.spec.action.type_, self.view.round, &status.byzantine)
         {
-            let reference = byzantine::reference(round, self.view.jobs);
+            let reference = byzantine::reference(round, self.view.jobs, self.view.others);
             status.byzantine = Some(byzantine::at_injection(&self.spec.action, round, reference));
         }
         status.targets = targets;
