@@ -233,9 +233,10 @@ async fn poisoned_by_an_experiment(
         .create(&PostParams::default(), &experiment)
         .await
         .unwrap();
+    // More rounds than the others: the window opens a moment after the job starts.
     let poisoned = job(
         "poisoned",
-        ROUNDS,
+        8,
         serde_json::json!({"rule": "multiKrum", "byzantine": 2}),
     );
     let job_status = complete(jobs, namespace, poisoned).await;

@@ -670,14 +670,19 @@ impl Planner<'_> {
         let measured = measure(status, &self.agents, &targets, None);
         record(status, &measured, self.now < deadline);
         measure_kills(status, &self.agents, &targets);
+        // The rounds sealed since the last look count, whatever closes the window now.
+        let job_ended = match (self.view.round, status.byzantine.as_mut()) {
+            (Some(round), Some(attacked)) => {
+                byzantine::observe(attacked, round, &targets, self.view.jobs);
+                byzantine::round_ended(round)
+            }
+            _ => false,
+        };
         if self.now >= deadline {
             return self.window_closed(status, outcome, deadline, revert_cause::DURATION);
         }
-        if let (Some(round), Some(attacked)) = (self.view.round, status.byzantine.as_mut()) {
-            byzantine::observe(attacked, round, &targets, self.view.jobs);
-            if byzantine::round_ended(round) {
-                return self.window_closed(status, outcome, self.stamp, revert_cause::ROUND_ENDED);
-            }
+        if job_ended {
+            return self.window_closed(status, outcome, self.stamp, revert_cause::ROUND_ENDED);
         }
         if self.spec.suspend {
             let remaining = self.hold_window(status, outcome, revert_cause::SUSPEND);
