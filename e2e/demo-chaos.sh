@@ -14,7 +14,7 @@
 #                          After every check the fault maps are empty and the agents'
 #                          active-entry gauges sum to 0. Ends with "N passed, M failed".
 #   demo-chaos.sh bench [runs] [action...]
-#                          TTD and TTR of partition, loss, corrupt, latency and nodeKill (8 s windows) over [runs]
+#                          TTD and TTR of partition, loss, corrupt, latency, nodeKill and falseMetric (8 s windows) over [runs]
 #                          experiments each (default 20), p50/p99, as a Markdown table on stdout
 #
 # Environment: X0_CLUSTER (default demo), X0_MESH (default demo), X0_CHAOS_KILLS (operator
@@ -650,7 +650,7 @@ bench() {
   local runs=${1:-20} action spec k name ttd ttr verdict actions
   shift || true
   actions=("$@")
-  ((${#actions[@]})) || actions=(partition loss corrupt latency nodeKill)
+  ((${#actions[@]})) || actions=(partition loss corrupt latency nodeKill falseMetric)
   load_nodes "$AGENTS_STATE"
   METRICS_PORT="$($AGENTS status-addr 0 | cut -d: -f2)"
   settle
@@ -663,6 +663,8 @@ bench() {
       corrupt) spec='{type: corrupt, probabilityPercent: 30}' ;;
       latency) spec='{type: latency, latency: {delay: 100ms}}' ;;
       nodeKill) spec='{type: nodeKill}' ;;
+      falseMetric) spec='{type: falseMetric, metricPercent: 5}' ;;
+      *) die "bench knows partition, loss, corrupt, latency, nodeKill and falseMetric, not $action" ;;
     esac
     local ttds=() ttrs=() passed=0 failed=0 inconclusive=0
     for ((k = 1; k <= runs; k++)); do
