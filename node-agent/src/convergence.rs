@@ -85,6 +85,12 @@ impl Convergence {
         self.events.push_back(event);
     }
 
+    /// Something a neighbour sent was refused (a forged or replayed advertisement): kept
+    /// with the other events, but no change of topology or routes.
+    pub fn on_refusal(&mut self, event: Event) {
+        self.record(event);
+    }
+
     /// A neighbour came or went: starts an episode unless one is under way.
     pub fn on_topology(&mut self, event: Event) -> Option<Episode> {
         let settled = self.settle(event.at_unix_us);

@@ -21,6 +21,7 @@ use x0tta6bl4_routing::Router;
 use x0tta6bl4_routing::healing::{HealingConfig, SelfHealing};
 use x0tta6bl4_wire::{Data, NodeId};
 
+use self::forgery::BeaconFault;
 use self::housekeeping::PRUNE_INTERVAL;
 use self::sessions::Session;
 use crate::clock::{Clock, unix_micros, unix_seconds};
@@ -32,6 +33,7 @@ use crate::ping::{self, PingTable};
 
 mod crypto;
 mod delivery;
+pub mod forgery;
 mod handle;
 mod healing;
 mod housekeeping;
@@ -95,6 +97,13 @@ pub struct Mesh {
     /// Latency faults of the chaos executor.
     delays: crate::mesh::send_delay::DelayLine,
     false_metric_percent: tokio::sync::watch::Receiver<Option<u32>>,
+    /// forgedBeacon / replayedBeacon and signatureFailure of the chaos executor.
+    beacon: watch::Receiver<Option<BeaconFault>>,
+    signature_failure: watch::Receiver<bool>,
+    /// Other nodes' advertisements captured while a beacon fault is on.
+    captured: forgery::Captured,
+    /// When a refusal of each (neighbour, reason) was last recorded as an event.
+    refusals_noted: BTreeMap<(NodeId, &'static str), u64>,
 }
 
 /// Everything the actor starts from.
@@ -114,6 +123,10 @@ pub struct MeshParts {
     pub delays: crate::mesh::send_delay::DelayLine,
     /// A chaos experiment's falseMetric: the share of measured link costs to claim.
     pub false_metric_percent: tokio::sync::watch::Receiver<Option<u32>>,
+    /// A chaos experiment's forgedBeacon or replayedBeacon.
+    pub beacon: watch::Receiver<Option<BeaconFault>>,
+    /// A chaos experiment's signatureFailure.
+    pub signature_failure: watch::Receiver<bool>,
 }
 
 fn short(node: &NodeId) -> String {
@@ -178,6 +191,10 @@ impl Mesh {
             key_since_unix_us: parts.key_created_unix.saturating_mul(1_000_000),
             delays: parts.delays,
             false_metric_percent: parts.false_metric_percent,
+            beacon: parts.beacon,
+            signature_failure: parts.signature_failure,
+            captured: forgery::Captured::default(),
+            refusals_noted: BTreeMap::new(),
         };
         (mesh, inbox, inputs, delivered, connected_rx)
     }

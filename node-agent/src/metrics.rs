@@ -24,6 +24,8 @@ pub struct Metrics {
     pub frames_dropped: IntCounterVec,
     pub originator_verifications: IntCounter,
     pub routing_rejections: IntCounterVec,
+    /// Advertisements this agent forged for a chaos experiment, by kind.
+    pub forged_advertisements: IntCounterVec,
     pub endorsements: IntCounterVec,
     pub routes: IntGauge,
     pub neighbours: IntGauge,
@@ -164,6 +166,12 @@ impl Metrics {
                 "x0_agent_routing_rejections_total",
                 "Routing messages rejected by the router, by reason",
                 &["reason"],
+            ),
+            forged_advertisements: counter_vec(
+                r,
+                "x0_agent_chaos_forged_advertisements_total",
+                "Advertisements this agent sent forged for a chaos experiment (impersonation, replay, spoiled_signature), one per neighbour",
+                &["kind"],
             ),
             endorsements: counter_vec(
                 r,

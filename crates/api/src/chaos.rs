@@ -211,8 +211,10 @@ pub enum TargetMode {
 #[x_kube(validation = Rule::new("self.type != 'byzantineUpdate' || has(self.byzantine)").message("type byzantineUpdate needs the byzantine block").field_path(".byzantine"))]
 #[x_kube(validation = Rule::new("self.type != 'falseMetric' || has(self.metricPercent)").message("type falseMetric needs metricPercent").field_path(".metricPercent"))]
 pub struct ActionSpec {
-    /// partition, latency, loss, corrupt, nodeKill, byzantineUpdate, forgedBeacon, replayedBeacon,
-    /// falseMetric, keyExpiry or kemDowngrade.
+    /// partition, latency, loss, corrupt, nodeKill, byzantineUpdate, forgedBeacon (advertisements
+    /// in other nodes' names), replayedBeacon (old advertisements of other nodes sent again),
+    /// falseMetric, signatureFailure (its advertisements and FL updates signed wrongly),
+    /// keyExpiry or kemDowngrade.
     #[serde(rename = "type")]
     pub type_: ActionType,
     /// For partition: which direction of mesh traffic is cut.
@@ -280,6 +282,7 @@ pub enum ActionType {
     FalseMetric,
     KeyExpiry,
     KemDowngrade,
+    SignatureFailure,
 }
 
 impl ActionType {
@@ -297,6 +300,7 @@ impl ActionType {
             ActionType::FalseMetric => "falseMetric",
             ActionType::KeyExpiry => "keyExpiry",
             ActionType::KemDowngrade => "kemDowngrade",
+            ActionType::SignatureFailure => "signatureFailure",
         }
     }
 
@@ -316,7 +320,14 @@ impl ActionType {
     /// Adversarial faults a target acts out in its own protocols, switched on by the agent's
     /// fault executor for the window (no entries in the kernel).
     pub fn is_behaviour_fault(self) -> bool {
-        matches!(self, ActionType::FalseMetric | ActionType::ByzantineUpdate)
+        matches!(
+            self,
+            ActionType::FalseMetric
+                | ActionType::ByzantineUpdate
+                | ActionType::ForgedBeacon
+                | ActionType::ReplayedBeacon
+                | ActionType::SignatureFailure
+        )
     }
 
     /// What this release injects.

@@ -502,7 +502,21 @@ impl<V: OriginatorVerifier> Router<V> {
                 self.reject(from, RejectReason::Equivocation, &mut out);
                 return out;
             }
-            Seen::Duplicate => self.reject(from, RejectReason::Duplicate, &mut out),
+            Seen::Duplicate => {
+                // The copies of a flood arrive within a few link latencies of the first, before
+                // the originator's next advertisement: a copy two or more sequence numbers
+                // behind the newest one accepted is a replay, and tells nothing about paths.
+                let stale = self
+                    .destinations
+                    .get(&origin)
+                    .and_then(|d| d.latest.as_ref())
+                    .is_some_and(|latest| latest.body().seq > seq.saturating_add(1));
+                if stale {
+                    self.reject(from, RejectReason::Replayed, &mut out);
+                    return out;
+                }
+                self.reject(from, RejectReason::Duplicate, &mut out)
+            }
             Seen::New => {
                 self.counters.verifications += 1;
                 let verified = self.verifier.verify(

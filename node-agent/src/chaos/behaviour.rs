@@ -21,7 +21,14 @@ pub struct Behaviour {
     /// falseMetric: the share of each measured link cost this agent uses and advertises, in
     /// percent.
     pub false_metric_percent: Option<u32>,
+    /// forgedBeacon or replayedBeacon: the routing advertisements this agent forges.
+    pub beacon: Option<BeaconFault>,
+    /// signatureFailure: the signatures of this agent's advertisements and FL updates are
+    /// corrupted after signing.
+    pub signature_failure: bool,
 }
+
+pub use crate::mesh::forgery::BeaconFault;
 
 impl Behaviour {
     pub fn is_honest(&self) -> bool {
@@ -32,6 +39,8 @@ impl Behaviour {
     pub fn overlaps(&self, other: &Behaviour) -> bool {
         (self.byzantine_update.is_some() && other.byzantine_update.is_some())
             || (self.false_metric_percent.is_some() && other.false_metric_percent.is_some())
+            || (self.beacon.is_some() && other.beacon.is_some())
+            || (self.signature_failure && other.signature_failure)
     }
 
     /// Takes on what `other` acts out, where it acts something out.
@@ -42,6 +51,10 @@ impl Behaviour {
         if other.false_metric_percent.is_some() {
             self.false_metric_percent = other.false_metric_percent;
         }
+        if other.beacon.is_some() {
+            self.beacon = other.beacon;
+        }
+        self.signature_failure |= other.signature_failure;
     }
 }
 
@@ -69,6 +82,9 @@ impl Poisoning {
 pub struct BehaviourLines {
     pub byzantine_update: watch::Sender<Option<Poisoning>>,
     pub false_metric_percent: watch::Sender<Option<u32>>,
+    pub beacon: watch::Sender<Option<BeaconFault>>,
+    /// Read by the mesh (advertisements) and the FL participant (updates).
+    pub signature_failure: watch::Sender<bool>,
     /// What the agent acts out with no experiment active (the test faults; honest in
     /// production).
     base: Behaviour,
@@ -79,6 +95,8 @@ impl BehaviourLines {
         BehaviourLines {
             byzantine_update: watch::channel(base.byzantine_update.clone()).0,
             false_metric_percent: watch::channel(base.false_metric_percent).0,
+            beacon: watch::channel(base.beacon).0,
+            signature_failure: watch::channel(base.signature_failure).0,
             base: base.clone(),
         }
     }
@@ -92,6 +110,10 @@ impl BehaviourLines {
             .send_if_modified(|held| replace_if_changed(held, behaviour.byzantine_update));
         self.false_metric_percent
             .send_if_modified(|held| replace_if_changed(held, behaviour.false_metric_percent));
+        self.beacon
+            .send_if_modified(|held| replace_if_changed(held, behaviour.beacon));
+        self.signature_failure
+            .send_if_modified(|held| replace_if_changed(held, behaviour.signature_failure));
     }
 
     /// What the consumers hold now.
@@ -99,6 +121,8 @@ impl BehaviourLines {
         Behaviour {
             byzantine_update: self.byzantine_update.borrow().clone(),
             false_metric_percent: *self.false_metric_percent.borrow(),
+            beacon: *self.beacon.borrow(),
+            signature_failure: *self.signature_failure.borrow(),
         }
     }
 }

@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use x0tta6bl4_api::chaos::{ActionSpec, ActionType, Direction, FaultEntry, phase, revert_cause};
 use x0tta6bl4_api::{ChaosExperiment, ChaosExperimentStatus};
 
-use super::behaviour::{Behaviour, Poisoning};
+use super::behaviour::{BeaconFault, Behaviour, Poisoning};
 
 /// Why an experiment's entries are not (or no longer) installed on this agent: the words of
 /// `AgentChaosReport.revertCause` and of the revert metric's `cause` label.
@@ -101,6 +101,18 @@ fn behaviour_of(action: &ActionSpec, status: &ChaosExperimentStatus) -> Behaviou
                     job_uid: Some(attacked.round_uid.clone()),
                     spec,
                 }),
+            ..Behaviour::default()
+        },
+        ActionType::ForgedBeacon => Behaviour {
+            beacon: Some(BeaconFault::Impersonate),
+            ..Behaviour::default()
+        },
+        ActionType::ReplayedBeacon => Behaviour {
+            beacon: Some(BeaconFault::Replay),
+            ..Behaviour::default()
+        },
+        ActionType::SignatureFailure => Behaviour {
+            signature_failure: true,
             ..Behaviour::default()
         },
         _ => Behaviour::default(),

@@ -1,8 +1,8 @@
 //! What this agent saw of a fault, from its own /status report and its own clock (pure).
 //!
 //! - Detection: the first event at or after the window opened that concerns a target: the
-//!   target lost as a neighbour, a route withdrawn from it or moved off it as next hop, or a
-//!   self-healing incident about it.
+//!   target lost as a neighbour, a route withdrawn from it or moved off it as next hop, a
+//!   forged or replayed advertisement it sent refused, or a self-healing incident about it.
 //! - Avoidance: how many untargeted agents this one reaches through an untargeted next hop.
 //!   When every untargeted agent reaches every other one that way, following next hops from
 //!   any of them never enters a target: every pair has a path that avoids the targets.
@@ -54,6 +54,16 @@ pub fn detections(
                     && new != old
                 {
                     found.push((name, event.at_unix_us, format!("route moved off next hop {name}")));
+                }
+            }
+            "advertisement_refused" => {
+                if let Some(name) = targets.get(node) {
+                    let why = event.detail.as_deref().unwrap_or("refused");
+                    found.push((
+                        name,
+                        event.at_unix_us,
+                        format!("advertisement from {name} refused ({why})"),
+                    ));
                 }
             }
             _ => {}
@@ -200,6 +210,22 @@ mod tests {
             detection(&report, &targets(), 100),
             Some((200, "neighbour node-1 lost (hello_timeout)".to_owned())),
             "the loss before the window is not this fault's"
+        );
+    }
+
+    #[test]
+    fn a_refused_advertisement_from_a_target_is_a_detection() {
+        let report = mk_report(
+            vec![
+                mk_event(40, "advertisement_refused", D, "bad_signature"),
+                mk_event(60, "advertisement_refused", T, "replayed"),
+            ],
+            vec![],
+        );
+        assert_eq!(
+            detection(&report, &targets(), 0),
+            Some((60, "advertisement from node-1 refused (replayed)".to_owned())),
+            "only the targets' refusals count"
         );
     }
 

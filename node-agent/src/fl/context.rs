@@ -27,6 +27,8 @@ pub struct FlContext {
     pub metrics: FlMetrics,
     /// A chaos experiment's byzantineUpdate: how this agent poisons its updates.
     pub byzantine_update: watch::Receiver<Option<Poisoning>>,
+    /// A chaos experiment's signatureFailure: updates are sent with spoiled signatures.
+    pub signature_failure: watch::Receiver<bool>,
     /// This agent's link windows: what it trains on, and the aggregator tests on, for a
     /// linkTelemetry job.
     pub telemetry: crate::links::SharedRecorder,

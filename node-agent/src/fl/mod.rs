@@ -75,6 +75,9 @@ pub struct FlSetup {
     pub telemetry: crate::links::SharedRecorder,
     /// A chaos experiment's byzantineUpdate for this agent.
     pub byzantine_update: watch::Receiver<Option<Poisoning>>,
+    /// A chaos experiment's signatureFailure: this agent's updates go out with spoiled
+    /// signatures.
+    pub signature_failure: watch::Receiver<bool>,
     /// Forged updates the chaos executor asks this agent to send.
     pub forgeries: mpsc::Receiver<ForgeRequest>,
 }
@@ -95,6 +98,7 @@ pub async fn run(setup: FlSetup, deliveries: mpsc::Receiver<Delivery>, shutdown:
         trust: setup.trust,
         mesh: setup.mesh,
         byzantine_update: setup.byzantine_update,
+        signature_failure: setup.signature_failure,
         telemetry: setup.telemetry,
         straggle: setup.args.fl_straggle,
         loopback,

@@ -52,9 +52,14 @@ impl FlContext {
                     }
                     let poisoned = attack.is_some();
                     let update = participant::local_update_on(&request, &ctx.node_name, attack, recorded)?;
-                    update
-                        .sign(&ctx.identity.get().key)
-                        .and_then(|signed| signed.encode())
+                    let spoiled = *ctx.signature_failure.borrow();
+                    let mut signed = update.sign(&ctx.identity.get().key).map_err(|e| e.to_string())?;
+                    if spoiled && let Some(first) = signed.signature.first_mut() {
+                        // signatureFailure: the aggregator must refuse it (BadSignature).
+                        *first ^= 0xff;
+                    }
+                    signed
+                        .encode()
                         .map(|bytes| (bytes, poisoned))
                         .map_err(|e| e.to_string())
                 })

@@ -85,6 +85,9 @@ impl Mesh {
                 self.dispatch(outputs);
             }
             Message::Originator(originator) => {
+                if self.beacon.borrow().is_some() {
+                    self.captured.observe(&originator);
+                }
                 let outputs = self.router.on_originator(peer, originator, now);
                 self.dispatch(outputs);
             }

@@ -1,14 +1,19 @@
 //! What the router's outputs make the actor do: hellos (stamped with the wall clock) and
 //! advertisements sent, a silent neighbour's session closed, a route change timed and fed to
-//! convergence, rejections counted, an advertisement originated when due.
+//! convergence, rejections counted (forged and replayed ones also kept as events), an
+//! advertisement originated when due (forged too while a chaos experiment says so).
 use std::collections::VecDeque;
 
-use x0tta6bl4_routing::Output;
+use x0tta6bl4_routing::{Output, RejectReason};
 use x0tta6bl4_wire::{Message, NodeId};
 
+use super::forgery::{BeaconFault, SpoiledSigner};
 use super::{Mesh, short};
 use crate::clock::unix_micros;
 use crate::convergence::Event;
+
+/// How often a refusal of one neighbour for one reason is recorded as an event.
+const REFUSAL_EVENT_EVERY_US: u64 = 5_000_000;
 
 impl Mesh {
     pub(super) fn dispatch(&mut self, outputs: Vec<Output>) {
@@ -51,14 +56,12 @@ impl Mesh {
                         .routing_rejections
                         .with_label_values(&[reason.label()])
                         .inc();
-                    if !matches!(reason, x0tta6bl4_routing::RejectReason::Duplicate) {
+                    if !matches!(reason, RejectReason::Duplicate) {
                         tracing::debug!(from = %short(&from), reason = reason.label(), "routing message rejected");
                     }
+                    self.note_refusal(from, reason);
                 }
-                Output::OriginateDue => match self.router.originate(self.clock.now(), &self.signer) {
-                    Ok(outputs) => queue.extend(outputs),
-                    Err(error) => tracing::error!(%error, "could not originate an advertisement"),
-                },
+                Output::OriginateDue => queue.extend(self.originate()),
             }
         }
         let performed = self.router.verifications_performed();
@@ -66,6 +69,85 @@ impl Mesh {
             .originator_verifications
             .inc_by(performed.saturating_sub(self.verifications_counted));
         self.verifications_counted = performed;
+    }
+
+    /// This agent's advertisement, honest unless a chaos experiment makes it forge: spoiled
+    /// signatures (signatureFailure), and besides its own, advertisements in other nodes'
+    /// names (forgedBeacon) or their old ones again (replayedBeacon).
+    fn originate(&mut self) -> Vec<Output> {
+        let now = self.clock.now();
+        let spoiled = *self.signature_failure.borrow();
+        let originated = if spoiled {
+            self.router.originate(now, &SpoiledSigner(&self.signer))
+        } else {
+            self.router.originate(now, &self.signer)
+        };
+        let mut outputs = originated.unwrap_or_else(|error| {
+            tracing::error!(%error, "could not originate an advertisement");
+            Vec::new()
+        });
+        if spoiled {
+            self.metrics
+                .forged_advertisements
+                .with_label_values(&["spoiled_signature"])
+                .inc_by(outputs.len() as u64);
+        }
+        let beacon = *self.beacon.borrow();
+        let Some(fault) = beacon else {
+            self.captured.clear();
+            return outputs;
+        };
+        let (kind, forged) = match fault {
+            BeaconFault::Replay => ("replay", self.captured.replays()),
+            BeaconFault::Impersonate => (
+                "impersonation",
+                self.captured
+                    .impersonations(self.self_id, unix_micros(), &self.signer),
+            ),
+        };
+        let peers: Vec<NodeId> = self.sessions.keys().copied().collect();
+        for originator in &forged {
+            for peer in &peers {
+                outputs.push(Output::Forward {
+                    peer: *peer,
+                    originator: originator.clone(),
+                });
+            }
+        }
+        self.metrics
+            .forged_advertisements
+            .with_label_values(&[kind])
+            .inc_by((forged.len() * peers.len()) as u64);
+        outputs
+    }
+
+    /// A forged or replayed advertisement refused: kept as an event naming the neighbour that
+    /// sent it (what a chaos experiment's detection reads), at most once per neighbour and
+    /// reason every [`REFUSAL_EVENT_EVERY_US`], so a forger cannot flood the event log.
+    fn note_refusal(&mut self, from: NodeId, reason: RejectReason) {
+        if !matches!(reason, RejectReason::Unverified(_) | RejectReason::Replayed) {
+            return;
+        }
+        let label = match reason {
+            RejectReason::Unverified(error) => error.reason(),
+            _ => reason.label(),
+        };
+        let at = unix_micros();
+        let key = (from, label);
+        if self
+            .refusals_noted
+            .get(&key)
+            .is_some_and(|last| at.saturating_sub(*last) < REFUSAL_EVENT_EVERY_US)
+        {
+            return;
+        }
+        self.refusals_noted.insert(key, at);
+        self.convergence.on_refusal(Event {
+            at_unix_us: at,
+            kind: "advertisement_refused",
+            node: Some(from.to_string()),
+            detail: Some(label.to_owned()),
+        });
     }
 
     fn route_changed(&mut self, destination: NodeId, old: Option<NodeId>, new: Option<NodeId>) {

@@ -127,6 +127,9 @@ pub async fn run_mesh(
     let behaviour_lines = BehaviourLines::new(&behaviour);
     let fl_byzantine_update = behaviour_lines.byzantine_update.subscribe();
     let false_metric_percent = behaviour_lines.false_metric_percent.subscribe();
+    let beacon = behaviour_lines.beacon.subscribe();
+    let signature_failure = behaviour_lines.signature_failure.subscribe();
+    let fl_signature_failure = behaviour_lines.signature_failure.subscribe();
 
     let metrics = Arc::new(Metrics::new());
     metrics
@@ -192,6 +195,8 @@ pub async fn run_mesh(
         key_created_unix: enrolled.key_version.created_unix,
         delays: chaos.executor.delays.clone(),
         false_metric_percent,
+        beacon,
+        signature_failure,
     });
     let datapath = crate::datapath::DatapathState::default();
     // The SVID source starts before the record reporter, which shows its state.
@@ -259,6 +264,7 @@ pub async fn run_mesh(
             registry: metrics.registry.clone(),
             telemetry,
             byzantine_update: fl_byzantine_update,
+            signature_failure: fl_signature_failure,
             forgeries: chaos.forgery_requests,
         },
         deliveries,

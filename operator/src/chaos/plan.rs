@@ -382,7 +382,7 @@ impl Planner<'_> {
             }
             if !self.spec.action.type_.is_supported() {
                 let message = format!(
-                    "{} is not supported yet: this release injects network and node faults (partition, loss, corrupt, latency, nodeKill) and falseMetric",
+                    "{} is not supported yet: this release injects network and node faults (partition, loss, corrupt, latency, nodeKill), falseMetric, byzantineUpdate, forgedBeacon, replayedBeacon and signatureFailure",
                     self.spec.action.type_.as_str()
                 );
                 return Step::new(phase::FAILED, refused(reason::UNSUPPORTED, message), None);
@@ -1210,6 +1210,13 @@ pub(super) fn describe_action(action: &ActionSpec) -> String {
             },
             None => "latency".to_owned(),
         },
+        ActionType::ForgedBeacon => "forgedBeacon (advertisements in other nodes' names)".to_owned(),
+        ActionType::ReplayedBeacon => {
+            "replayedBeacon (other nodes' old advertisements sent again)".to_owned()
+        }
+        ActionType::SignatureFailure => {
+            "signatureFailure (advertisements and FL updates with spoiled signatures)".to_owned()
+        }
         ActionType::FalseMetric => format!(
             "falseMetric (link costs advertised at {}% of what is measured)",
             action.metric_percent.unwrap_or_default()

@@ -133,6 +133,37 @@ fn a_replay_forgotten_by_the_dedup_cache_is_still_caught_by_the_sequence_window(
 }
 
 #[test]
+fn a_stale_copy_still_in_the_dedup_cache_is_a_replay_not_a_duplicate() {
+    let verifier = FakeVerifier::default();
+    let mut router = mk_router_with(mk_config(), &verifier);
+    with_live_neighbours(&mut router, &[2, 3], Duration::ZERO);
+    let old = mk_originator(mk_id(ORIGIN), 7, mk_envelope(1, 0));
+    router.on_originator(mk_id(2), old.clone(), MS);
+    router.on_originator(
+        mk_id(2),
+        mk_originator(mk_id(ORIGIN), 8, mk_envelope(1, 0)),
+        2 * MS,
+    );
+    let late = router.on_originator(mk_id(3), old.clone(), 3 * MS);
+    assert_eq!(
+        rejected(&late),
+        [RejectReason::Duplicate],
+        "one behind: a late copy of a flood"
+    );
+    router.on_originator(
+        mk_id(2),
+        mk_originator(mk_id(ORIGIN), 9, mk_envelope(1, 0)),
+        4 * MS,
+    );
+
+    let outputs = router.on_originator(mk_id(3), old, 5 * MS);
+
+    assert_eq!(rejected(&outputs), [RejectReason::Replayed]);
+    assert_eq!(router.route(&mk_id(ORIGIN)).map(|route| route.seq), Some(9));
+    assert_eq!(verifier.calls.get(), 3, "found in the cache: not verified again");
+}
+
+#[test]
 fn a_forged_message_is_rejected_counted_and_does_not_block_the_genuine_one() {
     let verifier = FakeVerifier::default();
     let mut router = mk_router_with(mk_config(), &verifier);
