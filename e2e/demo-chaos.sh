@@ -9,8 +9,9 @@
 #                          killed and kept down, operator and target agent killed (kernel
 #                          expiry), a target agent restarted, the operator SIGKILLed at random
 #                          points of 20 experiments, non-mesh traffic during faults, latency,
-#                          a node kill, a cascade of two kills, a falseMetric liar and a
-#                          byzantineUpdate participant.
+#                          a node kill, a cascade of two kills, a falseMetric liar, a
+#                          byzantineUpdate participant, forged and replayed beacons and
+#                          spoiled signatures.
 #                          After every check the fault maps are empty and the agents'
 #                          active-entry gauges sum to 0. Ends with "N passed, M failed".
 #   demo-chaos.sh bench [runs] [action...]
@@ -542,6 +543,48 @@ check_cascade() {
 }
 record_kill_made() { [[ -n "$(field cascade ".status.kills[$1].killedAt")" ]]; }
 
+# Forged, replayed and wrongly signed advertisements: the target's neighbours refuse them (by
+# reason), detect the target, and no route of an untargeted agent changes because of them.
+routes_of() {
+  curl -sS --max-time 3 "http://$(status_addr "$1")/status" |
+    jq -r '[.routes[] | "\(.destination_name // .destination)>\(.next_hop_name // .next_hop)"] | sort | join(" ")'
+}
+refusals_by_neighbours() {
+  local i=$1 reason=$2 n=${#NODES[@]}
+  echo $(($(metric_of $(((i + n - 1) % n)) "x0_agent_routing_rejections_total{reason=\"$reason\"}" | cut -d. -f1) +
+    $(metric_of $(((i + 1) % n)) "x0_agent_routing_rejections_total{reason=\"$reason\"}" | cut -d. -f1)))
+}
+refusals_above() { (($(refusals_by_neighbours "$1" "$2") > $3)); }
+# advertisement_fault <example> <name> <reason> <routes unchanged: yes|no>
+advertisement_fault() {
+  local example=$1 name=$2 reason=$3 same_routes=$4 target i before_routes=() after k before_refusals
+  load_nodes "$AGENTS_STATE"
+  for ((k = 0; k < ${#NODES[@]}; k++)); do before_routes+=("$(routes_of "$k")"); done
+  kctl apply -f "$example" >/dev/null
+  wait_for 90 "$name Injecting" phase_is "$name" Injecting
+  target="$(field "$name" '.status.targets[0]')"
+  i="$(index_of "$target")"
+  before_refusals="$(refusals_by_neighbours "$i" "$reason")"
+  wait_for 30 "the neighbours of $target refuse its advertisements ($reason)" refusals_above "$i" "$reason" "$before_refusals"
+  log "$target: $(metric_of "$i" x0_agent_chaos_forged_advertisements_total) forged advertisements sent; its neighbours refused $(($(refusals_by_neighbours "$i" "$reason") - before_refusals)) ($reason) so far"
+  if [[ $same_routes == yes ]]; then
+    for ((k = 0; k < ${#NODES[@]}; k++)); do
+      [[ $k == "$i" ]] && continue
+      after="$(routes_of "$k")"
+      [[ $after == "${before_routes[$k]}" ]] ||
+        { log "${NODES[$k]}'s routes changed during the $name window: before [${before_routes[$k]}] after [$after]"; return 1; }
+    done
+    log "no untargeted agent's route table changed"
+  fi
+  wait_for 150 "$name Completed" phase_is "$name" Completed
+  show "$name"
+  log "detected after $(field "$name" .status.timeToDetect) ($(field "$name" .status.detectedBy)); $(field "$name" .status.verdictMessage)"
+  [[ "$(field "$name" .status.verdict)" == Passed ]]
+}
+check_forged_beacon() { advertisement_fault examples/chaos-forged-beacon.yaml forged-beacon bad_signature yes; }
+check_replayed_beacon() { advertisement_fault examples/chaos-replayed-beacon.yaml replayed-beacon replayed yes; }
+check_signature_failure() { advertisement_fault examples/chaos-signature-failure.yaml signature-failure bad_signature no; }
+
 # byzantineUpdate: an honest run of the example's job first (the reference), then the example:
 # the experiment waits for its job, poisons one participant's updates while it runs, and is
 # judged on what Multi-Krum made of them.
@@ -634,6 +677,9 @@ all_checks() {
   check "cascading kills (examples/chaos-cascade.yaml)" check_cascade
   check "false metric: the liar quarantined, nobody else (examples/chaos-false-metric.yaml)" check_false_metric
   check "byzantine update: a poisoned participant (examples/chaos-byzantine-update.yaml)" check_byzantine_update
+  check "forged beacons refused (examples/chaos-forged-beacon.yaml)" check_forged_beacon
+  check "replayed beacons refused (examples/chaos-replayed-beacon.yaml)" check_replayed_beacon
+  check "spoiled signatures refused (examples/chaos-signature-failure.yaml)" check_signature_failure
 }
 
 # ---------------------------------------------------------------------------------------------
