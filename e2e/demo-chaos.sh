@@ -10,8 +10,8 @@
 #                          expiry), a target agent restarted, the operator SIGKILLed at random
 #                          points of 20 experiments, non-mesh traffic during faults, latency,
 #                          a node kill, a cascade of two kills, a falseMetric liar, a
-#                          byzantineUpdate participant, forged and replayed beacons and
-#                          spoiled signatures.
+#                          byzantineUpdate participant, forged and replayed beacons,
+#                          spoiled signatures and a KEM downgrade.
 #                          After every check the fault maps are empty and the agents'
 #                          active-entry gauges sum to 0. Ends with "N passed, M failed".
 #   demo-chaos.sh bench [runs] [action...]
@@ -585,6 +585,29 @@ check_forged_beacon() { advertisement_fault examples/chaos-forged-beacon.yaml fo
 check_replayed_beacon() { advertisement_fault examples/chaos-replayed-beacon.yaml replayed-beacon replayed yes; }
 check_signature_failure() { advertisement_fault examples/chaos-signature-failure.yaml signature-failure bad_signature no; }
 
+# kemDowngrade: the target's sessions close; its neighbours refuse its classical-only
+# handshakes (and it theirs); it is routed around; afterwards its sessions are post-quantum.
+classical_refusals_by_neighbours() {
+  local i=$1 n=${#NODES[@]}
+  echo $(($(metric_of $(((i + n - 1) % n)) 'x0_agent_session_refusals_total{reason="classical_key_exchange"}' | cut -d. -f1) +
+    $(metric_of $(((i + 1) % n)) 'x0_agent_session_refusals_total{reason="classical_key_exchange"}' | cut -d. -f1)))
+}
+classical_refusals_above() { (($(classical_refusals_by_neighbours "$1") > $2)); }
+check_kem_downgrade() {
+  local target i before
+  kctl apply -f examples/chaos-kem-downgrade.yaml >/dev/null
+  wait_for 90 "kem-downgrade Injecting" phase_is kem-downgrade Injecting
+  target="$(field kem-downgrade '.status.targets[0]')"
+  i="$(index_of "$target")"
+  before="$(classical_refusals_by_neighbours "$i")"
+  wait_for 30 "the neighbours of $target refuse its classical key exchange" classical_refusals_above "$i" "$before"
+  log "$target's neighbours refused $(($(classical_refusals_by_neighbours "$i") - before)) classical handshakes so far"
+  wait_for 150 "kem-downgrade Completed" phase_is kem-downgrade Completed
+  show kem-downgrade
+  log "detected after $(field kem-downgrade .status.timeToDetect) ($(field kem-downgrade .status.detectedBy)), routed around after $(field kem-downgrade .status.timeToRecover); $(field kem-downgrade .status.verdictMessage)"
+  [[ "$(field kem-downgrade .status.verdict)" == Passed ]]
+}
+
 # byzantineUpdate: an honest run of the example's job first (the reference), then the example:
 # the experiment waits for its job, poisons one participant's updates while it runs, and is
 # judged on what Multi-Krum made of them.
@@ -680,6 +703,7 @@ all_checks() {
   check "forged beacons refused (examples/chaos-forged-beacon.yaml)" check_forged_beacon
   check "replayed beacons refused (examples/chaos-replayed-beacon.yaml)" check_replayed_beacon
   check "spoiled signatures refused (examples/chaos-signature-failure.yaml)" check_signature_failure
+  check "KEM downgrade refused (examples/chaos-kem-downgrade.yaml)" check_kem_downgrade
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -100,6 +100,9 @@ pub struct Mesh {
     /// forgedBeacon / replayedBeacon and signatureFailure of the chaos executor.
     beacon: watch::Receiver<Option<BeaconFault>>,
     signature_failure: watch::Receiver<bool>,
+    /// kemDowngrade of the chaos executor: every session is closed when it changes, so that
+    /// the next ones are made with the key exchange it asks for.
+    kem_downgrade: watch::Receiver<bool>,
     /// Other nodes' advertisements captured while a beacon fault is on.
     captured: forgery::Captured,
     /// When a refusal of each (neighbour, reason) was last recorded as an event.
@@ -127,6 +130,8 @@ pub struct MeshParts {
     pub beacon: watch::Receiver<Option<BeaconFault>>,
     /// A chaos experiment's signatureFailure.
     pub signature_failure: watch::Receiver<bool>,
+    /// A chaos experiment's kemDowngrade.
+    pub kem_downgrade: watch::Receiver<bool>,
 }
 
 fn short(node: &NodeId) -> String {
@@ -193,6 +198,7 @@ impl Mesh {
             false_metric_percent: parts.false_metric_percent,
             beacon: parts.beacon,
             signature_failure: parts.signature_failure,
+            kem_downgrade: parts.kem_downgrade,
             captured: forgery::Captured::default(),
             refusals_noted: BTreeMap::new(),
         };

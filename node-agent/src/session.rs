@@ -13,7 +13,7 @@ use std::time::Duration;
 use rustls::{NamedGroup, PeerIncompatible};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::Instrument as _;
@@ -52,6 +52,10 @@ pub struct SessionContext {
     pub policy: KeyExchangePolicy,
     pub connector: TlsConnector,
     pub acceptor: TlsAcceptor,
+    /// What a kemDowngrade target offers instead: classical key exchange only.
+    classical: (TlsConnector, TlsAcceptor),
+    /// A chaos experiment's kemDowngrade is on (set by the executor; never in production).
+    pub kem_downgrade: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
     pub mesh: mpsc::Sender<Input>,
     pub handshake_timeout: Duration,
@@ -73,30 +77,51 @@ impl SessionContext {
         metrics: Arc<Metrics>,
         mesh: mpsc::Sender<Input>,
     ) -> Result<Self, x0tta6bl4_session::Error> {
-        let (connector, acceptor) = match &svid {
-            Some(mode) => (
-                tls::svid_client_config(&mode.credentials, policy)?,
-                tls::svid_server_config(&mode.credentials, policy)?,
-            ),
-            None => (
-                tls::client_config(tls_key, policy)?,
-                tls::server_config(tls_key, policy)?,
-            ),
+        let ends = |policy| -> Result<(TlsConnector, TlsAcceptor), x0tta6bl4_session::Error> {
+            Ok(match &svid {
+                Some(mode) => (
+                    TlsConnector::from(tls::svid_client_config(&mode.credentials, policy)?),
+                    TlsAcceptor::from(tls::svid_server_config(&mode.credentials, policy)?),
+                ),
+                None => (
+                    TlsConnector::from(tls::client_config(tls_key, policy)?),
+                    TlsAcceptor::from(tls::server_config(tls_key, policy)?),
+                ),
+            })
         };
+        let (connector, acceptor) = ends(policy)?;
+        let classical = ends(KeyExchangePolicy::ClassicalOnly)?;
         Ok(SessionContext {
             self_id,
             mesh_prefix,
             identity,
             trust,
             policy,
-            connector: TlsConnector::from(connector),
-            acceptor: TlsAcceptor::from(acceptor),
+            connector,
+            acceptor,
+            classical,
+            // Never switched on unless the runtime hands over the executor's line.
+            kem_downgrade: watch::channel(false).1,
             metrics,
             mesh,
             handshake_timeout: Duration::from_secs(5),
             svid,
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// The TLS ends and key-exchange policy of a handshake starting now: the mesh's, or the
+    /// classical-only ones while a kemDowngrade experiment is on.
+    fn tls_ends(&self) -> (&TlsConnector, &TlsAcceptor, KeyExchangePolicy) {
+        if *self.kem_downgrade.borrow() {
+            (
+                &self.classical.0,
+                &self.classical.1,
+                KeyExchangePolicy::ClassicalOnly,
+            )
+        } else {
+            (&self.connector, &self.acceptor, self.policy)
+        }
     }
 
     /// Whether this agent may open or accept sessions: always without SPIFFE, with it only
@@ -297,13 +322,13 @@ async fn handshake_steps(
         return Err(Refusal::NoOwnSvid);
     }
     let exporter_failed = |e: x0tta6bl4_session::Error| Refusal::Handshake(e.to_string());
+    let (connector, acceptor, policy) = ctx.tls_ends();
     let (mut stream, group, exporter, peer_svid) = match direction {
         Direction::Outbound => {
-            let tls = ctx
-                .connector
+            let tls = connector
                 .connect(tls::server_name(), tcp)
                 .await
-                .map_err(|e| handshake_refusal(e, ctx.policy))?;
+                .map_err(|e| handshake_refusal(e, policy))?;
             let connection = tls.get_ref().1;
             let group = connection.negotiated_key_exchange_group().map(|g| g.name());
             let exporter = binding::exporter(connection).map_err(exporter_failed)?;
@@ -316,11 +341,10 @@ async fn handshake_steps(
             )
         }
         Direction::Inbound => {
-            let tls = ctx
-                .acceptor
+            let tls = acceptor
                 .accept(tcp)
                 .await
-                .map_err(|e| handshake_refusal(e, ctx.policy))?;
+                .map_err(|e| handshake_refusal(e, policy))?;
             let connection = tls.get_ref().1;
             let group = connection.negotiated_key_exchange_group().map(|g| g.name());
             let exporter = binding::exporter(connection).map_err(exporter_failed)?;
@@ -333,7 +357,7 @@ async fn handshake_steps(
             )
         }
     };
-    let post_quantum = tls::check_key_exchange(group, ctx.policy)
+    let post_quantum = tls::check_key_exchange(group, policy)
         .map_err(|_| Refusal::ClassicalKeyExchange(group_name(group)))?;
     let role = match direction {
         Direction::Outbound => Role::Client,

@@ -327,6 +327,7 @@ impl ActionType {
                 | ActionType::ForgedBeacon
                 | ActionType::ReplayedBeacon
                 | ActionType::SignatureFailure
+                | ActionType::KemDowngrade
         )
     }
 

@@ -26,6 +26,9 @@ pub struct Behaviour {
     /// signatureFailure: the signatures of this agent's advertisements and FL updates are
     /// corrupted after signing.
     pub signature_failure: bool,
+    /// kemDowngrade: this agent offers only classical key exchange (X25519) on new sessions,
+    /// and its sessions are closed when it starts and stops.
+    pub kem_downgrade: bool,
 }
 
 pub use crate::mesh::forgery::BeaconFault;
@@ -41,6 +44,7 @@ impl Behaviour {
             || (self.false_metric_percent.is_some() && other.false_metric_percent.is_some())
             || (self.beacon.is_some() && other.beacon.is_some())
             || (self.signature_failure && other.signature_failure)
+            || (self.kem_downgrade && other.kem_downgrade)
     }
 
     /// Takes on what `other` acts out, where it acts something out.
@@ -55,6 +59,7 @@ impl Behaviour {
             self.beacon = other.beacon;
         }
         self.signature_failure |= other.signature_failure;
+        self.kem_downgrade |= other.kem_downgrade;
     }
 }
 
@@ -85,6 +90,9 @@ pub struct BehaviourLines {
     pub beacon: watch::Sender<Option<BeaconFault>>,
     /// Read by the mesh (advertisements) and the FL participant (updates).
     pub signature_failure: watch::Sender<bool>,
+    /// Read by the sessions (which key exchange to offer) and the mesh (closes the sessions
+    /// when it changes).
+    pub kem_downgrade: watch::Sender<bool>,
     /// What the agent acts out with no experiment active (the test faults; honest in
     /// production).
     base: Behaviour,
@@ -97,6 +105,7 @@ impl BehaviourLines {
             false_metric_percent: watch::channel(base.false_metric_percent).0,
             beacon: watch::channel(base.beacon).0,
             signature_failure: watch::channel(base.signature_failure).0,
+            kem_downgrade: watch::channel(base.kem_downgrade).0,
             base: base.clone(),
         }
     }
@@ -114,6 +123,8 @@ impl BehaviourLines {
             .send_if_modified(|held| replace_if_changed(held, behaviour.beacon));
         self.signature_failure
             .send_if_modified(|held| replace_if_changed(held, behaviour.signature_failure));
+        self.kem_downgrade
+            .send_if_modified(|held| replace_if_changed(held, behaviour.kem_downgrade));
     }
 
     /// What the consumers hold now.
@@ -123,6 +134,7 @@ impl BehaviourLines {
             false_metric_percent: *self.false_metric_percent.borrow(),
             beacon: *self.beacon.borrow(),
             signature_failure: *self.signature_failure.borrow(),
+            kem_downgrade: *self.kem_downgrade.borrow(),
         }
     }
 }

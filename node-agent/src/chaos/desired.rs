@@ -111,6 +111,10 @@ fn behaviour_of(action: &ActionSpec, status: &ChaosExperimentStatus) -> Behaviou
             beacon: Some(BeaconFault::Replay),
             ..Behaviour::default()
         },
+        ActionType::KemDowngrade => Behaviour {
+            kem_downgrade: true,
+            ..Behaviour::default()
+        },
         ActionType::SignatureFailure => Behaviour {
             signature_failure: true,
             ..Behaviour::default()

@@ -5,7 +5,7 @@
 //! - `sendPath`: latency, frames to the peer held back in the agent before they are queued on
 //!   the session (this kernel has neither `sch_fq` nor netem, which the eBPF delay needs);
 //! - `behaviour`: adversarial faults the agent acts out in its own protocols (falseMetric,
-//!   byzantineUpdate, forgedBeacon, replayedBeacon, signatureFailure),
+//!   byzantineUpdate, forgedBeacon, replayedBeacon, signatureFailure, kemDowngrade),
 //!   one entry per experiment. The agent holds one behaviour of each kind, so the experiment
 //!   whose window opened first keeps it and a later one is refused, as for a contested peer.
 //!
@@ -43,9 +43,8 @@ impl Mechanism {
 pub fn mechanism(action: &str) -> Mechanism {
     match action {
         "latency" => Mechanism::SendPath,
-        "falseMetric" | "byzantineUpdate" | "forgedBeacon" | "replayedBeacon" | "signatureFailure" => {
-            Mechanism::Behaviour
-        }
+        "falseMetric" | "byzantineUpdate" | "forgedBeacon" | "replayedBeacon" | "signatureFailure"
+        | "kemDowngrade" => Mechanism::Behaviour,
         _ => Mechanism::Ebpf,
     }
 }

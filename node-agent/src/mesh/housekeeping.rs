@@ -1,4 +1,5 @@
-//! The actor's periodic chores: the chaos executor's falseMetric applied, convergence
+//! The actor's periodic chores: the chaos executor's falseMetric applied (and, on a
+//! kemDowngrade change, every session closed), convergence
 //! episodes settled, abandoned pings forgotten, the neighbour, route and per-link gauges
 //! refreshed (by the peer's node name; a gone link's series removed), and expired keys and endorsements pruned.
 use std::sync::PoisonError;
@@ -22,6 +23,21 @@ impl Mesh {
         if self.false_metric_percent.has_changed().unwrap_or(false) {
             let percent = *self.false_metric_percent.borrow_and_update();
             self.router.set_false_metric_percent(percent);
+        }
+        if self.kem_downgrade.has_changed().unwrap_or(false) {
+            let downgraded = *self.kem_downgrade.borrow_and_update();
+            // Sessions keep the key exchange they were made with: close them all, and the
+            // dialer and the peers make new ones with what is offered now.
+            let peers: Vec<_> = self.sessions.keys().copied().collect();
+            tracing::warn!(
+                downgraded,
+                sessions = peers.len(),
+                "chaos: kemDowngrade changed, closing every session"
+            );
+            for peer in peers {
+                self.sessions.remove(&peer);
+                self.neighbour_lost(peer, "kem_downgrade");
+            }
         }
         if let Some(episode) = self.convergence.settle(unix_micros()) {
             self.episode_settled(episode.duration_ms);

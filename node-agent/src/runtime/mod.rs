@@ -130,6 +130,8 @@ pub async fn run_mesh(
     let beacon = behaviour_lines.beacon.subscribe();
     let signature_failure = behaviour_lines.signature_failure.subscribe();
     let fl_signature_failure = behaviour_lines.signature_failure.subscribe();
+    let kem_downgrade = behaviour_lines.kem_downgrade.subscribe();
+    let session_kem_downgrade = behaviour_lines.kem_downgrade.subscribe();
 
     let metrics = Arc::new(Metrics::new());
     metrics
@@ -197,6 +199,7 @@ pub async fn run_mesh(
         false_metric_percent,
         beacon,
         signature_failure,
+        kem_downgrade,
     });
     let datapath = crate::datapath::DatapathState::default();
     // The SVID source starts before the record reporter, which shows its state.
@@ -272,7 +275,7 @@ pub async fn run_mesh(
     ));
 
     let tls_key = TlsKey::generate()?;
-    let ctx = Arc::new(SessionContext::new(
+    let mut ctx = SessionContext::new(
         settings.self_id,
         identity::mesh_prefix(&config.trust_domain, &config.namespace, &config.mesh),
         enrolled.identity,
@@ -282,7 +285,9 @@ pub async fn run_mesh(
         svid,
         Arc::clone(&metrics),
         inbox.clone(),
-    )?);
+    )?;
+    ctx.kem_downgrade = session_kem_downgrade;
+    let ctx = Arc::new(ctx);
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen for neighbour sessions on {}", settings.listen))?;

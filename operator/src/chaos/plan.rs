@@ -382,7 +382,7 @@ impl Planner<'_> {
             }
             if !self.spec.action.type_.is_supported() {
                 let message = format!(
-                    "{} is not supported yet: this release injects network and node faults (partition, loss, corrupt, latency, nodeKill), falseMetric, byzantineUpdate, forgedBeacon, replayedBeacon and signatureFailure",
+                    "{} is not supported yet: this release injects network and node faults (partition, loss, corrupt, latency, nodeKill), falseMetric, byzantineUpdate, forgedBeacon, replayedBeacon, signatureFailure and kemDowngrade",
                     self.spec.action.type_.as_str()
                 );
                 return Step::new(phase::FAILED, refused(reason::UNSUPPORTED, message), None);
@@ -1214,6 +1214,7 @@ pub(super) fn describe_action(action: &ActionSpec) -> String {
         ActionType::ReplayedBeacon => {
             "replayedBeacon (other nodes' old advertisements sent again)".to_owned()
         }
+        ActionType::KemDowngrade => "kemDowngrade (classical key exchange only)".to_owned(),
         ActionType::SignatureFailure => {
             "signatureFailure (advertisements and FL updates with spoiled signatures)".to_owned()
         }
