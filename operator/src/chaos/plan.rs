@@ -2366,7 +2366,7 @@ mod tests {
     #[test]
     fn an_adversarial_action_fails_once_as_unsupported() {
         let mut world = World::new(
-            "{target: {meshRef: {name: demo}}, action: {type: kemDowngrade}}",
+            "{target: {meshRef: {name: demo}}, action: {type: keyExpiry}}",
             mk_ring(4),
         );
         let refused = world.plan_at(0);
