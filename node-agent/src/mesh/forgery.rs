@@ -4,7 +4,7 @@
 //! their route tables free of them; that is what the experiments measure.
 use std::collections::BTreeMap;
 
-use x0tta6bl4_routing::{OriginatorSigner, SignError};
+use x0tta6bl4_routing::{BASE_LINK_COST, OriginatorSigner, SignError};
 use x0tta6bl4_wire::{Envelope, NodeId, Originator, OriginatorBody};
 
 /// How an agent forges routing advertisements, besides sending its own honest ones.
@@ -59,16 +59,18 @@ impl Captured {
         self.first.clear();
     }
 
-    /// replayedBeacon: the captured advertisements as they were, as if this agent originated
-    /// them (the signature still verifies; the sequence number is what gives them away).
+    /// replayedBeacon: the captured advertisements as they were, forwarded as an honest
+    /// forwarder would (one more hop, one more link's cost): the signature still verifies,
+    /// the sequence number is what gives them away. The envelope is not where this fault
+    /// lies (that is falseMetric's).
     pub fn replays(&self) -> Vec<Originator> {
         self.first
             .values()
             .map(|captured| {
                 let mut replay = captured.clone();
                 replay.envelope = Envelope {
-                    hop_count: 1,
-                    path_cost: 0,
+                    hop_count: captured.envelope.hop_count.saturating_add(1),
+                    path_cost: captured.envelope.path_cost.saturating_add(BASE_LINK_COST),
                 };
                 replay
             })
@@ -167,7 +169,11 @@ mod tests {
             advert(1, 10).signature(),
             "the original signature"
         );
-        assert_eq!(replays[0].envelope.hop_count, 1);
+        assert_eq!(
+            (replays[0].envelope.hop_count, replays[0].envelope.path_cost),
+            (4, 300 + BASE_LINK_COST),
+            "forwarded as an honest forwarder would"
+        );
         captured.clear();
         assert!(captured.replays().is_empty());
     }

@@ -368,11 +368,11 @@ pub fn judge(
             names(&status.false_accusations)
         ));
     }
-    // A forger of advertisements stays an honest router otherwise: routes through it are not
-    // a failure of the mesh unless the spec says so.
+    // A forger of advertisements (or of its own signatures) still forwards the others'
+    // genuine ones: routes through it are not a failure of the mesh unless the spec says so.
     let forger = matches!(
         spec.action.type_,
-        ActionType::ForgedBeacon | ActionType::ReplayedBeacon
+        ActionType::ForgedBeacon | ActionType::ReplayedBeacon | ActionType::SignatureFailure
     );
     let least = spec
         .expectations
