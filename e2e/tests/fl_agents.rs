@@ -188,6 +188,31 @@ fn rejected_for<'a>(record: &'a RoundRecord, participant: &str) -> Vec<&'a str> 
         .collect()
 }
 
+/// How many routes each agent's /status lists (None where it does not answer).
+async fn route_counts(ips: &[String]) -> Vec<Option<usize>> {
+    let mut counts = Vec::new();
+    for ip in ips {
+        let response = http_request(ip, 47102, "GET", "/status").await.ok();
+        let count = response
+            .as_deref()
+            .and_then(x0tta6bl4_testsupport::http::parse_response)
+            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .and_then(|status| status["routes"].as_array().map(Vec::len));
+        counts.push(count);
+    }
+    counts
+}
+
+async fn wait_routes_everywhere(ips: &[String], what: &str) {
+    wait_until(
+        what,
+        TIMEOUT,
+        || async { route_counts(ips).await },
+        |counts| counts.iter().all(|c| *c == Some(NODES - 1)),
+    )
+    .await;
+}
+
 async fn agent_metric(ip: &str, name: &str) -> Option<f64> {
     let body = http_request(ip, 47102, "GET", "/metrics").await.ok()?;
     Some(metric_sum(&body, name))
@@ -366,6 +391,9 @@ async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_sto
         )
         .unwrap();
     }
+    // The MeshNetwork's status can still say Converged from before the restarts: wait on
+    // the agents themselves, every one with a route to every other.
+    wait_routes_everywhere(&ips, "every agent routes to the restarted sign-flippers").await;
     wait_converged(&meshes, "converged again with the two sign-flippers").await;
     let attacked = job(
         "byzantine",
