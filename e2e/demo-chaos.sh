@@ -15,7 +15,8 @@
 #                          After every check the fault maps are empty and the agents'
 #                          active-entry gauges sum to 0. Ends with "N passed, M failed".
 #   demo-chaos.sh bench [runs] [action...]
-#                          TTD and TTR of partition, loss, corrupt, latency, nodeKill and falseMetric (8 s windows) over [runs]
+#                          TTD and TTR of partition, loss, corrupt, latency, nodeKill, falseMetric,
+#                          forgedBeacon, replayedBeacon, signatureFailure and kemDowngrade (8 s windows) over [runs]
 #                          experiments each (default 20), p50/p99, as a Markdown table on stdout
 #
 # Environment: X0_CLUSTER (default demo), X0_MESH (default demo), X0_CHAOS_KILLS (operator
@@ -734,7 +735,8 @@ bench() {
       latency) spec='{type: latency, latency: {delay: 100ms}}' ;;
       nodeKill) spec='{type: nodeKill}' ;;
       falseMetric) spec='{type: falseMetric, metricPercent: 5}' ;;
-      *) die "bench knows partition, loss, corrupt, latency, nodeKill and falseMetric, not $action" ;;
+      forgedBeacon | replayedBeacon | signatureFailure | kemDowngrade) spec="{type: $action}" ;;
+      *) die "bench knows partition, loss, corrupt, latency, nodeKill, falseMetric, forgedBeacon, replayedBeacon, signatureFailure and kemDowngrade, not $action" ;;
     esac
     local ttds=() ttrs=() passed=0 failed=0 inconclusive=0
     for ((k = 1; k <= runs; k++)); do
