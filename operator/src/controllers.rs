@@ -191,51 +191,53 @@ pub async fn run(
 
 type Shutdown = futures::future::Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>>;
 
-/// The experiments of `namespace` on mesh `mesh` that still have something to do, from the
-/// controller's cache.
-fn experiments_on(
+/// The experiments of `namespace` that still have something to do and `concern` the changed
+/// object, from the controller's cache.
+fn unsettled_experiments(
     store: &reflector::Store<ChaosExperiment>,
     namespace: &str,
-    mesh: &str,
+    concern: impl Fn(&ChaosExperiment) -> bool,
 ) -> Vec<ObjectRef<ChaosExperiment>> {
     store
         .state()
         .iter()
         .filter(|experiment| experiment.namespace().as_deref() == Some(namespace))
-        .filter(|experiment| {
-            // A round's experiment names its mesh in the status once its window opened.
-            let on = experiment.spec.target.mesh_ref.as_ref().map_or_else(
-                || experiment.status.as_ref().map_or("", |s| s.mesh.as_str()),
-                |r| r.name.as_str(),
-            );
-            on == mesh
-        })
+        .filter(|experiment| concern(experiment))
         .filter(|experiment| !chaos::plan::is_settled(experiment))
         .map(|experiment| ObjectRef::from_obj(experiment.as_ref()))
         .collect()
 }
 
-/// The experiments still to be carried out on FLTrainingRound `round`.
+/// The experiments on mesh `mesh`; a round's experiment names its mesh in the status once its
+/// window opened.
+fn experiments_on(
+    store: &reflector::Store<ChaosExperiment>,
+    namespace: &str,
+    mesh: &str,
+) -> Vec<ObjectRef<ChaosExperiment>> {
+    unsettled_experiments(store, namespace, |experiment| {
+        let on = experiment.spec.target.mesh_ref.as_ref().map_or_else(
+            || experiment.status.as_ref().map_or("", |s| s.mesh.as_str()),
+            |r| r.name.as_str(),
+        );
+        on == mesh
+    })
+}
+
+/// The experiments on FLTrainingRound `round`.
 fn experiments_on_round(
     store: &reflector::Store<ChaosExperiment>,
     namespace: &str,
     round: &str,
 ) -> Vec<ObjectRef<ChaosExperiment>> {
-    store
-        .state()
-        .iter()
-        .filter(|experiment| experiment.namespace().as_deref() == Some(namespace))
-        .filter(|experiment| {
-            experiment
-                .spec
-                .target
-                .round_ref
-                .as_ref()
-                .is_some_and(|r| r.name == round)
-        })
-        .filter(|experiment| !chaos::plan::is_settled(experiment))
-        .map(|experiment| ObjectRef::from_obj(experiment.as_ref()))
-        .collect()
+    unsettled_experiments(store, namespace, |experiment| {
+        experiment
+            .spec
+            .target
+            .round_ref
+            .as_ref()
+            .is_some_and(|r| r.name == round)
+    })
 }
 
 async fn log_outcome<T: std::fmt::Debug, E: std::fmt::Display>(outcome: Result<T, E>) {

@@ -151,3 +151,70 @@ pub fn context(client: kube::Client) -> Arc<Context> {
         BuildOptions::default(),
     ))
 }
+
+/// FLTrainingRound "job" (UID "job-uid") on mesh "demo": `rounds` rounds of logistic
+/// regression on the digits with `aggregation`; its status `phase` after `completed` rounds at
+/// `accuracy` percent, with the round `records` and the `participants`.
+pub fn fl_job(
+    rounds: i32,
+    aggregation: Value,
+    phase: &str,
+    completed: i32,
+    accuracy: &str,
+    participants: &[String],
+    records: Vec<x0tta6bl4_api::fl_record::RoundRecord>,
+) -> x0tta6bl4_api::FLTrainingRound {
+    let mut round: x0tta6bl4_api::FLTrainingRound = serde_json::from_value(json!({
+        "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "FLTrainingRound",
+        "metadata": {"name": "job", "namespace": "default", "uid": "job-uid"},
+        "spec": {
+            "meshRef": {"name": "demo"},
+            "model": {"kind": "logisticRegression", "inputDim": 64, "classes": 10, "dataset": "digits"},
+            "rounds": rounds,
+            "participants": {"minimum": participants.len()},
+            "aggregation": aggregation
+        }
+    }))
+    .expect("a valid FLTrainingRound");
+    let status = round.status.get_or_insert_with(Default::default);
+    status.phase = phase.into();
+    status.completed_rounds = completed;
+    status.accuracy = format!("{accuracy}%");
+    status.participants = participants.to_vec();
+    status.records = records;
+    round
+}
+
+/// The record of `round`: each of `participants` asked, those in `rejected` refused, the
+/// others accepted, the new model at `accuracy` percent.
+pub fn round_record(
+    round: i32,
+    participants: &[String],
+    rejected: &[&str],
+    accuracy: &str,
+) -> x0tta6bl4_api::fl_record::RoundRecord {
+    use x0tta6bl4_api::fl_record::{Rejection, RoundRecord};
+    RoundRecord {
+        round,
+        participants: participants.to_vec(),
+        accepted: participants
+            .iter()
+            .filter(|p| !rejected.contains(&p.as_str()))
+            .cloned()
+            .collect(),
+        rejected: rejected
+            .iter()
+            .map(|p| Rejection {
+                participant: (*p).into(),
+                reason: "refused by the rule".into(),
+            })
+            .collect(),
+        down_weighted: Vec::new(),
+        loss: "0.5".into(),
+        accuracy: accuracy.into(),
+        duration_ms: 10,
+        model_digest: String::new(),
+        previous: String::new(),
+        hash: String::new(),
+    }
+}

@@ -296,56 +296,30 @@ pub fn judge(spec: &ChaosExperimentSpec, outcome: Option<&ByzantineStatus>) -> J
 
 #[cfg(test)]
 mod tests {
-    use x0tta6bl4_api::fl_record::{Rejection, RoundRecord};
+    use x0tta6bl4_api::fl_record::RoundRecord;
 
     use super::*;
+    use crate::testing;
+
+    fn participants() -> Vec<String> {
+        ["n0", "n1", "n2", "n3"].map(String::from).to_vec()
+    }
 
     fn mk_round(phase: &str, completed: i32, records: Vec<RoundRecord>) -> FLTrainingRound {
-        let mut round: FLTrainingRound = serde_json::from_value(serde_json::json!({
-            "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "FLTrainingRound",
-            "metadata": {"name": "job", "namespace": "default", "uid": "job-uid"},
-            "spec": {
-                "meshRef": {"name": "demo"},
-                "model": {"kind": "logisticRegression", "inputDim": 64, "classes": 10, "dataset": "digits"},
-                "rounds": 10,
-                "participants": {"minimum": 7},
-                "aggregation": {"rule": "multiKrum", "byzantine": 2}
-            }
-        }))
-        .unwrap();
-        let status = round.status.get_or_insert_with(Default::default);
-        status.phase = phase.into();
-        status.completed_rounds = completed;
-        status.accuracy = "80.0%".into();
-        status.records = records;
-        round
+        let aggregation = serde_json::json!({"rule": "multiKrum", "byzantine": 2});
+        testing::fl_job(
+            10,
+            aggregation,
+            phase,
+            completed,
+            "80.0",
+            &participants(),
+            records,
+        )
     }
 
     fn mk_record(round: i32, rejected: &[&str], accuracy: &str) -> RoundRecord {
-        let all = ["n0", "n1", "n2", "n3"];
-        RoundRecord {
-            round,
-            participants: all.iter().map(|s| s.to_string()).collect(),
-            accepted: all
-                .iter()
-                .filter(|p| !rejected.contains(p))
-                .map(|s| s.to_string())
-                .collect(),
-            rejected: rejected
-                .iter()
-                .map(|p| Rejection {
-                    participant: p.to_string(),
-                    reason: "multiKrum: krum score".into(),
-                })
-                .collect(),
-            down_weighted: Vec::new(),
-            loss: "0.5".into(),
-            accuracy: accuracy.into(),
-            duration_ms: 10,
-            model_digest: String::new(),
-            previous: String::new(),
-            hash: String::new(),
-        }
+        testing::round_record(round, &participants(), rejected, accuracy)
     }
 
     #[test]

@@ -1299,6 +1299,7 @@ mod tests {
     use x0tta6bl4_api::{MeshNetworkStatus, MeshNodeStatus};
 
     use super::*;
+    use crate::testing;
     use x0tta6bl4_api::chaos::{AgentChaosReport, TargetSpec};
 
     const UID: &str = "uid-1";
@@ -2457,25 +2458,8 @@ mod tests {
         completed: i32,
         records: Vec<x0tta6bl4_api::fl_record::RoundRecord>,
     ) -> FLTrainingRound {
-        let mut round: FLTrainingRound = serde_json::from_value(serde_json::json!({
-            "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "FLTrainingRound",
-            "metadata": {"name": "job", "namespace": "team", "uid": "job-uid"},
-            "spec": {
-                "meshRef": {"name": "demo"},
-                "model": {"kind": "logisticRegression", "inputDim": 64, "classes": 10, "dataset": "digits"},
-                "rounds": 6,
-                "participants": {"minimum": 4},
-                "aggregation": {"rule": "median", "byzantine": 1}
-            }
-        }))
-        .unwrap();
-        let status = round.status.get_or_insert_with(Default::default);
-        status.phase = phase.into();
-        status.completed_rounds = completed;
-        status.accuracy = "60.0%".into();
-        status.participants = mk_nodes(4);
-        status.records = records;
-        round
+        let aggregation = serde_json::json!({"rule": "median", "byzantine": 1});
+        testing::fl_job(6, aggregation, phase, completed, "60.0", &mk_nodes(4), records)
     }
 
     fn mk_round_record(
@@ -2483,29 +2467,7 @@ mod tests {
         rejected: &[&str],
         accuracy: &str,
     ) -> x0tta6bl4_api::fl_record::RoundRecord {
-        use x0tta6bl4_api::fl_record::{Rejection, RoundRecord};
-        RoundRecord {
-            round,
-            participants: mk_nodes(4),
-            accepted: mk_nodes(4)
-                .into_iter()
-                .filter(|n| !rejected.contains(&n.as_str()))
-                .collect(),
-            rejected: rejected
-                .iter()
-                .map(|p| Rejection {
-                    participant: (*p).into(),
-                    reason: "median: outlier".into(),
-                })
-                .collect(),
-            down_weighted: Vec::new(),
-            loss: "0.4".into(),
-            accuracy: accuracy.into(),
-            duration_ms: 5,
-            model_digest: String::new(),
-            previous: String::new(),
-            hash: String::new(),
-        }
+        testing::round_record(round, &mk_nodes(4), rejected, accuracy)
     }
 
     #[test]
