@@ -715,6 +715,7 @@ percentile() {
   # percentile <p> <values...> (nearest rank)
   local p=$1
   shift
+  (($#)) || { echo -; return; }
   printf '%s\n' "$@" | sort -g | awk -v p="$p" '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit } r = int((p / 100) * NR + 0.999999); if (r < 1) r = 1; if (r > NR) r = NR; print v[r] }'
 }
 bench() {
