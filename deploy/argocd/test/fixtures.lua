@@ -497,6 +497,13 @@ local chaosCases = {
       "no live agent of MeshNetwork demo matches spec.target"))),
   },
   {
+    name = "Pending: a byzantineUpdate waits for its job to run (RoundNotRunning)",
+    expect = "Progressing",
+    message = { "RoundNotRunning", "waiting for FLTrainingRound job to run" },
+    object = chaos(1, chaosStatus(1, "Pending", chaosWaiting("RoundNotRunning",
+      "waiting for FLTrainingRound job to run (it is Pending)"))),
+  },
+  {
     name = "Pending: a target is busy with another experiment (TargetBusy)",
     expect = "Progressing",
     message = { "TargetBusy", "n1 also targeted by experiment loss-one, which is injecting" },
@@ -643,6 +650,13 @@ local chaosCases = {
     message = { "Unsupported", "is not supported yet" },
     object = chaos(1, chaosStatus(1, "Failed", chaosRefused("Unsupported",
       "cpuStress is not supported yet: this release injects network and node faults (partition, loss, corrupt, latency, nodeKill)"))),
+  },
+  {
+    name = "Failed: the job to attack had ended already (RoundEnded)",
+    expect = "Degraded",
+    message = { "RoundEnded", "there is no running job to attack" },
+    object = chaos(1, chaosStatus(1, "Failed", chaosRefused("RoundEnded",
+      "FLTrainingRound job is Completed: there is no running job to attack"))),
   },
   {
     name = "Failed: the blast radius refuses it (BlastRadiusExceeded)",
