@@ -1,12 +1,12 @@
 //! Adversarial behaviours: faults an agent acts out in its own protocols rather than on its
-//! links (`byzantineUpdate`: the FL updates it sends are poisoned; `falseMetric`: it understates
-//! the link costs it uses and advertises). The executor owns them: the FL participant and the
-//! mesh read the current [`Behaviour`] from the executor's channel and never from a flag of
-//! their own, and nothing else switches them on.
+//! links (`byzantineUpdate`, `falseMetric`, `forgedBeacon`, `replayedBeacon`,
+//! `signatureFailure`, `kemDowngrade`; see [`Behaviour`]). The executor owns them: the FL
+//! participant, the mesh and the sessions read them from the executor's channels and never
+//! from a flag of their own, and nothing else switches them on.
 //!
-//! Two sources: the ChaosExperiments that target this agent (falseMetric, and byzantineUpdate
-//! on the updates to one job; see `plan::Mechanism::Behaviour`), and, as the base under them,
-//! a test's hidden `--test-fault ACTION=VALUE` in the API's vocabulary.
+//! Two sources: the ChaosExperiments that target this agent (see `plan::Mechanism::Behaviour`),
+//! and, as the base under them, a test's hidden `--test-fault ACTION=VALUE` in the API's
+//! vocabulary.
 //!
 //! A forged FL update (the FL part of a signature failure) is a one-off rather than a state:
 //! the executor hands a [`ForgeRequest`] to the FL participant, which sends it and answers.
@@ -128,6 +128,7 @@ impl BehaviourLines {
     }
 
     /// What the consumers hold now.
+    #[cfg(test)]
     pub fn current(&self) -> Behaviour {
         Behaviour {
             byzantine_update: self.byzantine_update.borrow().clone(),
