@@ -11,13 +11,17 @@
 #                          points of 20 experiments, non-mesh traffic during faults, latency,
 #                          a node kill, a cascade of two kills, a falseMetric liar, a
 #                          byzantineUpdate participant, forged and replayed beacons,
-#                          spoiled signatures and a KEM downgrade.
+#                          spoiled signatures, a KEM downgrade, a key revoked by an
+#                          experiment and a key revoked by hand (`x0tta6bl4-operator
+#                          revoke-key`).
 #                          After every check the fault maps are empty and the agents'
 #                          active-entry gauges sum to 0. Ends with "N passed, M failed".
 #   demo-chaos.sh bench [runs] [action...]
 #                          TTD and TTR of partition, loss, corrupt, latency, nodeKill, falseMetric,
-#                          forgedBeacon, replayedBeacon, signatureFailure and kemDowngrade (8 s windows) over [runs]
-#                          experiments each (default 20), p50/p99, as a Markdown table on stdout
+#                          forgedBeacon, replayedBeacon, signatureFailure, kemDowngrade and
+#                          keyRevocation (8 s windows) over [runs] experiments each (default 20),
+#                          p50/p99, as a Markdown table on stdout (keyRevocation adds the time
+#                          until every agent refused the key)
 #
 # Environment: X0_CLUSTER (default demo), X0_MESH (default demo), X0_CHAOS_KILLS (operator
 # kills of the random-kill check, default 20).
@@ -175,6 +179,8 @@ settle() {
   kctl delete flround digits-honest digits-attacked --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true
   unlabel_cut_nodes
   kctl patch meshnetwork "$MESH" --type merge -p '{"spec":{"chaos":{"paused":false}}}' >/dev/null
+  # A key left revoked by hand by a failed check.
+  kctl patch meshnetwork "$MESH" --type json -p '[{"op":"remove","path":"/spec/identity/revokedKeys"}]' >/dev/null 2>&1 || true
   wait_for 120 "MeshNetwork $MESH Converged=True" \
     kctl wait --for=condition=Converged --timeout=2s "meshnetwork/$MESH"
   wait_for 10 "no fault entry on any agent" entries_are 0
@@ -609,6 +615,97 @@ check_kem_downgrade() {
   [[ "$(field kem-downgrade .status.verdict)" == Passed ]]
 }
 
+# Key revocation. revoked_everywhere_after_ms <node id> <issued µs> <skip index>: when the
+# last of the other agents refused the node's key (its first key_revoked event for the node
+# since the list was issued, from its /status), in ms after the list was issued.
+node_id_of() { curl -sS --max-time 3 "http://$(status_addr "$1")/status" | jq -r .node_id; }
+key_epoch_of() { kctl get meshnode "$MESH-$1" -o jsonpath='{.status.endorsedEpoch}' 2>/dev/null; }
+epoch_above() { local e; e="$(key_epoch_of "$1")"; [[ -n $e ]] && ((e > $2)); }
+neighbours_of() { kctl get meshnode "$MESH-$1" -o jsonpath='{.status.neighbourCount}' 2>/dev/null; }
+has_neighbours() { local n; n="$(neighbours_of "$1")"; [[ -n $n ]] && ((n > 0)); }
+mesh_serial() { kctl get meshnetwork "$MESH" -o jsonpath='{.status.revocation.serial}' 2>/dev/null; }
+mesh_list_empty() { [[ -z "$(kctl get meshnetwork "$MESH" -o jsonpath='{.status.revocation.keys}' 2>/dev/null)" ]]; }
+serial_above() { local s; s="$(mesh_serial)"; [[ -n $s ]] && ((s > $1)); }
+records_at_serial() {
+  local n
+  for n in "${NODES[@]}"; do record_is "$n" '{.status.revocationSerial}' "$1" || return 1; done
+}
+every_agent_applies() {
+  local k s
+  for ((k = 0; k < ${#NODES[@]}; k++)); do
+    s="$(metric_of "$k" x0_agent_revocation_serial)"
+    ((${s%.*} >= $1)) || return 1
+  done
+}
+revoked_everywhere_after_ms() {
+  local id=$1 issued_us=$2 skip=$3 k at latest=0
+  for ((k = 0; k < ${#NODES[@]}; k++)); do
+    [[ $k == "$skip" ]] && continue
+    at="$(curl -sS --max-time 3 "http://$(status_addr "$k")/status" |
+      jq -r --arg id "$id" --argjson since "$issued_us" \
+        '[.events[] | select(.kind == "key_revoked" and .node == $id and .at_unix_us >= $since) | .at_unix_us] | min // empty')"
+    [[ -n $at ]] || return 1
+    ((at > latest)) && latest=$at
+  done
+  echo $(((latest - issued_us) / 1000))
+}
+revoked_everywhere() { revoked_everywhere_after_ms "$@" >/dev/null; }
+revoked_losses_of_neighbours() {
+  local i=$1 n=${#NODES[@]}
+  echo $(($(metric_of $(((i + n - 1) % n)) 'x0_agent_neighbour_losses_total{cause="revoked_key"}' | cut -d. -f1) +
+    $(metric_of $(((i + 1) % n)) 'x0_agent_neighbour_losses_total{cause="revoked_key"}' | cut -d. -f1)))
+}
+
+# keyRevocation experiment: every agent refuses the target's key, its neighbours close their
+# sessions with it, it rejoins with a new key; the verdict says so.
+check_key_revocation() {
+  local target i epoch before
+  load_nodes "$AGENTS_STATE"
+  kctl apply -f examples/chaos-key-revocation.yaml >/dev/null
+  wait_for 90 "key-revocation Injecting" phase_is key-revocation Injecting
+  target="$(field key-revocation '.status.targets[0]')"
+  i="$(index_of "$target")"
+  epoch="$(field key-revocation '.status.revokedKeys[0].throughKeyEpoch')"
+  log "$target's key epochs up to $epoch revoked; the mesh's list: $(kctl get meshnetwork "$MESH" -o jsonpath='{.status.revocation.keys}')"
+  wait_for 30 "$target rejoined with a key epoch above $epoch" epoch_above "$target" "$epoch"
+  wait_for 150 "key-revocation Completed" phase_is key-revocation Completed
+  show key-revocation
+  log "first refusal after $(field key-revocation .status.timeToDetect) ($(field key-revocation .status.detectedBy)); every agent refused after $(field key-revocation .status.timeToDetectByAll); rejoined after $(field key-revocation .status.timeToRecover); neighbours closed $(revoked_losses_of_neighbours "$i") sessions for revoked_key"
+  [[ -n "$(field key-revocation .status.timeToDetectByAll)" ]] || return 1
+  (($(revoked_losses_of_neighbours "$i") >= 1)) || { log "no neighbour closed a session with $target for revoked_key"; return 1; }
+  [[ "$(field key-revocation .status.verdict)" == Passed ]] || { log "verdict: $(field key-revocation .status.verdictMessage)"; return 1; }
+  wait_for 30 "the experiment's key left the mesh's list" mesh_list_empty
+}
+
+# A key revoked by hand (`x0tta6bl4-operator revoke-key`): the operator signs the list, every
+# agent applies it and refuses the key, the node makes a new key and rejoins; the entry is then
+# withdrawn.
+check_revoke_by_hand() {
+  local i=2 node id epoch serial issued_us took before
+  load_nodes "$AGENTS_STATE"
+  node="${NODES[$i]}"
+  id="$(node_id_of "$i")"
+  epoch="$(key_epoch_of "$node")"
+  serial="$(mesh_serial)"
+  before="$(revoked_losses_of_neighbours "$i")"
+  KUBECONFIG="$CLUSTER_STATE/kubeconfig" "$ROOT/target/debug/x0tta6bl4-operator" revoke-key -n "$NS" \
+    --mesh "$MESH" --node "$node" --reason "demo-chaos: revoked by hand" >&2
+  wait_for 20 "the mesh's revocation list moves past serial ${serial:-0}" serial_above "${serial:-0}"
+  serial="$(mesh_serial)"
+  issued_us="$(date -d "$(kctl get meshnetwork "$MESH" -o jsonpath='{.status.revocation.issuedAt}')" +%s%6N)"
+  wait_for 20 "every agent applies revocation list $serial" every_agent_applies "$serial"
+  wait_for 20 "every other agent refused $node's key" revoked_everywhere "$id" "$issued_us" "$i"
+  took="$(revoked_everywhere_after_ms "$id" "$issued_us" "$i")"
+  log "every other agent refused $node's key epochs up to $epoch ${took} ms after the list was signed"
+  wait_for 30 "$node rejoined with a key epoch above $epoch" epoch_above "$node" "$epoch"
+  wait_for 30 "$node has neighbours again" has_neighbours "$node"
+  (($(revoked_losses_of_neighbours "$i") > before)) || { log "no neighbour closed a session with $node for revoked_key"; return 1; }
+  log "$node rejoined with key epoch $(key_epoch_of "$node"); its neighbours closed $(($(revoked_losses_of_neighbours "$i") - before)) sessions for revoked_key"
+  wait_for 30 "every record shows revocation serial $serial" records_at_serial "$serial"
+  kctl patch meshnetwork "$MESH" --type json -p '[{"op":"remove","path":"/spec/identity/revokedKeys"}]' >/dev/null
+  wait_for 20 "every agent applies the list without $node" every_agent_applies "$((serial + 1))"
+}
+
 # byzantineUpdate: an honest run of the example's job first (the reference), then the example:
 # the experiment waits for its job, poisons one participant's updates while it runs, and is
 # judged on what Multi-Krum made of them.
@@ -705,6 +802,8 @@ all_checks() {
   check "replayed beacons refused (examples/chaos-replayed-beacon.yaml)" check_replayed_beacon
   check "spoiled signatures refused (examples/chaos-signature-failure.yaml)" check_signature_failure
   check "KEM downgrade refused (examples/chaos-kem-downgrade.yaml)" check_kem_downgrade
+  check "a key revoked by an experiment (examples/chaos-key-revocation.yaml)" check_key_revocation
+  check "a key revoked by hand (x0tta6bl4-operator revoke-key)" check_revoke_by_hand
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -718,6 +817,7 @@ percentile() {
   (($#)) || { echo -; return; }
   printf '%s\n' "$@" | sort -g | awk -v p="$p" '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit } r = int((p / 100) * NR + 0.999999); if (r < 1) r = 1; if (r > NR) r = NR; print v[r] }'
 }
+BY_ALL=()
 bench() {
   local runs=${1:-20} action spec k name ttd ttr verdict actions
   shift || true
@@ -736,10 +836,10 @@ bench() {
       latency) spec='{type: latency, latency: {delay: 100ms}}' ;;
       nodeKill) spec='{type: nodeKill}' ;;
       falseMetric) spec='{type: falseMetric, metricPercent: 5}' ;;
-      forgedBeacon | replayedBeacon | signatureFailure | kemDowngrade) spec="{type: $action}" ;;
-      *) die "bench knows partition, loss, corrupt, latency, nodeKill, falseMetric, forgedBeacon, replayedBeacon, signatureFailure and kemDowngrade, not $action" ;;
+      forgedBeacon | replayedBeacon | signatureFailure | kemDowngrade | keyRevocation) spec="{type: $action}" ;;
+      *) die "bench knows partition, loss, corrupt, latency, nodeKill, falseMetric, forgedBeacon, replayedBeacon, signatureFailure, kemDowngrade and keyRevocation, not $action" ;;
     esac
-    local ttds=() ttrs=() passed=0 failed=0 inconclusive=0
+    local ttds=() ttrs=() alls=() passed=0 failed=0 inconclusive=0 all
     for ((k = 1; k <= runs; k++)); do
       name="bench-${action,,}-$k"
       experiment "$name" 8s "$spec"
@@ -747,6 +847,8 @@ bench() {
       ttd="$(field "$name" .status.timeToDetect)"
       ttr="$(field "$name" .status.timeToRecover)"
       verdict="$(field "$name" .status.verdict)"
+      all="$(field "$name" .status.timeToDetectByAll)"
+      [[ -n $all ]] && alls+=("$(to_seconds "$all")")
       [[ -n $ttd ]] && ttds+=("$(to_seconds "$ttd")")
       [[ -n $ttr ]] && ttrs+=("$(to_seconds "$ttr")")
       case $verdict in Passed) passed=$((passed + 1)) ;; Failed) failed=$((failed + 1)) ;; *) inconclusive=$((inconclusive + 1)) ;; esac
@@ -756,7 +858,10 @@ bench() {
     printf '| %s | %d | %s | %s | %s | %s | %d | %d | %d |\n' "$action" "$runs" \
       "$(percentile 50 "${ttds[@]}")" "$(percentile 99 "${ttds[@]}")" \
       "$(percentile 50 "${ttrs[@]}")" "$(percentile 99 "${ttrs[@]}")" "$passed" "$failed" "$inconclusive"
+    ((${#alls[@]})) && BY_ALL+=("$action: every untargeted agent refused the key after p50 $(percentile 50 "${alls[@]}") s, p99 $(percentile 99 "${alls[@]}") s (${#alls[@]} runs)")
   done
+  local line
+  for line in "${BY_ALL[@]}"; do printf '\n%s\n' "$line"; done
 }
 # A status duration ("850ms", "1.234s", "1m2s") in seconds.
 to_seconds() {

@@ -53,6 +53,7 @@ fn refusal_label(error: &CryptoError) -> &'static str {
         CryptoError::Endorsement("SPIFFE ID outside the mesh's trust domain") => "foreign_trust_domain",
         CryptoError::Endorsement("expired") => "expired",
         CryptoError::Endorsement("not yet valid") => "not_yet_valid",
+        CryptoError::Endorsement("revoked") => "revoked_key",
         _ => "malformed",
     }
 }

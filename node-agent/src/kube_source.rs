@@ -375,6 +375,8 @@ pub struct RecordSources {
     pub chaos: tokio::sync::watch::Receiver<Vec<AgentChaosReport>>,
     pub datapath: DatapathState,
     pub svid: Option<std::sync::Arc<x0tta6bl4_session::svid::SvidCredentials>>,
+    /// The serial of the mesh's revocation list in force.
+    pub revocation_serial: tokio::sync::watch::Receiver<Option<u64>>,
 }
 
 pub fn start_reporting(
@@ -389,6 +391,7 @@ pub fn start_reporting(
         mut chaos,
         datapath,
         svid,
+        revocation_serial,
     } = sources;
     tokio::spawn(async move {
         let records: Api<MeshNode> = Api::namespaced(client, &namespace);
@@ -419,6 +422,7 @@ pub fn start_reporting(
             let Some(report) = mesh.status().await else { return };
             let reports = chaos.borrow_and_update().clone();
             let mut status = record_status(&report, &reports, &datapath);
+            status.revocation_serial = (*revocation_serial.borrow()).and_then(|s| i64::try_from(s).ok());
             if let Some(credentials) = &svid {
                 crate::workload_api::report(credentials, &mut status, std::time::SystemTime::now());
             }

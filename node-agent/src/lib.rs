@@ -25,6 +25,7 @@ pub mod links;
 pub mod mesh;
 pub mod metrics;
 pub mod peers;
+pub mod revocations;
 pub mod ping;
 pub mod rotation;
 pub mod runtime;

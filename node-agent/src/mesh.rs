@@ -41,6 +41,7 @@ mod key_rotation;
 mod outputs;
 mod pings;
 pub mod report;
+mod revocation;
 pub mod send_delay;
 mod sessions;
 mod status;
@@ -280,6 +281,10 @@ impl Mesh {
             }
             Command::PeerNames { reply } => {
                 let _ = reply.send(self.peer_names());
+            }
+            Command::Revoked { keys, reply } => {
+                self.revoked(&keys);
+                let _ = reply.send(());
             }
             Command::Rotate { identity, reply } => {
                 self.rotate(identity);

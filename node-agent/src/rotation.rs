@@ -50,6 +50,8 @@ pub struct Rotation<S> {
     pub trust: Arc<RwLock<TrustStore>>,
     pub mesh: MeshHandle,
     pub metrics: Arc<Metrics>,
+    /// Woken when the mesh authority revoked the key in use: the next key is made at once.
+    pub rotate_now: Arc<tokio::sync::Notify>,
 }
 
 impl<S: IdentitySource + 'static> Rotation<S> {
@@ -63,6 +65,9 @@ impl<S: IdentitySource + 'static> Rotation<S> {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
+                () = self.rotate_now.notified() => {
+                    tracing::warn!(epoch = current.epoch, "rotating now: the key in use is revoked");
+                }
             }
             let rotated = tokio::select! {
                 () = shutdown.cancelled() => return,

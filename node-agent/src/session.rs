@@ -172,6 +172,9 @@ pub struct Established {
     stream: TlsStream<TcpStream>,
     pub peer: NodeId,
     pub spiffe_id: String,
+    /// The epoch of the node key the peer bound the session with (a revocation of it closes
+    /// the session).
+    pub key_epoch: u32,
     pub key_exchange: String,
     pub post_quantum: bool,
     pub remote: Option<SocketAddr>,
@@ -227,6 +230,7 @@ fn binding_refusal(error: &x0tta6bl4_session::Error) -> &'static str {
             "unendorsed_key"
         }
         x0tta6bl4_session::Error::Authentication("key expired") => "expired_key",
+        x0tta6bl4_session::Error::Authentication("key revoked by the mesh authority") => "revoked_key",
         x0tta6bl4_session::Error::Authentication("malformed binding message") => "malformed_binding",
         x0tta6bl4_session::Error::Authentication(_) => "bad_binding_signature",
         _ => "binding",
@@ -402,6 +406,7 @@ async fn handshake_steps(
         stream,
         peer: node,
         spiffe_id: peer.spiffe_id,
+        key_epoch: peer.key_epoch,
         key_exchange: group_name(group),
         post_quantum,
         remote,
@@ -426,6 +431,7 @@ pub async fn run(ctx: Arc<SessionContext>, established: Established) -> SessionE
         id,
         peer,
         spiffe_id: established.spiffe_id,
+        key_epoch: established.key_epoch,
         key_exchange: established.key_exchange,
         post_quantum: established.post_quantum,
         direction: established.direction,
@@ -440,6 +446,12 @@ pub async fn run(ctx: Arc<SessionContext>, established: Established) -> SessionE
     match admission.await {
         Ok(Admission::Accepted) => {}
         Ok(Admission::Duplicate) => return SessionEnd::Duplicate(peer),
+        Ok(Admission::Revoked) => {
+            return SessionEnd::Closed {
+                peer,
+                lasted: Duration::ZERO,
+            };
+        }
         Err(_) => return SessionEnd::MeshGone,
     }
     let started = Instant::now();
@@ -558,6 +570,10 @@ mod tests {
         assert_eq!(
             binding_refusal(&Error::Authentication("key not endorsed by the mesh authority")),
             "unendorsed_key"
+        );
+        assert_eq!(
+            binding_refusal(&Error::Authentication("key revoked by the mesh authority")),
+            "revoked_key"
         );
         assert_eq!(
             binding_refusal(&Error::Authentication(

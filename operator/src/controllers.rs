@@ -74,6 +74,33 @@ pub async fn run(
         .run(mesh::reconcile::reconcile, error_policy, ctx.clone())
         .for_each(log_outcome);
 
+    // Revocation lists: woken by a mesh's spec (spec.identity.revokedKeys) and by its
+    // keyRevocation experiments (their windows open and close). Its own cache: a reconcile
+    // must see the spec whose change woke it, which another watch's cache may not hold yet.
+    let (revocation_reader, revocation_writer) = reflector::store();
+    let revoked_meshes = watcher(
+        Api::<MeshNetwork>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(revocation_writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let revocation_controller = Controller::for_stream(revoked_meshes, revocation_reader)
+        .watches(
+            Api::<ChaosExperiment>::all(client.clone()),
+            watcher::Config::default(),
+            |experiment: ChaosExperiment| {
+                let namespace = experiment.namespace()?;
+                let mesh = experiment.status.as_ref().map(|s| s.mesh.clone()).filter(|m| !m.is_empty())?;
+                (experiment.spec.action.type_ == x0tta6bl4_api::chaos::ActionType::KeyRevocation)
+                    .then(|| ObjectRef::<MeshNetwork>::new(&mesh).within(&namespace))
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(mesh::revocation::reconcile, error_policy, ctx.clone())
+        .for_each(log_outcome);
+
     // Endorsements: every MeshNode change (a new key, an epoch) is looked at; the status the
     // operator writes changes no generation, so it does not come back here.
     let (node_reader, node_writer) = reflector::store();
@@ -182,6 +209,7 @@ pub async fn run(
     };
     tokio::join!(
         mesh_controller,
+        revocation_controller,
         node_controller,
         round_future,
         chaos_future,

@@ -20,6 +20,7 @@ pub mod mesh;
 pub mod meshnode;
 pub mod metrics;
 pub mod ranking;
+pub mod revoke_key;
 pub mod startup;
 pub mod status_write;
 #[cfg(test)]

@@ -31,6 +31,30 @@ enum Command {
     /// Write a federated job's model (the final one, or the one with --digest) to a file,
     /// checked against its digest and the sealed record that names it.
     GetModel(GetModelArgs),
+    /// Revoke a node's key: add it to the mesh's spec.identity.revokedKeys (the operator signs
+    /// the list; every agent closes the key's sessions and refuses it, and the node makes a
+    /// new key, which is endorsed).
+    RevokeKey(RevokeKeyArgs),
+}
+
+#[derive(clap::Args)]
+struct RevokeKeyArgs {
+    /// Namespace of the MeshNetwork (default: the kubeconfig context's, as kubectl does).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Name of the MeshNetwork.
+    #[arg(long)]
+    mesh: String,
+    /// The Kubernetes node whose agent key is revoked.
+    #[arg(long)]
+    node: String,
+    /// The key epoch revoked, with every earlier one; default: the epoch endorsed now (the
+    /// Epoch column of `kubectl get meshnode`).
+    #[arg(long)]
+    epoch: Option<i64>,
+    /// Why, recorded with the entry.
+    #[arg(long, default_value = "")]
+    reason: String,
 }
 
 #[derive(clap::Args)]
@@ -95,6 +119,19 @@ async fn main() -> anyhow::Result<()> {
         Command::VerifyChain(args) => {
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             return verify_chain(args).await;
+        }
+        Command::RevokeKey(args) => {
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let said = x0tta6bl4_operator::revoke_key::revoke(x0tta6bl4_operator::revoke_key::Request {
+                namespace: args.namespace.as_deref(),
+                mesh: &args.mesh,
+                node: &args.node,
+                epoch: args.epoch,
+                reason: &args.reason,
+            })
+            .await?;
+            println!("{said}");
+            return Ok(());
         }
         Command::GetModel(args) => {
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

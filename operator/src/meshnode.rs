@@ -37,6 +37,9 @@ pub enum Decision {
     NoKey,
     /// The published key cannot be an ML-DSA-65 key.
     InvalidKey(String),
+    /// The published key's epoch is revoked (spec.identity.revokedKeys or a keyRevocation
+    /// experiment): never endorsed; the agent makes a new key.
+    Revoked { epoch: u32, through: u32 },
     /// The current endorsement covers this key and epoch until `renew_at` (Unix seconds).
     Current { renew_at: u64 },
     /// A new endorsement is due.
@@ -52,6 +55,7 @@ pub fn decide(
     trust_domain: &str,
     namespace: &str,
     validity: Duration,
+    revoked_through: Option<u32>,
     now_unix: u64,
 ) -> Decision {
     if node.spec.public_key.is_empty() {
@@ -68,6 +72,9 @@ pub fn decide(
     let Ok(epoch) = u32::try_from(node.spec.key_epoch) else {
         return Decision::InvalidKey(format!("spec.keyEpoch: {} is out of range", node.spec.key_epoch));
     };
+    if let Some(through) = revoked_through.filter(|through| epoch <= *through) {
+        return Decision::Revoked { epoch, through };
+    }
     let spiffe_id = spiffe_id(
         trust_domain,
         namespace,
@@ -116,8 +123,29 @@ pub async fn reconcile(node: Arc<MeshNode>, ctx: Arc<Context>) -> Result<Action>
     };
     let validity = endorsement_validity(&mesh)?;
     let now = unix_now();
-    match decide(&node, &mesh.spec.identity.trust_domain, &namespace, validity, now) {
+    // The list the agents apply: what the revocation controller signed, spec and experiments.
+    let revoked_through = mesh
+        .status
+        .as_ref()
+        .and_then(|s| s.revocation.as_ref())
+        .into_iter()
+        .flat_map(|r| r.keys.iter())
+        .filter(|key| key.node_name == node.spec.node_name)
+        .filter_map(|key| u32::try_from(key.through_key_epoch).ok())
+        .max();
+    match decide(
+        &node,
+        &mesh.spec.identity.trust_domain,
+        &namespace,
+        validity,
+        revoked_through,
+        now,
+    ) {
         Decision::NoKey => Ok(Action::await_change()),
+        Decision::Revoked { epoch, through } => {
+            tracing::info!(node = %node.spec.node_name, epoch, through, "not endorsing a revoked key");
+            Ok(Action::await_change())
+        }
         Decision::InvalidKey(reason) => {
             tracing::warn!(node = %node.name_any(), %reason, "not endorsing");
             ctx.metrics
@@ -227,7 +255,7 @@ mod tests {
     fn a_new_key_is_endorsed_for_its_node_spiffe_id() {
         let key = SigningKey::generate().unwrap();
         let node = mk_node(&STANDARD.encode(key.verifying_key().as_bytes()), 1, None);
-        match decide(&node, "td", "ns", DAY, 1_000) {
+        match decide(&node, "td", "ns", DAY, None, 1_000) {
             Decision::Endorse { epoch, spiffe_id, .. } => {
                 assert_eq!(epoch, 1);
                 assert_eq!(spiffe_id, "spiffe://td/ns/ns/mesh/demo/node/n1");
@@ -248,11 +276,11 @@ mod tests {
             Some(&endorsement),
         );
         assert_eq!(
-            decide(&node, "td", "ns", DAY, 1_000),
+            decide(&node, "td", "ns", DAY, None, 1_000),
             Decision::Current { renew_at: 43_200 }
         );
         assert!(matches!(
-            decide(&node, "td", "ns", DAY, 50_000),
+            decide(&node, "td", "ns", DAY, None, 50_000),
             Decision::Endorse { .. }
         ));
         // A rotated key (new epoch) needs a new endorsement at once.
@@ -262,19 +290,33 @@ mod tests {
             Some(&endorsement),
         );
         assert!(matches!(
-            decide(&rotated, "td", "ns", DAY, 1_000),
+            decide(&rotated, "td", "ns", DAY, None, 1_000),
             Decision::Endorse { epoch: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn a_revoked_epoch_is_never_endorsed_and_the_next_one_is() {
+        let key = SigningKey::generate().unwrap();
+        let public = STANDARD.encode(key.verifying_key().as_bytes());
+        assert_eq!(
+            decide(&mk_node(&public, 2, None), "td", "ns", DAY, Some(2), 1_000),
+            Decision::Revoked { epoch: 2, through: 2 }
+        );
+        assert!(matches!(
+            decide(&mk_node(&public, 3, None), "td", "ns", DAY, Some(2), 1_000),
+            Decision::Endorse { epoch: 3, .. }
         ));
     }
 
     #[test]
     fn garbage_in_the_key_field_is_reported_with_the_field() {
         let node = mk_node("AAAA", 1, None);
-        match decide(&node, "td", "ns", DAY, 0) {
+        match decide(&node, "td", "ns", DAY, None, 0) {
             Decision::InvalidKey(reason) => assert!(reason.starts_with("spec.publicKey"), "{reason}"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(decide(&mk_node("", 0, None), "td", "ns", DAY, 0), Decision::NoKey);
+        assert_eq!(decide(&mk_node("", 0, None), "td", "ns", DAY, None, 0), Decision::NoKey);
     }
 
     /// Serves the mesh "demo" of namespace "ns" (when `mesh` is true), its authority and the

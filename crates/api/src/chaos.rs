@@ -283,6 +283,7 @@ pub enum ActionType {
     KeyExpiry,
     KemDowngrade,
     SignatureFailure,
+    KeyRevocation,
 }
 
 impl ActionType {
@@ -301,6 +302,7 @@ impl ActionType {
             ActionType::KeyExpiry => "keyExpiry",
             ActionType::KemDowngrade => "kemDowngrade",
             ActionType::SignatureFailure => "signatureFailure",
+            ActionType::KeyRevocation => "keyRevocation",
         }
     }
 
@@ -333,7 +335,7 @@ impl ActionType {
 
     /// What this release injects.
     pub fn is_supported(self) -> bool {
-        self.is_network_or_node_fault() || self.is_behaviour_fault()
+        self.is_network_or_node_fault() || self.is_behaviour_fault() || self == ActionType::KeyRevocation
     }
 }
 
@@ -438,6 +440,15 @@ pub struct ChaosExperimentStatus {
     /// The agent that noticed first, and what it saw.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detected_by: String,
+    /// keyRevocation: time from injection (the revocation) until every live untargeted agent
+    /// refused the targets' revoked keys.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub time_to_detect_by_all: String,
+    /// keyRevocation: the targets' keys the operator revoked for the window (their endorsed
+    /// epoch when it opened, and every earlier one). The mesh's revocation list carries them
+    /// while the window is open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_keys: Vec<crate::mesh_network::RevokedKey>,
     /// Time from injection until every pair of live, untargeted agents had a route avoiding the
     /// targets, by the agents' clocks.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -671,6 +682,10 @@ pub struct AgentChaosReport {
     /// quarantine) since the window opened: honest nodes wrongly accused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accused: Vec<String>,
+    /// keyRevocation: when this agent first had a session with a target again after it refused
+    /// the target's revoked key (the target rejoined with a new, endorsed key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejoined_at: Option<MicroTime>,
 }
 
 /// Phases of an experiment.

@@ -392,6 +392,16 @@ pub struct IdentitySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 4096), regex(pattern = r"^/.*"))]
     pub workload_api_socket: Option<String>,
+
+    /// Node keys no agent of the mesh may trust any more, for example the key of a compromised
+    /// node. The operator signs the list with the mesh authority (ML-DSA-65) and publishes it
+    /// in status.revocation; every agent closes the sessions of a revoked key and refuses its
+    /// endorsements, advertisements and model updates. An agent whose key is revoked makes a
+    /// new key (the next epoch), which the operator endorses. `x0tta6bl4-operator revoke-key`
+    /// adds an entry (docs/IDENTITY.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4096))]
+    pub revoked_keys: Vec<RevokedKey>,
 }
 
 impl Default for IdentitySpec {
@@ -399,8 +409,54 @@ impl Default for IdentitySpec {
         Self {
             trust_domain: default_trust_domain(),
             workload_api_socket: None,
+            revoked_keys: Vec::new(),
         }
     }
+}
+
+/// A revoked node key: the key of `throughKeyEpoch` and every earlier key of the node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedKey {
+    /// The Kubernetes node whose agent's key is revoked.
+    #[schemars(length(min = 1, max = 253))]
+    pub node_name: String,
+    /// The key epoch revoked, with every earlier one (the Epoch column of `kubectl get mnode`).
+    #[schemars(range(min = 0, max = 4294967295i64))]
+    pub through_key_epoch: i64,
+    /// Why, for the people reading the list.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 256))]
+    pub reason: String,
+}
+
+/// The mesh's revocation list as the agents read it.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevocationStatus {
+    /// The list signed by the mesh authority (ML-DSA-65), base64: what agents verify and apply.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub list: String,
+    /// Grows by one with every change of the list; agents never go back to a lower one.
+    #[serde(default)]
+    pub serial: i64,
+    /// When the operator signed this list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime>,
+    /// The keys it revokes, and who asked: spec.identity.revokedKeys, or a keyRevocation
+    /// ChaosExperiment while its window is open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<RevokedKeySource>,
+}
+
+/// One revoked key and where the revocation came from.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedKeySource {
+    pub node_name: String,
+    pub through_key_epoch: i64,
+    /// "spec.identity.revokedKeys" or "ChaosExperiment/<name>".
+    pub source: String,
 }
 
 fn default_trust_domain() -> String {
@@ -564,6 +620,10 @@ pub struct MeshNetworkStatus {
     /// Hash of the rendered agent configuration currently rolled out.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub config_hash: String,
+    /// The revoked node keys, signed for the agents. Written by the operator's revocation
+    /// controller under its own field manager; the mesh reconciler never writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationStatus>,
 }
 
 /// The spec with its duration strings parsed, for the operator and the agent.
@@ -621,6 +681,21 @@ impl MeshNetworkSpec {
         for (field, text) in durations {
             if let Err(why) = duration::parse(text) {
                 errors.push(FieldError::new(field, why.to_string()));
+            }
+        }
+        let mut revoked = std::collections::BTreeSet::new();
+        for (i, key) in self.identity.revoked_keys.iter().enumerate() {
+            if !revoked.insert(key.node_name.as_str()) {
+                errors.push(FieldError::new(
+                    format!("spec.identity.revokedKeys[{i}].nodeName"),
+                    format!("node {} is listed twice; keep one entry with the highest throughKeyEpoch", key.node_name),
+                ));
+            }
+            if u32::try_from(key.through_key_epoch).is_err() {
+                errors.push(FieldError::new(
+                    format!("spec.identity.revokedKeys[{i}].throughKeyEpoch"),
+                    format!("{} is not a key epoch (0 to 4294967295)", key.through_key_epoch),
+                ));
             }
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }

@@ -152,6 +152,10 @@ pub struct MeshNodeStatus {
     /// it saw of the fault.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chaos: Vec<crate::chaos::AgentChaosReport>,
+    /// The serial of the mesh's revocation list this agent verified and applies (absent before
+    /// the mesh had one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_serial: Option<i64>,
     /// The mesh authority's endorsement of spec.publicKey at spec.keyEpoch (written by the operator).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub endorsement: String,

@@ -137,6 +137,8 @@ pub enum Refusal {
     UnknownKey,
     Expired,
     BadSignature,
+    /// The mesh authority revoked the key (see [`crate::revocation`]).
+    Revoked,
 }
 
 impl Refusal {
@@ -145,6 +147,7 @@ impl Refusal {
             Refusal::UnknownKey => "unendorsed_key",
             Refusal::Expired => "expired_key",
             Refusal::BadSignature => "bad_signature",
+            Refusal::Revoked => "revoked_key",
         }
     }
 }
@@ -157,6 +160,8 @@ pub struct TrustStore {
     keys: HashMap<(NodeId, u32), (VerifyingKey, u64, u64)>,
     /// Signature of the endorsement each key was admitted with.
     admitted: HashMap<(NodeId, u32), Vec<u8>>,
+    /// Revoked keys: for each node, the epoch up to which every key of it is revoked.
+    revoked: HashMap<NodeId, u32>,
 }
 
 impl TrustStore {
@@ -166,7 +171,25 @@ impl TrustStore {
             authorities,
             keys: HashMap::new(),
             admitted: HashMap::new(),
+            revoked: HashMap::new(),
         }
+    }
+
+    /// The mesh authorities this store trusts (what a revocation list must be signed by).
+    pub fn authorities(&self) -> &[VerifyingKey] {
+        &self.authorities
+    }
+
+    /// Replaces the revoked keys: for each node, every epoch up to and including the given one.
+    /// The keys stay known (a revocation withdrawn makes them usable again until they expire);
+    /// while revoked, nothing signed with them verifies and their endorsements are refused.
+    pub fn set_revoked(&mut self, revoked: HashMap<NodeId, u32>) {
+        self.revoked = revoked;
+    }
+
+    /// Whether `node`'s key of `key_epoch` is revoked.
+    pub fn is_revoked(&self, node: &NodeId, key_epoch: u32) -> bool {
+        self.revoked.get(node).is_some_and(|through| key_epoch <= *through)
     }
 
     /// Checks an endorsement (authority signature, trust domain, validity) and remembers its key.
@@ -182,6 +205,9 @@ impl TrustStore {
             return Err(Error::Endorsement("not yet valid"));
         }
         let node = endorsement.node_id();
+        if self.is_revoked(&node, endorsement.key_epoch) {
+            return Err(Error::Endorsement("revoked"));
+        }
         // An endorsement already admitted (same key, window and signature) needs no second
         // verification: every session with a known peer would otherwise pay for one.
         if self.admitted.get(&(node, endorsement.key_epoch)) == Some(&endorsement.signature)
@@ -228,6 +254,9 @@ impl TrustStore {
         signature: &[u8],
         now_unix: u64,
     ) -> std::result::Result<(), Refusal> {
+        if self.is_revoked(node, key_epoch) {
+            return Err(Refusal::Revoked);
+        }
         let (key, not_before, not_after) = self.keys.get(&(*node, key_epoch)).ok_or(Refusal::UnknownKey)?;
         if now_unix < *not_before || now_unix >= *not_after {
             return Err(Refusal::Expired);
@@ -241,31 +270,28 @@ impl TrustStore {
     /// participant, not its key epoch, so the validator is given the participant's key).
     pub fn key(&self, node: &NodeId, key_epoch: u32, now_unix: u64) -> Option<&VerifyingKey> {
         let (key, not_before, not_after) = self.keys.get(&(*node, key_epoch))?;
-        (now_unix >= *not_before && now_unix < *not_after).then_some(key)
+        (now_unix >= *not_before && now_unix < *not_after && !self.is_revoked(node, key_epoch)).then_some(key)
+    }
+
+    /// Every valid key of `node` at `now_unix` that is not revoked, with its epoch.
+    fn usable(&self, node: &NodeId, now_unix: u64) -> impl Iterator<Item = (u32, &VerifyingKey)> {
+        self.keys
+            .iter()
+            .filter(move |((id, epoch), (_, not_before, not_after))| {
+                id == node && now_unix >= *not_before && now_unix < *not_after && !self.is_revoked(id, *epoch)
+            })
+            .map(|((_, epoch), (key, _, _))| (*epoch, key))
     }
 
     /// The newest key of `node` valid at `now_unix`, with its epoch.
     pub fn newest_key(&self, node: &NodeId, now_unix: u64) -> Option<(u32, &VerifyingKey)> {
-        self.keys
-            .iter()
-            .filter(|((id, _), (_, not_before, not_after))| {
-                id == node && now_unix >= *not_before && now_unix < *not_after
-            })
-            .max_by_key(|((_, epoch), _)| *epoch)
-            .map(|((_, epoch), (key, _, _))| (*epoch, key))
+        self.usable(node, now_unix).max_by_key(|(epoch, _)| *epoch)
     }
 
     /// Every key of `node` valid at `now_unix`, newest epoch first (more than one while a
     /// rotated-out key's endorsement overlaps its successor's).
     pub fn valid_keys(&self, node: &NodeId, now_unix: u64) -> Vec<&VerifyingKey> {
-        let mut keys: Vec<(u32, &VerifyingKey)> = self
-            .keys
-            .iter()
-            .filter(|((id, _), (_, not_before, not_after))| {
-                id == node && now_unix >= *not_before && now_unix < *not_after
-            })
-            .map(|((_, epoch), (key, _, _))| (*epoch, key))
-            .collect();
+        let mut keys: Vec<(u32, &VerifyingKey)> = self.usable(node, now_unix).collect();
         keys.sort_by_key(|(epoch, _)| std::cmp::Reverse(*epoch));
         keys.into_iter().map(|(_, key)| key).collect()
     }
@@ -339,6 +365,31 @@ mod tests {
             "both during the overlap, newest first"
         );
         assert_eq!(store.valid_keys(&id, 250), vec![rotated.verifying_key()]);
+    }
+
+    #[test]
+    fn a_revoked_key_is_refused_everywhere_and_usable_again_when_the_revocation_is_withdrawn() {
+        let (authority, node, endorsement, mut store) = setup();
+        let id = store.admit(&endorsement, 150).unwrap();
+        let rotated = SigningKey::generate().unwrap();
+        let second = Endorsement::issue(&authority, NODE, 2, rotated.verifying_key(), 100, 300).unwrap();
+        store.set_revoked(HashMap::from([(id, 1)]));
+        let signature = node.sign(SigningContext::Originator, b"adv").unwrap();
+        assert_eq!(
+            store.verify(SigningContext::Originator, &id, 1, b"adv", &signature.0, 150),
+            Err(Refusal::Revoked)
+        );
+        assert_eq!(store.key(&id, 1, 150), None);
+        assert_eq!(store.newest_key(&id, 150), None);
+        assert!(
+            store.admit(&endorsement, 150).unwrap_err().to_string().contains("revoked"),
+            "a revoked endorsement is refused even though it was admitted before"
+        );
+        // The next epoch is not revoked: the node rejoins with a new key.
+        store.admit(&second, 150).unwrap();
+        assert_eq!(store.valid_keys(&id, 150), vec![rotated.verifying_key()]);
+        store.set_revoked(HashMap::new());
+        assert_eq!(store.key(&id, 1, 150), Some(node.verifying_key()));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod mldsa;
 pub mod mlkem;
 pub mod model_digest;
 pub mod node_id;
+pub mod revocation;
 
 pub use mldsa::{Signature, SigningContext, SigningKey, VerifyingKey};
 pub use node_id::{NodeId, node_id_for};
@@ -33,6 +34,8 @@ pub enum Error {
     KeyFile { path: String, reason: String },
     #[error("endorsement rejected: {0}")]
     Endorsement(&'static str),
+    #[error("revocation list rejected: {0}")]
+    Revocation(&'static str),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

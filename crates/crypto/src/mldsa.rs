@@ -28,6 +28,8 @@ pub enum SigningContext {
     Endorsement,
     /// A federated-learning control message (the aggregator's training request).
     FlControl,
+    /// The mesh authority's list of revoked node keys.
+    Revocation,
 }
 
 impl SigningContext {
@@ -39,6 +41,7 @@ impl SigningContext {
             SigningContext::ModelUpdate => b"x0tta6bl4/v1/model-update",
             SigningContext::Endorsement => b"x0tta6bl4/v1/endorsement",
             SigningContext::FlControl => b"x0tta6bl4/v1/fl-control",
+            SigningContext::Revocation => b"x0tta6bl4/v1/revocation",
         }
     }
 }

@@ -104,9 +104,12 @@ pub fn verify_binding(
         return Err(malformed());
     }
     let endorsement = Endorsement::decode(endorsement).map_err(|_| malformed())?;
-    let node = trust
-        .admit(&endorsement, now_unix)
-        .map_err(|_| Error::Authentication("key not endorsed by the mesh authority"))?;
+    let node = trust.admit(&endorsement, now_unix).map_err(|error| match error {
+        x0tta6bl4_crypto::Error::Endorsement("revoked") => {
+            Error::Authentication("key revoked by the mesh authority")
+        }
+        _ => Error::Authentication("key not endorsed by the mesh authority"),
+    })?;
     trust
         .verify(
             SigningContext::SessionBinding,
@@ -122,6 +125,7 @@ pub fn verify_binding(
             }
             Refusal::Expired => Error::Authentication("key expired"),
             Refusal::UnknownKey => Error::Authentication("key not endorsed by the mesh authority"),
+            Refusal::Revoked => Error::Authentication("key revoked by the mesh authority"),
         })?;
     Ok(PeerIdentity {
         node,

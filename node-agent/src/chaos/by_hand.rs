@@ -290,7 +290,7 @@ fn carried(endpoint: &Endpoint, peer: IpAddr, action: ActionType) -> Result<bool
     let uid = uid(peer);
     match mechanism(action.as_str()) {
         Mechanism::SendPath => Ok(endpoint.plan.borrow().delays.contains_key(&peer)),
-        Mechanism::Behaviour => Err(format!(
+        Mechanism::Behaviour | Mechanism::Revocation => Err(format!(
             "{} is not a link fault: it cannot be set by hand",
             action.as_str()
         )),

@@ -38,6 +38,8 @@ pub struct Seen {
     pub reach: Option<(usize, usize)>,
     /// Untargeted nodes this agent accused of lying since the window opened.
     pub accused: BTreeSet<String>,
+    /// keyRevocation: when a target whose key this agent revoked had a session with it again.
+    pub rejoined: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +93,7 @@ impl Ledger {
             detections,
             reach,
             accused,
+            rejoined,
         } = seen;
         let record = self.records.entry(view.uid.clone()).or_default();
         record.seen_us = now_us;
@@ -139,6 +142,9 @@ impl Ledger {
         let mut all: BTreeSet<String> = std::mem::take(&mut report.accused).into_iter().collect();
         all.extend(accused);
         report.accused = all.into_iter().collect();
+        if report.rejoined_at.is_none() {
+            report.rejoined_at = rejoined.and_then(time);
+        }
         // The first detection of each target is kept; the earliest of them is the detection.
         for (node, (at, what)) in detections {
             if report.detections.iter().any(|d| d.node == node) {

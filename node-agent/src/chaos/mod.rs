@@ -282,7 +282,7 @@ pub async fn run(setup: ChaosSetup, shutdown: CancellationToken) {
             let mut refused = planned.refused.get(&view.uid).cloned().unwrap_or_default();
             refused.extend(view.unusable.iter().cloned());
             let entries = match mechanism {
-                Mechanism::SendPath | Mechanism::Behaviour => planned_entries,
+                Mechanism::SendPath | Mechanism::Behaviour | Mechanism::Revocation => planned_entries,
                 Mechanism::Ebpf => {
                     if planned_entries > 0
                         && let Some(why) = &datapath.unavailable
@@ -305,6 +305,7 @@ pub async fn run(setup: ChaosSetup, shutdown: CancellationToken) {
                         detections: observe::detections(report, &ids, since),
                         reach: Some(observe::reach(report, &live, &view.targets)),
                         accused: observe::accusations(report, &ids, since),
+                        rejoined: observe::rejoined(report, &ids, since),
                     }
                 }
                 _ => Seen::default(),

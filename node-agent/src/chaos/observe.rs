@@ -2,7 +2,10 @@
 //!
 //! - Detection: the first event at or after the window opened that concerns a target: the
 //!   target lost as a neighbour, a route withdrawn from it or moved off it as next hop, a
-//!   forged or replayed advertisement it sent refused, or a self-healing incident about it.
+//!   forged or replayed advertisement it sent refused, its key revoked by the mesh authority,
+//!   or a self-healing incident about it.
+//! - Rejoin (keyRevocation): the first session with a target after its key was revoked here,
+//!   which the target can only have made with a new, endorsed key.
 //! - Avoidance: how many untargeted agents this one reaches through an untargeted next hop.
 //!   When every untargeted agent reaches every other one that way, following next hops from
 //!   any of them never enters a target: every pair has a path that avoids the targets.
@@ -56,6 +59,12 @@ pub fn detections(
                     found.push((name, event.at_unix_us, format!("route moved off next hop {name}")));
                 }
             }
+            "key_revoked" => {
+                if let Some(name) = targets.get(node) {
+                    let which = event.detail.as_deref().unwrap_or("its key");
+                    found.push((name, event.at_unix_us, format!("{name} revoked ({which})")));
+                }
+            }
             "advertisement_refused" => {
                 if let Some(name) = targets.get(node) {
                     let why = event.detail.as_deref().unwrap_or("refused");
@@ -88,6 +97,27 @@ pub fn detections(
         }
     }
     earliest
+}
+
+/// When this agent first had a session with a target again after revoking its key, at or
+/// after `since_us` (Unix µs); `None` before that, or where it revoked no target's key.
+pub fn rejoined(report: &StatusReport, targets: &TargetIds, since_us: u64) -> Option<u64> {
+    let mut revoked_at: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut events: Vec<_> = report.events.iter().filter(|e| e.at_unix_us >= since_us).collect();
+    events.sort_by_key(|e| e.at_unix_us);
+    for event in events {
+        let Some(node) = event.node.as_deref().filter(|node| targets.contains_key(*node)) else {
+            continue;
+        };
+        match event.kind {
+            "key_revoked" => {
+                revoked_at.entry(node).or_insert(event.at_unix_us);
+            }
+            "session_up" | "session_replaced" if revoked_at.contains_key(node) => return Some(event.at_unix_us),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The nodes other than the targets that this agent accused of lying about their links (a

@@ -27,6 +27,9 @@ pub enum Mechanism {
     Ebpf,
     SendPath,
     Behaviour,
+    /// keyRevocation: the operator revokes the targets' keys in the mesh's signed list; every
+    /// agent applies it (see `crate::revocations`), the targets install nothing.
+    Revocation,
 }
 
 impl Mechanism {
@@ -35,6 +38,7 @@ impl Mechanism {
             Mechanism::Ebpf => "ebpf",
             Mechanism::SendPath => "sendPath",
             Mechanism::Behaviour => "behaviour",
+            Mechanism::Revocation => "revocation",
         }
     }
 }
@@ -45,6 +49,7 @@ pub fn mechanism(action: &str) -> Mechanism {
         "latency" => Mechanism::SendPath,
         "falseMetric" | "byzantineUpdate" | "forgedBeacon" | "replayedBeacon" | "signatureFailure"
         | "kemDowngrade" => Mechanism::Behaviour,
+        "keyRevocation" => Mechanism::Revocation,
         _ => Mechanism::Ebpf,
     }
 }
@@ -147,7 +152,7 @@ pub fn plan(views: &[ExperimentView]) -> Planned {
                     );
                 }
                 // The operator assigns an adversarial experiment no entries.
-                Mechanism::Behaviour => continue,
+                Mechanism::Behaviour | Mechanism::Revocation => continue,
                 Mechanism::Ebpf => {
                     planned.plan.kernel.insert(
                         address,

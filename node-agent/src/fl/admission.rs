@@ -1,10 +1,10 @@
 //! Admitting a participant's update: verified against every key the trust store holds endorsed
-//! for it now, and once more with fresh keys if one was endorsed since the round started.
+//! for it at the moment the update arrives.
 use std::collections::HashMap;
 
 use x0tta6bl4_crypto::mldsa::VerifyingKey;
 use x0tta6bl4_fl::update::ModelUpdate;
-use x0tta6bl4_fl::validate::{Rejection as Refusal, RejectionReason, UpdateValidator};
+use x0tta6bl4_fl::validate::{Rejection as Refusal, UpdateValidator};
 
 use super::FlContext;
 
@@ -27,23 +27,15 @@ pub fn participant_keys(ctx: &FlContext, participants: &[String]) -> HashMap<Str
         .collect()
 }
 
-/// Admits `bytes`; if the signature does not verify under the keys the round started with,
-/// looks the participant's keys up again (one endorsed since) and tries once more.
+/// Admits `bytes` under the participant keys the trust store holds now, not those the round
+/// started with: a key endorsed since (a rotation) is accepted, and a key the mesh authority
+/// revoked since is refused. Looking them up costs a copy of each participant's keys (about
+/// 2 KB each), small beside the signature check that follows.
 pub fn admit_with_fresh_keys(
     validator: &mut UpdateValidator,
     bytes: &[u8],
     keys: impl FnOnce() -> HashMap<String, Vec<VerifyingKey>>,
 ) -> Result<ModelUpdate, Refusal> {
-    match validator.admit(bytes) {
-        Err(refusal)
-            if matches!(
-                refusal.reason,
-                RejectionReason::BadSignature | RejectionReason::UnknownParticipant
-            ) =>
-        {
-            validator.set_keys(keys());
-            validator.admit(bytes)
-        }
-        result => result,
-    }
+    validator.set_keys(keys());
+    validator.admit(bytes)
 }

@@ -164,6 +164,11 @@ mod tests {
         .unwrap()
     }
 
+    /// The trust store's keys as the admission looks them up: b's one key.
+    fn keys_of(key: &SigningKey) -> impl FnOnce() -> HashMap<String, Vec<VerifyingKey>> + '_ {
+        move || HashMap::from([("b".to_string(), vec![key.verifying_key().clone()])])
+    }
+
     fn validator(round: u32, key: &SigningKey) -> UpdateValidator {
         UpdateValidator::new(
             RoundExpectations::new("uid", round, [round as u8; 32], 2),
@@ -180,7 +185,7 @@ mod tests {
         let mut dropped = OpenRounds::new(None);
         dropped.close(validator(1, &key));
         assert!(matches!(
-            dropped.admit(&signed(&key, "b", 1, 1), 1, 2, HashMap::new),
+            dropped.admit(&signed(&key, "b", 1, 1), 1, 2, keys_of(&key)),
             Late::NotOpen
         ));
     }
@@ -191,7 +196,7 @@ mod tests {
         let mut open = OpenRounds::new(policy("acceptStale", 1, 50));
         open.close(validator(1, &key));
         let late = signed(&key, "b", 1, 1);
-        let Late::Admitted(stale) = open.admit(&late, 1, 2, HashMap::new) else {
+        let Late::Admitted(stale) = open.admit(&late, 1, 2, keys_of(&key)) else {
             panic!("round 1's update is admitted in round 2")
         };
         assert_eq!((stale.staleness, stale.weight), (1, 0.5));
@@ -202,20 +207,20 @@ mod tests {
         );
         // The same update again: that round already has b's update.
         assert!(matches!(
-            open.admit(&late, 1, 2, HashMap::new),
+            open.admit(&late, 1, 2, keys_of(&key)),
             Late::Refused { round: 1, rejection } if rejection.reason == RejectionReason::Duplicate
         ));
         // Trained on a model other than round 1's.
         let mut other = OpenRounds::new(policy("acceptStale", 1, 50));
         other.close(validator(1, &key));
         assert!(matches!(
-            other.admit(&signed(&key, "b", 1, 9), 1, 2, HashMap::new),
+            other.admit(&signed(&key, "b", 1, 9), 1, 2, keys_of(&key)),
             Late::Refused { rejection, .. } if rejection.reason.code() == "WrongBaseModel"
         ));
         // Two rounds late with maxStaleness 1: round 1 is closed to it.
         open.close(validator(2, &key));
         assert!(matches!(
-            open.admit(&signed(&key, "b", 1, 1), 1, 3, HashMap::new),
+            open.admit(&signed(&key, "b", 1, 1), 1, 3, keys_of(&key)),
             Late::NotOpen
         ));
     }

@@ -38,6 +38,7 @@ impl OriginatorVerifier for TrustVerifier {
                 TrustRefusal::UnknownKey => VerifyError::UnknownKey,
                 TrustRefusal::Expired => VerifyError::ExpiredKey,
                 TrustRefusal::BadSignature => VerifyError::BadSignature,
+                TrustRefusal::Revoked => VerifyError::RevokedKey,
             })
     }
 }

@@ -53,6 +53,7 @@ pub struct SessionUp {
     pub id: u64,
     pub peer: NodeId,
     pub spiffe_id: String,
+    pub key_epoch: u32,
     pub key_exchange: String,
     pub post_quantum: bool,
     pub direction: Direction,
@@ -70,6 +71,8 @@ pub enum Admission {
     Accepted,
     /// Another session with the same peer is kept.
     Duplicate,
+    /// The peer bound the session with a key revoked since its handshake was checked.
+    Revoked,
 }
 
 /// A payload delivered to this agent.
@@ -113,6 +116,12 @@ pub enum Command {
     /// The node key was rotated and its endorsement admitted: announce it, then sign with it.
     Rotate {
         identity: Identity,
+        reply: oneshot::Sender<()>,
+    },
+    /// The trust store's revoked keys changed: these were newly revoked (node, through
+    /// epoch). Sessions bound with a revoked key are closed.
+    Revoked {
+        keys: Vec<(NodeId, u32)>,
         reply: oneshot::Sender<()>,
     },
     /// The node names of the peers with a session, by the session's remote address.
@@ -180,6 +189,12 @@ impl MeshHandle {
         self.ask(|reply| Command::Rotate { identity, reply })
             .await
             .is_some()
+    }
+
+    /// Closes the sessions bound with keys the trust store now revokes, and records the newly
+    /// revoked `keys` (node, through epoch) as events. False once the mesh is gone.
+    pub async fn revoked(&self, keys: Vec<(NodeId, u32)>) -> bool {
+        self.ask(|reply| Command::Revoked { keys, reply }).await.is_some()
     }
 
     /// The node names of the peers with a session, by address (empty once the mesh is gone).

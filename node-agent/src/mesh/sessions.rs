@@ -18,6 +18,7 @@ use crate::convergence::Event;
 pub(super) struct Session {
     pub(super) id: u64,
     pub(super) spiffe_id: String,
+    pub(super) key_epoch: u32,
     pub(super) key_exchange: String,
     pub(super) post_quantum: bool,
     pub(super) direction: Direction,
@@ -53,6 +54,17 @@ pub fn admits(
 
 impl Mesh {
     pub(super) fn on_session_up(&mut self, up: SessionUp) {
+        // A revocation applied between the handshake's check and now.
+        if self
+            .trust
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_revoked(&up.peer, up.key_epoch)
+        {
+            self.metrics.refused("revoked_key");
+            let _ = up.reply.send(Admission::Revoked);
+            return;
+        }
         let timeout = self.router.config().neighbour_timeout;
         let held = self
             .sessions
@@ -69,6 +81,7 @@ impl Mesh {
         let session = Session {
             id: up.id,
             spiffe_id: up.spiffe_id,
+            key_epoch: up.key_epoch,
             key_exchange: up.key_exchange,
             post_quantum: up.post_quantum,
             direction: up.direction,

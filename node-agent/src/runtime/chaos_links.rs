@@ -67,6 +67,12 @@ impl ChaosWiring {
 /// What a run mode's executor gets once the mesh runs.
 pub struct Running {
     pub mesh: MeshHandle,
+    /// The trust store and the identity in use, for the mesh's revocation list.
+    pub trust: std::sync::Arc<std::sync::RwLock<x0tta6bl4_crypto::endorsement::TrustStore>>,
+    pub identity: crate::identity::CurrentIdentity,
+    /// Key rotation's wake-up when this agent's key is revoked.
+    pub rotate_now: std::sync::Arc<tokio::sync::Notify>,
+    pub registry: prometheus::Registry,
     pub shutdown: CancellationToken,
     pub chaos: ChaosLinks,
     /// The datapath's state, for the MeshNode record.
@@ -102,12 +108,32 @@ pub struct ClusterRecord {
 pub fn in_cluster(record: ClusterRecord) -> impl FnOnce(Running) {
     move |Running {
               mesh,
+              trust,
+              identity,
+              rotate_now,
+              registry,
               shutdown,
               chaos,
               datapath,
               svid,
           }| {
         let name = crate::kube_source::record_name(&record.mesh, &record.node);
+        // The mesh's revoked keys, from the list the operator signs into the MeshNetwork.
+        let (serial, revocation_serial) = watch::channel(None);
+        tokio::spawn(
+            crate::revocations::Follower {
+                client: record.client.clone(),
+                namespace: record.namespace.clone(),
+                mesh: record.mesh.clone(),
+                trust,
+                identity,
+                mesh_handle: mesh.clone(),
+                rotate_now,
+                serial,
+                metrics: crate::revocations::RevocationMetrics::register(&registry),
+            }
+            .run(shutdown.clone()),
+        );
         let reports = chaos.reports.subscribe();
         tokio::spawn(crate::chaos::run(
             crate::chaos::ChaosSetup {
@@ -131,6 +157,7 @@ pub fn in_cluster(record: ClusterRecord) -> impl FnOnce(Running) {
                 chaos: reports,
                 datapath,
                 svid,
+                revocation_serial,
             },
             shutdown,
         )

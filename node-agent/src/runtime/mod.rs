@@ -216,8 +216,13 @@ pub async fn run_mesh(
         });
         SvidMode { credentials, updates }
     });
+    let rotate_now = Arc::new(tokio::sync::Notify::new());
     start_executor(Running {
         mesh: MeshHandle::new(inbox.clone()),
+        trust: Arc::clone(&enrolled.trust),
+        identity: enrolled.identity.clone(),
+        rotate_now: Arc::clone(&rotate_now),
+        registry: metrics.registry.clone(),
         shutdown: shutdown.clone(),
         chaos: chaos.executor,
         datapath: datapath.clone(),
@@ -249,6 +254,7 @@ pub async fn run_mesh(
         trust: Arc::clone(&enrolled.trust),
         mesh: MeshHandle::new(inbox.clone()),
         metrics: Arc::clone(&metrics),
+        rotate_now,
     };
     tasks.spawn(rotation.run(enrolled.key_version, shutdown.clone()));
     // Payloads for this agent: federated learning's, others logged.

@@ -17,8 +17,11 @@ pub struct Measurement {
     pub reference: Option<Timestamp>,
     /// The earliest detection by an untargeted agent since then, and "node: what it saw".
     pub detection: Option<(Duration, String)>,
-    /// Time until every live untargeted agent routed around the targets (within the window).
+    /// Time until every live untargeted agent routed around the targets (within the window);
+    /// for keyRevocation, until a target first had a session again (with a new key).
     pub recovery: Option<Duration>,
+    /// keyRevocation: time until every live untargeted agent refused the revoked keys.
+    pub detected_by_all: Option<Duration>,
     /// Share of pairs of live untargeted agents that reach each other, in percent.
     pub reachable_percent: Option<i32>,
     /// The most the reference's clock (the first target's) can differ from any live untargeted
@@ -88,7 +91,27 @@ pub fn measure(
         .filter_map(|(_, agent)| agent.report.as_ref())
         .collect();
     let live_count = untargeted.iter().filter(|(_, a)| a.live).count();
-    let recovery = if live_count > 0 && live.len() == live_count {
+    let revocation = !status.revoked_keys.is_empty();
+    // Every live untargeted agent reports having refused a target's key: the revocation
+    // reached the whole mesh.
+    let detected_by_all = (revocation && live_count > 0 && live.len() == live_count)
+        .then(|| {
+            live.iter()
+                .map(|r| r.detected_at.as_ref().map(|t| t.0).filter(|at| *at >= reference))
+                .collect::<Option<Vec<Timestamp>>>()
+        })
+        .flatten()
+        .and_then(|times| times.into_iter().max())
+        .map(|at| elapsed(reference, at));
+    let rejoined = untargeted
+        .iter()
+        .filter_map(|(_, agent)| agent.report.as_ref()?.rejoined_at.as_ref().map(|t| t.0))
+        .filter(|at| *at >= reference)
+        .min()
+        .map(|at| elapsed(reference, at));
+    let recovery = if revocation {
+        rejoined
+    } else if live_count > 0 && live.len() == live_count {
         live.iter()
             .map(|r| match &r.avoiding_since {
                 Some(since) if r.reachable >= r.peers => Some(since.0.max(reference)),
@@ -133,6 +156,7 @@ pub fn measure(
         reference: Some(reference),
         detection,
         recovery,
+        detected_by_all,
         reachable_percent,
         clock_skew_bound,
         false_accusations,
@@ -207,6 +231,11 @@ pub(super) fn record(status: &mut ChaosExperimentStatus, measured: &Measurement,
         && let Some(percent) = measured.reachable_percent
     {
         status.reachable_percent = Some(percent);
+    }
+    if status.time_to_detect_by_all.is_empty()
+        && let Some(all) = measured.detected_by_all
+    {
+        status.time_to_detect_by_all = format_precise(all);
     }
     if let Some(bound) = measured.clock_skew_bound {
         status.clock_skew_bound = duration::format(bound);
@@ -310,7 +339,11 @@ pub fn judge(
             report.refused
         ));
     }
-    if status.kills.is_empty() && !target_reports.iter().any(|(_, r)| r.applied_at.is_some()) {
+    let revocation = spec.action.type_ == ActionType::KeyRevocation;
+    if revocation && status.revoked_keys.is_empty() {
+        return inconclusive("no key was revoked".into());
+    }
+    if !revocation && status.kills.is_empty() && !target_reports.iter().any(|(_, r)| r.applied_at.is_some()) {
         return inconclusive("no target reported installing its fault entries".into());
     }
     if !status.kills.is_empty()
@@ -362,6 +395,23 @@ pub fn judge(
             )),
         }
     }
+    if revocation {
+        if status.time_to_detect_by_all.is_empty() {
+            let unaware: Vec<&String> = agents
+                .iter()
+                .filter(|(node, agent)| !targets.contains(*node) && agent.live)
+                .filter(|(_, agent)| agent.report.as_ref().is_none_or(|r| r.detected_at.is_none()))
+                .map(|(node, _)| node)
+                .collect();
+            failures.push(format!(
+                "not every agent refused the revoked keys while the window was open: {} did not",
+                names(&unaware)
+            ));
+        }
+        if status.time_to_recover.is_empty() {
+            failures.push("no target rejoined the mesh with a new, endorsed key while the window was open".into());
+        }
+    }
     if spec.action.type_ == ActionType::FalseMetric && !status.false_accusations.is_empty() {
         failures.push(format!(
             "honest agents were accused of lying about their links: {}",
@@ -370,9 +420,13 @@ pub fn judge(
     }
     // A forger of advertisements (or of its own signatures) still forwards the others'
     // genuine ones: routes through it are not a failure of the mesh unless the spec says so.
+    // A revoked node that rejoined with a new key rightly carries traffic again.
     let forger = matches!(
         spec.action.type_,
-        ActionType::ForgedBeacon | ActionType::ReplayedBeacon | ActionType::SignatureFailure
+        ActionType::ForgedBeacon
+            | ActionType::ReplayedBeacon
+            | ActionType::SignatureFailure
+            | ActionType::KeyRevocation
     );
     let least = spec
         .expectations
@@ -394,6 +448,10 @@ pub fn judge(
         None => "not detected".to_owned(),
     };
     let recovery = match recovered {
+        Some(_) if revocation => format!(
+            "every agent refused the revoked keys after {}; the target rejoined with a new key after {}",
+            status.time_to_detect_by_all, status.time_to_recover
+        ),
         Some(_) => format!("recovered after {}", status.time_to_recover),
         None => "no recovery needed".to_owned(),
     };

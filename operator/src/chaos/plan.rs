@@ -39,6 +39,7 @@ use x0tta6bl4_api::chaos::{
 };
 use x0tta6bl4_api::condition::{self, CONVERGED, DEGRADED, Desired, PROGRESSING, READY, Status};
 use x0tta6bl4_api::duration;
+use x0tta6bl4_api::mesh_network::RevokedKey;
 use x0tta6bl4_api::{
     ChaosExperiment, ChaosExperimentSpec, ChaosExperimentStatus, FLTrainingRound, FieldError, MeshNetwork,
     MeshNode,
@@ -382,7 +383,7 @@ impl Planner<'_> {
             }
             if !self.spec.action.type_.is_supported() {
                 let message = format!(
-                    "{} is not supported yet: this release injects network and node faults (partition, loss, corrupt, latency, nodeKill), falseMetric, byzantineUpdate, forgedBeacon, replayedBeacon, signatureFailure and kemDowngrade",
+                    "{} is not supported yet: this release injects network and node faults (partition, loss, corrupt, latency, nodeKill), falseMetric, byzantineUpdate, forgedBeacon, replayedBeacon, signatureFailure, kemDowngrade and keyRevocation",
                     self.spec.action.type_.as_str()
                 );
                 return Step::new(phase::FAILED, refused(reason::UNSUPPORTED, message), None);
@@ -624,6 +625,9 @@ impl Planner<'_> {
         {
             let reference = byzantine::reference(round, self.view.jobs, self.view.others);
             status.byzantine = Some(byzantine::at_injection(&self.spec.action, round, reference));
+        }
+        if self.spec.action.type_ == ActionType::KeyRevocation && !resuming {
+            status.revoked_keys = revoked_keys(&targets, self.view.records);
         }
         status.targets = targets;
         status.assignments = assignments;
@@ -1215,6 +1219,7 @@ pub(super) fn describe_action(action: &ActionSpec) -> String {
             "replayedBeacon (other nodes' old advertisements sent again)".to_owned()
         }
         ActionType::KemDowngrade => "kemDowngrade (classical key exchange only)".to_owned(),
+        ActionType::KeyRevocation => "keyRevocation (the targets' keys revoked by the mesh authority)".to_owned(),
         ActionType::SignatureFailure => {
             "signatureFailure (advertisements and FL updates with spoiled signatures)".to_owned()
         }
@@ -1224,6 +1229,24 @@ pub(super) fn describe_action(action: &ActionSpec) -> String {
         ),
         other => other.as_str().to_owned(),
     }
+}
+
+/// keyRevocation: each target's key as its record shows it endorsed when the window opens,
+/// with every earlier epoch.
+fn revoked_keys(targets: &[String], records: &[MeshNode]) -> Vec<RevokedKey> {
+    targets
+        .iter()
+        .map(|target| RevokedKey {
+            node_name: target.clone(),
+            through_key_epoch: records
+                .iter()
+                .find(|record| record.spec.node_name == *target)
+                .and_then(|record| record.status.as_ref())
+                .and_then(|status| status.endorsed_epoch)
+                .unwrap_or(0),
+            reason: "keyRevocation experiment".to_owned(),
+        })
+        .collect()
 }
 
 /// Names for a message: all of a few, the first [`NAMES_LISTED`] of many.

@@ -3,4 +3,5 @@ pub mod apply;
 pub mod authority;
 pub mod build;
 pub mod reconcile;
+pub mod revocation;
 pub mod status;

@@ -35,7 +35,7 @@ async fn refuse_spec(
     tracing::warn!(namespace = ?mesh.namespace(), name = %mesh.name_any(), %message, "invalid spec");
     let generation = mesh.meta().generation;
     let (new_status, transitions) = status::invalid(mesh.status.as_ref(), generation, message, now);
-    if mesh.status.as_ref() != Some(&new_status) {
+    if status::changed(mesh.status.as_ref(), &new_status) {
         apply_status(ctx, mesh, &new_status).await?;
     }
     ctx.publish_transitions(&mesh.object_ref(&()), &transitions).await;
@@ -84,7 +84,7 @@ pub async fn reconcile(mesh: Arc<MeshNetwork>, ctx: Arc<Context>) -> Result<Acti
         post_quantum: mesh.spec.post_quantum_summary(),
     };
     let (new_status, transitions) = status::compute(mesh.status.as_ref(), generation, &observed, &now);
-    if mesh.status.as_ref() != Some(&new_status) {
+    if status::changed(mesh.status.as_ref(), &new_status) {
         apply_status(&ctx, mesh.as_ref(), &new_status).await?;
     }
     ctx.publish_transitions(&reference, &transitions).await;

@@ -156,7 +156,7 @@ pub fn compute(
     };
     let (converged, reachable_pairs_percent) = convergence(&observed.agents, desired);
 
-    let mut status = current.cloned().unwrap_or_default();
+    let mut status = ours(current);
     let transitions = condition::set_all(
         &mut status.conditions,
         [ready_condition, progressing, degraded, converged],
@@ -184,6 +184,21 @@ pub fn compute(
     (status, transitions)
 }
 
+/// The part of the status this reconciler writes: everything but `revocation`, which the
+/// revocation controller owns under its own field manager (a server-side apply that carried
+/// a stale copy would take it over and overwrite a newer list).
+fn ours(current: Option<&MeshNetworkStatus>) -> MeshNetworkStatus {
+    MeshNetworkStatus {
+        revocation: None,
+        ..current.cloned().unwrap_or_default()
+    }
+}
+
+/// Whether `new` differs from what this reconciler last wrote of `current`.
+pub fn changed(current: Option<&MeshNetworkStatus>, new: &MeshNetworkStatus) -> bool {
+    current.is_none() || ours(current) != *new
+}
+
 /// Status of a mesh whose spec the schema admitted but the operator cannot act on.
 pub fn invalid(
     current: Option<&MeshNetworkStatus>,
@@ -191,7 +206,7 @@ pub fn invalid(
     message: String,
     now: &Time,
 ) -> (MeshNetworkStatus, Vec<Transition>) {
-    let mut status = current.cloned().unwrap_or_default();
+    let mut status = ours(current);
     let conditions = [
         Desired::new(READY, Status::False, "InvalidSpec", message.clone()),
         Desired::new(
