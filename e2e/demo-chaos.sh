@@ -12,14 +12,14 @@
 #                          a node kill, a cascade of two kills, a falseMetric liar, a
 #                          byzantineUpdate participant, forged and replayed beacons,
 #                          spoiled signatures, a KEM downgrade, a key revoked by an
-#                          experiment and a key revoked by hand (`x0tta6bl4-operator
-#                          revoke-key`).
+#                          experiment, a key revoked by hand (`x0tta6bl4-operator
+#                          revoke-key`) and a key let expire.
 #                          After every check the fault maps are empty and the agents'
 #                          active-entry gauges sum to 0. Ends with "N passed, M failed".
 #   demo-chaos.sh bench [runs] [action...]
 #                          TTD and TTR of partition, loss, corrupt, latency, nodeKill, falseMetric,
-#                          forgedBeacon, replayedBeacon, signatureFailure, kemDowngrade and
-#                          keyRevocation (8 s windows) over [runs] experiments each (default 20),
+#                          forgedBeacon, replayedBeacon, signatureFailure, kemDowngrade,
+#                          keyRevocation and keyExpiry (8 s windows) over [runs] experiments each (default 20),
 #                          p50/p99, as a Markdown table on stdout (keyRevocation adds the time
 #                          until every agent refused the key)
 #
@@ -677,6 +677,30 @@ check_key_revocation() {
   wait_for 30 "the experiment's key left the mesh's list" mesh_list_empty
 }
 
+# keyExpiry: the target's endorsement runs out at every agent; its neighbours close their
+# sessions with it; it makes a new key and rejoins.
+expired_losses_of_neighbours() {
+  local i=$1 n=${#NODES[@]}
+  echo $(($(metric_of $(((i + n - 1) % n)) 'x0_agent_neighbour_losses_total{cause="expired_key"}' | cut -d. -f1) +
+    $(metric_of $(((i + 1) % n)) 'x0_agent_neighbour_losses_total{cause="expired_key"}' | cut -d. -f1)))
+}
+check_key_expiry() {
+  local target i epoch before
+  load_nodes "$AGENTS_STATE"
+  kctl apply -f examples/chaos-key-expiry.yaml >/dev/null
+  wait_for 90 "key-expiry Injecting" phase_is key-expiry Injecting
+  target="$(field key-expiry '.status.targets[0]')"
+  i="$(index_of "$target")"
+  epoch="$(key_epoch_of "$target")"
+  log "$target's key epoch $epoch endorsed until $(field key-expiry '.status.expiringEndorsements[0].notAfter') by the experiment"
+  wait_for 30 "$target rejoined with a key epoch above $epoch" epoch_above "$target" "$epoch"
+  wait_for 150 "key-expiry Completed" phase_is key-expiry Completed
+  show key-expiry
+  log "first refusal $(field key-expiry .status.timeToDetect) after the key ran out ($(field key-expiry .status.detectedBy)); rejoined after $(field key-expiry .status.timeToRecover); neighbours closed $(expired_losses_of_neighbours "$i") sessions for expired_key"
+  (($(expired_losses_of_neighbours "$i") >= 1)) || { log "no neighbour closed a session with $target for expired_key"; return 1; }
+  [[ "$(field key-expiry .status.verdict)" == Passed ]] || { log "verdict: $(field key-expiry .status.verdictMessage)"; return 1; }
+}
+
 # A key revoked by hand (`x0tta6bl4-operator revoke-key`): the operator signs the list, every
 # agent applies it and refuses the key, the node makes a new key and rejoins; the entry is then
 # withdrawn.
@@ -804,6 +828,7 @@ all_checks() {
   check "KEM downgrade refused (examples/chaos-kem-downgrade.yaml)" check_kem_downgrade
   check "a key revoked by an experiment (examples/chaos-key-revocation.yaml)" check_key_revocation
   check "a key revoked by hand (x0tta6bl4-operator revoke-key)" check_revoke_by_hand
+  check "a key let expire (examples/chaos-key-expiry.yaml)" check_key_expiry
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -836,8 +861,8 @@ bench() {
       latency) spec='{type: latency, latency: {delay: 100ms}}' ;;
       nodeKill) spec='{type: nodeKill}' ;;
       falseMetric) spec='{type: falseMetric, metricPercent: 5}' ;;
-      forgedBeacon | replayedBeacon | signatureFailure | kemDowngrade | keyRevocation) spec="{type: $action}" ;;
-      *) die "bench knows partition, loss, corrupt, latency, nodeKill, falseMetric, forgedBeacon, replayedBeacon, signatureFailure, kemDowngrade and keyRevocation, not $action" ;;
+      forgedBeacon | replayedBeacon | signatureFailure | kemDowngrade | keyRevocation | keyExpiry) spec="{type: $action}" ;;
+      *) die "bench knows partition, loss, corrupt, latency, nodeKill, falseMetric, forgedBeacon, replayedBeacon, signatureFailure, kemDowngrade, keyRevocation and keyExpiry, not $action" ;;
     esac
     local ttds=() ttrs=() alls=() passed=0 failed=0 inconclusive=0 all
     for ((k = 1; k <= runs; k++)); do

@@ -37,6 +37,7 @@ pub mod forgery;
 mod handle;
 mod healing;
 mod housekeeping;
+mod key_expiry;
 mod key_rotation;
 mod outputs;
 mod pings;
@@ -104,6 +105,12 @@ pub struct Mesh {
     /// kemDowngrade of the chaos executor: every session is closed when it changes, so that
     /// the next ones are made with the key exchange it asks for.
     kem_downgrade: watch::Receiver<bool>,
+    /// keyExpiry of the chaos executor: a short endorsement of this agent's key to present.
+    expiring_endorsement: watch::Receiver<Option<Vec<u8>>>,
+    /// Wakes key rotation when this agent's endorsement has run out.
+    rotate_now: Arc<tokio::sync::Notify>,
+    /// The key epoch whose expiry key rotation was woken for.
+    expiry_noted: Option<u32>,
     /// Other nodes' advertisements captured while a beacon fault is on.
     captured: forgery::Captured,
     /// When a refusal of each (neighbour, reason) was last recorded as an event.
@@ -133,6 +140,10 @@ pub struct MeshParts {
     pub signature_failure: watch::Receiver<bool>,
     /// A chaos experiment's kemDowngrade.
     pub kem_downgrade: watch::Receiver<bool>,
+    /// A chaos experiment's keyExpiry.
+    pub expiring_endorsement: watch::Receiver<Option<Vec<u8>>>,
+    /// Key rotation's wake-up (this agent's endorsement ran out).
+    pub rotate_now: Arc<tokio::sync::Notify>,
 }
 
 fn short(node: &NodeId) -> String {
@@ -200,6 +211,9 @@ impl Mesh {
             beacon: parts.beacon,
             signature_failure: parts.signature_failure,
             kem_downgrade: parts.kem_downgrade,
+            expiring_endorsement: parts.expiring_endorsement,
+            rotate_now: parts.rotate_now,
+            expiry_noted: None,
             captured: forgery::Captured::default(),
             refusals_noted: BTreeMap::new(),
         };

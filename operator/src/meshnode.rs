@@ -23,7 +23,7 @@ use crate::mesh::authority;
 
 const KIND: &str = "MeshNode";
 /// Clock skew tolerated between the operator and the agents.
-const SKEW: u64 = 60;
+pub const SKEW: u64 = 60;
 
 /// The SPIFFE ID of an agent.
 pub fn spiffe_id(trust_domain: &str, namespace: &str, mesh: &str, node: &str) -> String {

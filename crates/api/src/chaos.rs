@@ -330,6 +330,7 @@ impl ActionType {
                 | ActionType::ReplayedBeacon
                 | ActionType::SignatureFailure
                 | ActionType::KemDowngrade
+                | ActionType::KeyExpiry
         )
     }
 
@@ -391,6 +392,18 @@ pub enum ByzantineAttack {
     Ipm,
 }
 
+/// keyExpiry: a short endorsement of one target's key.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpiringEndorsement {
+    pub node: String,
+    /// The endorsement (its wire encoding, base64), signed by the mesh authority.
+    pub endorsement: String,
+    /// When it runs out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<MicroTime>,
+}
+
 /// Observed state of an experiment.
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -449,6 +462,11 @@ pub struct ChaosExperimentStatus {
     /// while the window is open.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revoked_keys: Vec<crate::mesh_network::RevokedKey>,
+    /// keyExpiry: per target, an endorsement of its key by the mesh authority that runs out
+    /// shortly after the window opens. The target announces it, so its key expires at every
+    /// peer; it then makes a new key, which the operator endorses as usual.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expiring_endorsements: Vec<ExpiringEndorsement>,
     /// Time from injection until every pair of live, untargeted agents had a route avoiding the
     /// targets, by the agents' clocks.
     #[serde(default, skip_serializing_if = "String::is_empty")]

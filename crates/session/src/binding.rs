@@ -108,6 +108,7 @@ pub fn verify_binding(
         x0tta6bl4_crypto::Error::Endorsement("revoked") => {
             Error::Authentication("key revoked by the mesh authority")
         }
+        x0tta6bl4_crypto::Error::Endorsement("expired") => Error::Authentication("key expired"),
         _ => Error::Authentication("key not endorsed by the mesh authority"),
     })?;
     trust

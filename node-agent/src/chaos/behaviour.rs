@@ -29,6 +29,10 @@ pub struct Behaviour {
     /// kemDowngrade: this agent offers only classical key exchange (X25519) on new sessions,
     /// and its sessions are closed when it starts and stops.
     pub kem_downgrade: bool,
+    /// keyExpiry: an endorsement of this agent's key, signed by the mesh authority, that runs
+    /// out seconds after the window opens: the agent announces and presents it, so its key
+    /// expires at every peer.
+    pub expiring_endorsement: Option<Vec<u8>>,
 }
 
 pub use crate::mesh::forgery::BeaconFault;
@@ -45,6 +49,7 @@ impl Behaviour {
             || (self.beacon.is_some() && other.beacon.is_some())
             || (self.signature_failure && other.signature_failure)
             || (self.kem_downgrade && other.kem_downgrade)
+            || (self.expiring_endorsement.is_some() && other.expiring_endorsement.is_some())
     }
 
     /// Takes on what `other` acts out, where it acts something out.
@@ -60,6 +65,9 @@ impl Behaviour {
         }
         self.signature_failure |= other.signature_failure;
         self.kem_downgrade |= other.kem_downgrade;
+        if other.expiring_endorsement.is_some() {
+            self.expiring_endorsement.clone_from(&other.expiring_endorsement);
+        }
     }
 }
 
@@ -93,6 +101,8 @@ pub struct BehaviourLines {
     /// Read by the sessions (which key exchange to offer) and the mesh (closes the sessions
     /// when it changes).
     pub kem_downgrade: watch::Sender<bool>,
+    /// Read by the mesh, which announces and presents the endorsement.
+    pub expiring_endorsement: watch::Sender<Option<Vec<u8>>>,
     /// What the agent acts out with no experiment active (the test faults; honest in
     /// production).
     base: Behaviour,
@@ -106,6 +116,7 @@ impl BehaviourLines {
             beacon: watch::channel(base.beacon).0,
             signature_failure: watch::channel(base.signature_failure).0,
             kem_downgrade: watch::channel(base.kem_downgrade).0,
+            expiring_endorsement: watch::channel(base.expiring_endorsement.clone()).0,
             base: base.clone(),
         }
     }
@@ -125,6 +136,8 @@ impl BehaviourLines {
             .send_if_modified(|held| replace_if_changed(held, behaviour.signature_failure));
         self.kem_downgrade
             .send_if_modified(|held| replace_if_changed(held, behaviour.kem_downgrade));
+        self.expiring_endorsement
+            .send_if_modified(|held| replace_if_changed(held, behaviour.expiring_endorsement));
     }
 
     /// What the consumers hold now.
@@ -136,6 +149,7 @@ impl BehaviourLines {
             beacon: *self.beacon.borrow(),
             signature_failure: *self.signature_failure.borrow(),
             kem_downgrade: *self.kem_downgrade.borrow(),
+            expiring_endorsement: self.expiring_endorsement.borrow().clone(),
         }
     }
 }

@@ -9,6 +9,8 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use x0tta6bl4_api::chaos::{ActionSpec, ActionType, Direction, FaultEntry, phase, revert_cause};
@@ -84,7 +86,7 @@ pub struct Active {
 
 /// What a target of `action` acts out; a byzantineUpdate poisons only the updates to the job
 /// the operator named in the status when the window opened.
-fn behaviour_of(action: &ActionSpec, status: &ChaosExperimentStatus) -> Behaviour {
+fn behaviour_of(action: &ActionSpec, status: &ChaosExperimentStatus, node: &str) -> Behaviour {
     match action.type_ {
         ActionType::FalseMetric => Behaviour {
             false_metric_percent: action
@@ -117,6 +119,14 @@ fn behaviour_of(action: &ActionSpec, status: &ChaosExperimentStatus) -> Behaviou
         },
         ActionType::SignatureFailure => Behaviour {
             signature_failure: true,
+            ..Behaviour::default()
+        },
+        ActionType::KeyExpiry => Behaviour {
+            expiring_endorsement: status
+                .expiring_endorsements
+                .iter()
+                .find(|e| e.node == node)
+                .and_then(|e| STANDARD.decode(&e.endorsement).ok()),
             ..Behaviour::default()
         },
         _ => Behaviour::default(),
@@ -207,7 +217,7 @@ pub fn view(
             })
             .collect();
         let behaviour = if is_target {
-            behaviour_of(&spec.action, &status)
+            behaviour_of(&spec.action, &status, node)
         } else {
             Behaviour::default()
         };

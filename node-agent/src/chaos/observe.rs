@@ -4,8 +4,8 @@
 //!   target lost as a neighbour, a route withdrawn from it or moved off it as next hop, a
 //!   forged or replayed advertisement it sent refused, its key revoked by the mesh authority,
 //!   or a self-healing incident about it.
-//! - Rejoin (keyRevocation): the first session with a target after its key was revoked here,
-//!   which the target can only have made with a new, endorsed key.
+//! - Rejoin (keyRevocation, keyExpiry): the first session with a target after its key was
+//!   revoked or ran out here, which the target can only have made with a new, endorsed key.
 //! - Avoidance: how many untargeted agents this one reaches through an untargeted next hop.
 //!   When every untargeted agent reaches every other one that way, following next hops from
 //!   any of them never enters a target: every pair has a path that avoids the targets.
@@ -59,10 +59,11 @@ pub fn detections(
                     found.push((name, event.at_unix_us, format!("route moved off next hop {name}")));
                 }
             }
-            "key_revoked" => {
+            "key_revoked" | "key_expired" => {
                 if let Some(name) = targets.get(node) {
                     let which = event.detail.as_deref().unwrap_or("its key");
-                    found.push((name, event.at_unix_us, format!("{name} revoked ({which})")));
+                    let how = if event.kind == "key_revoked" { "revoked" } else { "expired" };
+                    found.push((name, event.at_unix_us, format!("{name} {how} ({which})")));
                 }
             }
             "advertisement_refused" => {
@@ -99,8 +100,9 @@ pub fn detections(
     earliest
 }
 
-/// When this agent first had a session with a target again after revoking its key, at or
-/// after `since_us` (Unix µs); `None` before that, or where it revoked no target's key.
+/// When this agent first had a session with a target again after it refused the target's key
+/// (revoked or expired), at or after `since_us` (Unix µs); `None` before that, or where it
+/// refused no target's key.
 pub fn rejoined(report: &StatusReport, targets: &TargetIds, since_us: u64) -> Option<u64> {
     let mut revoked_at: BTreeMap<&str, u64> = BTreeMap::new();
     let mut events: Vec<_> = report.events.iter().filter(|e| e.at_unix_us >= since_us).collect();
@@ -110,7 +112,7 @@ pub fn rejoined(report: &StatusReport, targets: &TargetIds, since_us: u64) -> Op
             continue;
         };
         match event.kind {
-            "key_revoked" => {
+            "key_revoked" | "key_expired" => {
                 revoked_at.entry(node).or_insert(event.at_unix_us);
             }
             "session_up" | "session_replaced" if revoked_at.contains_key(node) => return Some(event.at_unix_us),

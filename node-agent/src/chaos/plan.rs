@@ -48,7 +48,7 @@ pub fn mechanism(action: &str) -> Mechanism {
     match action {
         "latency" => Mechanism::SendPath,
         "falseMetric" | "byzantineUpdate" | "forgedBeacon" | "replayedBeacon" | "signatureFailure"
-        | "kemDowngrade" => Mechanism::Behaviour,
+        | "kemDowngrade" | "keyExpiry" => Mechanism::Behaviour,
         "keyRevocation" => Mechanism::Revocation,
         _ => Mechanism::Ebpf,
     }

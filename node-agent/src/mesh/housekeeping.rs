@@ -39,6 +39,14 @@ impl Mesh {
                 self.neighbour_lost(peer, "kem_downgrade");
             }
         }
+        if self.expiring_endorsement.has_changed().unwrap_or(false) {
+            let endorsement = self.expiring_endorsement.borrow_and_update().clone();
+            // Nothing to undo at the revert: the key has run out, and rotation replaces it.
+            if let Some(bytes) = endorsement {
+                self.adopt_expiring(&bytes);
+            }
+        }
+        self.expire_keys();
         if let Some(episode) = self.convergence.settle(unix_micros()) {
             self.episode_settled(episode.duration_ms);
         }

@@ -131,6 +131,8 @@ pub async fn run_mesh(
     let signature_failure = behaviour_lines.signature_failure.subscribe();
     let fl_signature_failure = behaviour_lines.signature_failure.subscribe();
     let kem_downgrade = behaviour_lines.kem_downgrade.subscribe();
+    let expiring_endorsement = behaviour_lines.expiring_endorsement.subscribe();
+    let rotate_now = Arc::new(tokio::sync::Notify::new());
     let session_kem_downgrade = behaviour_lines.kem_downgrade.subscribe();
 
     let metrics = Arc::new(Metrics::new());
@@ -200,6 +202,8 @@ pub async fn run_mesh(
         beacon,
         signature_failure,
         kem_downgrade,
+        expiring_endorsement,
+        rotate_now: Arc::clone(&rotate_now),
     });
     let datapath = crate::datapath::DatapathState::default();
     // The SVID source starts before the record reporter, which shows its state.
@@ -216,7 +220,6 @@ pub async fn run_mesh(
         });
         SvidMode { credentials, updates }
     });
-    let rotate_now = Arc::new(tokio::sync::Notify::new());
     start_executor(Running {
         mesh: MeshHandle::new(inbox.clone()),
         trust: Arc::clone(&enrolled.trust),

@@ -52,7 +52,14 @@ pub fn measure(
         .filter(|(node, _)| targets.contains(*node))
         .filter_map(|(node, agent)| Some((agent.report.as_ref()?.applied_at.as_ref()?.0, node)))
         .min();
+    // keyExpiry: the fault is the key running out, not the short endorsement going out.
+    let expired_at = status
+        .expiring_endorsements
+        .iter()
+        .filter_map(|e| e.not_after.as_ref().map(|t| t.0))
+        .min();
     let reference = first_kill
+        .or(expired_at)
         .or_else(|| first_applied.map(|(at, _)| at))
         .or_else(|| status.injected_at.as_ref().map(|t| t.0));
     let untargeted: Vec<(&String, &Agent)> = agents
@@ -109,7 +116,7 @@ pub fn measure(
         .filter(|at| *at >= reference)
         .min()
         .map(|at| elapsed(reference, at));
-    let recovery = if revocation {
+    let recovery = if revocation || expired_at.is_some() {
         rejoined
     } else if live_count > 0 && live.len() == live_count {
         live.iter()
@@ -343,6 +350,10 @@ pub fn judge(
     if revocation && status.revoked_keys.is_empty() {
         return inconclusive("no key was revoked".into());
     }
+    let expiry = spec.action.type_ == ActionType::KeyExpiry;
+    if expiry && status.expiring_endorsements.is_empty() {
+        return inconclusive("no target's key was endorsed when the window opened: nothing was let expire".into());
+    }
     if !revocation && status.kills.is_empty() && !target_reports.iter().any(|(_, r)| r.applied_at.is_some()) {
         return inconclusive("no target reported installing its fault entries".into());
     }
@@ -395,6 +406,14 @@ pub fn judge(
             )),
         }
     }
+    if expiry {
+        if status.time_to_detect.is_empty() {
+            failures.push("no agent refused the target's key after it ran out".into());
+        }
+        if status.time_to_recover.is_empty() {
+            failures.push("no target rejoined the mesh with a new, endorsed key while the window was open".into());
+        }
+    }
     if revocation {
         if status.time_to_detect_by_all.is_empty() {
             let unaware: Vec<&String> = agents
@@ -427,6 +446,7 @@ pub fn judge(
             | ActionType::ReplayedBeacon
             | ActionType::SignatureFailure
             | ActionType::KeyRevocation
+            | ActionType::KeyExpiry
     );
     let least = spec
         .expectations
@@ -451,6 +471,10 @@ pub fn judge(
         Some(_) if revocation => format!(
             "every agent refused the revoked keys after {}; the target rejoined with a new key after {}",
             status.time_to_detect_by_all, status.time_to_recover
+        ),
+        Some(_) if expiry => format!(
+            "the target rejoined with a new key {} after its key ran out",
+            status.time_to_recover
         ),
         Some(_) => format!("recovered after {}", status.time_to_recover),
         None => "no recovery needed".to_owned(),

@@ -6,6 +6,7 @@
 //! [`reconcile`] is the IO around [`plan`].
 pub mod blast_radius;
 pub mod byzantine;
+pub mod key_expiry;
 pub mod measure;
 pub mod plan;
 pub mod reconcile;

@@ -383,7 +383,7 @@ impl Planner<'_> {
             }
             if !self.spec.action.type_.is_supported() {
                 let message = format!(
-                    "{} is not supported yet: this release injects network and node faults (partition, loss, corrupt, latency, nodeKill), falseMetric, byzantineUpdate, forgedBeacon, replayedBeacon, signatureFailure, kemDowngrade and keyRevocation",
+                    "{} is not supported yet: this release injects network and node faults (partition, loss, corrupt, latency, nodeKill), falseMetric, byzantineUpdate, forgedBeacon, replayedBeacon, signatureFailure, kemDowngrade, keyRevocation and keyExpiry",
                     self.spec.action.type_.as_str()
                 );
                 return Step::new(phase::FAILED, refused(reason::UNSUPPORTED, message), None);
@@ -1220,6 +1220,7 @@ pub(super) fn describe_action(action: &ActionSpec) -> String {
         }
         ActionType::KemDowngrade => "kemDowngrade (classical key exchange only)".to_owned(),
         ActionType::KeyRevocation => "keyRevocation (the targets' keys revoked by the mesh authority)".to_owned(),
+        ActionType::KeyExpiry => "keyExpiry (the targets' endorsements let run out)".to_owned(),
         ActionType::SignatureFailure => {
             "signatureFailure (advertisements and FL updates with spoiled signatures)".to_owned()
         }

@@ -109,7 +109,24 @@ pub async fn reconcile(experiment: Arc<ChaosExperiment>, ctx: Arc<Context>) -> R
         round: round.as_ref(),
         jobs: &jobs,
     };
-    let planned = plan::plan(current, &view, &now);
+    let mut planned = plan::plan(current, &view, &now);
+    // keyExpiry: the short endorsements go out with the status that opens the window.
+    if current.spec.action.type_ == ActionType::KeyExpiry
+        && planned.status.phase == x0tta6bl4_api::chaos::phase::INJECTING
+        && planned.status.expiring_endorsements.is_empty()
+        && let Some(mesh) = &mesh
+    {
+        let authority = crate::mesh::authority::ensure(&ctx, mesh).await?;
+        let now_unix = u64::try_from(now.0.as_second()).unwrap_or(0);
+        planned.status.expiring_endorsements = super::key_expiry::issue(
+            &authority,
+            mesh,
+            &namespace,
+            &records,
+            &planned.status.targets,
+            now_unix,
+        );
+    }
     if current.status.as_ref() != Some(&planned.status) {
         apply_status(&ctx, current, &planned.status).await?;
         if let Some(verdict) = planned.outcome.verdict {
