@@ -69,7 +69,12 @@ impl InForce {
 
     /// Checks the list of a MeshNetwork status (`mesh` is "namespace/name") and takes it if it
     /// is newer than the one in force.
-    pub fn offer(&mut self, status: Option<&RevocationStatus>, mesh: &str, authorities: &[VerifyingKey]) -> Outcome {
+    pub fn offer(
+        &mut self,
+        status: Option<&RevocationStatus>,
+        mesh: &str,
+        authorities: &[VerifyingKey],
+    ) -> Outcome {
         let Some(status) = status.filter(|s| !s.list.is_empty()) else {
             return Outcome::Unchanged;
         };
@@ -204,7 +209,12 @@ impl Follower {
                     newly,
                     revoked,
                 } => {
-                    tracing::info!(serial, revoked = revoked.len(), newly = newly.len(), "revocation list in force");
+                    tracing::info!(
+                        serial,
+                        revoked = revoked.len(),
+                        newly = newly.len(),
+                        "revocation list in force"
+                    );
                     let own_epoch = self.identity.get().endorsement.key_epoch;
                     let own_revoked = revoked.get(&self_id).is_some_and(|through| own_epoch <= *through);
                     self.metrics
@@ -277,10 +287,14 @@ mod tests {
             panic!("applied expected");
         };
         assert_eq!((serial, newly), (1, vec![(x0tta6bl4_crypto::node_id_for(N1), 3)]));
-        assert_eq!(in_force.offer(Some(&first), MESH, &authorities), Outcome::Unchanged);
+        assert_eq!(
+            in_force.offer(Some(&first), MESH, &authorities),
+            Outcome::Unchanged
+        );
         // n1 unchanged, n2 added: only n2 is new.
         let second = status(&authority, MESH, 2, &[(N1, 3), (N2, 1)]);
-        let Outcome::Applied { newly, revoked, .. } = in_force.offer(Some(&second), MESH, &authorities) else {
+        let Outcome::Applied { newly, revoked, .. } = in_force.offer(Some(&second), MESH, &authorities)
+        else {
             panic!("applied expected");
         };
         assert_eq!(newly, vec![(x0tta6bl4_crypto::node_id_for(N2), 1)]);

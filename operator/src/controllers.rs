@@ -92,7 +92,11 @@ pub async fn run(
             watcher::Config::default(),
             |experiment: ChaosExperiment| {
                 let namespace = experiment.namespace()?;
-                let mesh = experiment.status.as_ref().map(|s| s.mesh.clone()).filter(|m| !m.is_empty())?;
+                let mesh = experiment
+                    .status
+                    .as_ref()
+                    .map(|s| s.mesh.clone())
+                    .filter(|m| !m.is_empty())?;
                 (experiment.spec.action.type_ == x0tta6bl4_api::chaos::ActionType::KeyRevocation)
                     .then(|| ObjectRef::<MeshNetwork>::new(&mesh).within(&namespace))
             },

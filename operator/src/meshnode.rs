@@ -316,7 +316,10 @@ mod tests {
             Decision::InvalidKey(reason) => assert!(reason.starts_with("spec.publicKey"), "{reason}"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(decide(&mk_node("", 0, None), "td", "ns", DAY, None, 0), Decision::NoKey);
+        assert_eq!(
+            decide(&mk_node("", 0, None), "td", "ns", DAY, None, 0),
+            Decision::NoKey
+        );
     }
 
     /// Serves the mesh "demo" of namespace "ns" (when `mesh` is true), its authority and the

@@ -52,17 +52,26 @@ pub async fn revoke(request: Request<'_>) -> anyhow::Result<String> {
             let node = Api::<MeshNode>::namespaced(client.clone(), &namespace)
                 .get(&record)
                 .await
-                .with_context(|| format!("reading MeshNode {namespace}/{record} for the node's key epoch (or give --epoch)"))?;
-            node.status
-                .and_then(|s| s.endorsed_epoch)
-                .with_context(|| format!("MeshNode {namespace}/{record} has no endorsed key epoch; give --epoch"))?
+                .with_context(|| {
+                    format!(
+                        "reading MeshNode {namespace}/{record} for the node's key epoch (or give --epoch)"
+                    )
+                })?;
+            node.status.and_then(|s| s.endorsed_epoch).with_context(|| {
+                format!("MeshNode {namespace}/{record} has no endorsed key epoch; give --epoch")
+            })?
         }
     };
     anyhow::ensure!(
         u32::try_from(epoch).is_ok(),
         "--epoch {epoch} is not a key epoch (0 to 4294967295)"
     );
-    let Some(list) = with_revoked(&mesh.spec.identity.revoked_keys, request.node, epoch, request.reason) else {
+    let Some(list) = with_revoked(
+        &mesh.spec.identity.revoked_keys,
+        request.node,
+        epoch,
+        request.reason,
+    ) else {
         return Ok(format!(
             "the key epochs of node {} up to {epoch} are revoked already in MeshNetwork {namespace}/{}",
             request.node, request.mesh
@@ -76,7 +85,12 @@ pub async fn revoke(request: Request<'_>) -> anyhow::Result<String> {
     meshes
         .patch(request.mesh, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .with_context(|| format!("writing spec.identity.revokedKeys of MeshNetwork {namespace}/{}", request.mesh))?;
+        .with_context(|| {
+            format!(
+                "writing spec.identity.revokedKeys of MeshNetwork {namespace}/{}",
+                request.mesh
+            )
+        })?;
     Ok(format!(
         "revoked the key epochs of node {} up to {epoch} in MeshNetwork {namespace}/{}; `kubectl get meshnetwork {} -o jsonpath='{{.status.revocation.serial}}'` shows the list the agents apply",
         request.node, request.mesh, request.mesh
@@ -102,7 +116,11 @@ mod tests {
         assert_eq!(added[1].reason, "stolen");
         let raised = with_revoked(&added, "n1", 3, "again").unwrap();
         assert_eq!(raised[0].through_key_epoch, 3);
-        assert_eq!(with_revoked(&raised, "n1", 3, ""), None, "already revoked that far");
+        assert_eq!(
+            with_revoked(&raised, "n1", 3, ""),
+            None,
+            "already revoked that far"
+        );
         assert_eq!(with_revoked(&raised, "n1", 1, ""), None, "never lowered");
     }
 }

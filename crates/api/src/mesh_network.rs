@@ -688,7 +688,10 @@ impl MeshNetworkSpec {
             if !revoked.insert(key.node_name.as_str()) {
                 errors.push(FieldError::new(
                     format!("spec.identity.revokedKeys[{i}].nodeName"),
-                    format!("node {} is listed twice; keep one entry with the highest throughKeyEpoch", key.node_name),
+                    format!(
+                        "node {} is listed twice; keep one entry with the highest throughKeyEpoch",
+                        key.node_name
+                    ),
                 ));
             }
             if u32::try_from(key.through_key_epoch).is_err() {

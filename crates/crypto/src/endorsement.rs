@@ -189,7 +189,9 @@ impl TrustStore {
 
     /// Whether `node`'s key of `key_epoch` is revoked.
     pub fn is_revoked(&self, node: &NodeId, key_epoch: u32) -> bool {
-        self.revoked.get(node).is_some_and(|through| key_epoch <= *through)
+        self.revoked
+            .get(node)
+            .is_some_and(|through| key_epoch <= *through)
     }
 
     /// Checks an endorsement (authority signature, trust domain, validity) and remembers its key.
@@ -382,7 +384,11 @@ mod tests {
         assert_eq!(store.key(&id, 1, 150), None);
         assert_eq!(store.newest_key(&id, 150), None);
         assert!(
-            store.admit(&endorsement, 150).unwrap_err().to_string().contains("revoked"),
+            store
+                .admit(&endorsement, 150)
+                .unwrap_err()
+                .to_string()
+                .contains("revoked"),
             "a revoked endorsement is refused even though it was admitted before"
         );
         // The next epoch is not revoked: the node rejoins with a new key.

@@ -204,7 +204,8 @@ mod tests {
     #[test]
     fn a_list_signed_by_the_authority_verifies_for_its_mesh_only() {
         let authority = SigningKey::generate().unwrap();
-        let list = RevocationList::issue(&authority, MESH, 3, 1_000, vec![entry(N2, 4), entry(N1, 1)]).unwrap();
+        let list =
+            RevocationList::issue(&authority, MESH, 3, 1_000, vec![entry(N2, 4), entry(N1, 1)]).unwrap();
         assert_eq!(list.entries[0], entry(N1, 1), "entries sorted");
         let decoded = RevocationList::decode(&list.encode().unwrap()).unwrap();
         assert_eq!(decoded, list);
@@ -234,13 +235,18 @@ mod tests {
         assert!(older.verify(MESH, &authorities).is_err(), "an epoch lowered");
         let bytes = list.encode().unwrap();
         for cut in [0, 1, 5, 9, 30, bytes.len() - 1] {
-            assert!(RevocationList::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+            assert!(
+                RevocationList::decode(&bytes[..cut]).is_err(),
+                "truncated at {cut}"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(RevocationList::decode(&longer).is_err());
         for seed in 0..64u8 {
-            let noise: Vec<u8> = (0..200u16).map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed)).collect();
+            let noise: Vec<u8> = (0..200u16)
+                .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed))
+                .collect();
             let _ = RevocationList::decode(&noise);
         }
     }

@@ -62,7 +62,11 @@ pub fn detections(
             "key_revoked" | "key_expired" => {
                 if let Some(name) = targets.get(node) {
                     let which = event.detail.as_deref().unwrap_or("its key");
-                    let how = if event.kind == "key_revoked" { "revoked" } else { "expired" };
+                    let how = if event.kind == "key_revoked" {
+                        "revoked"
+                    } else {
+                        "expired"
+                    };
                     found.push((name, event.at_unix_us, format!("{name} {how} ({which})")));
                 }
             }
@@ -105,7 +109,11 @@ pub fn detections(
 /// refused no target's key.
 pub fn rejoined(report: &StatusReport, targets: &TargetIds, since_us: u64) -> Option<u64> {
     let mut revoked_at: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut events: Vec<_> = report.events.iter().filter(|e| e.at_unix_us >= since_us).collect();
+    let mut events: Vec<_> = report
+        .events
+        .iter()
+        .filter(|e| e.at_unix_us >= since_us)
+        .collect();
     events.sort_by_key(|e| e.at_unix_us);
     for event in events {
         let Some(node) = event.node.as_deref().filter(|node| targets.contains_key(*node)) else {
@@ -115,7 +123,9 @@ pub fn rejoined(report: &StatusReport, targets: &TargetIds, since_us: u64) -> Op
             "key_revoked" | "key_expired" => {
                 revoked_at.entry(node).or_insert(event.at_unix_us);
             }
-            "session_up" | "session_replaced" if revoked_at.contains_key(node) => return Some(event.at_unix_us),
+            "session_up" | "session_replaced" if revoked_at.contains_key(node) => {
+                return Some(event.at_unix_us);
+            }
             _ => {}
         }
     }
@@ -221,6 +231,41 @@ mod tests {
 
     fn targets() -> TargetIds {
         BTreeMap::from([(T.to_owned(), "node-1".to_owned())])
+    }
+
+    #[test]
+    fn a_revoked_or_expired_key_is_a_detection_and_the_next_session_with_the_target_a_rejoin() {
+        let report = mk_report(
+            vec![
+                mk_event(50, "session_up", T, ""),
+                mk_event(120, "key_revoked", T, "key epochs up to 3"),
+                mk_event(130, "neighbour_lost", T, "revoked_key"),
+                mk_event(140, "session_up", D, ""),
+                mk_event(400, "session_up", T, ""),
+            ],
+            vec![],
+        );
+        let (at, what) = detection(&report, &targets(), 100).unwrap();
+        assert_eq!((at, what.as_str()), (120, "node-1 revoked (key epochs up to 3)"));
+        assert_eq!(
+            rejoined(&report, &targets(), 100),
+            Some(400),
+            "the session before the revocation does not count"
+        );
+        let expired = mk_report(
+            vec![
+                mk_event(120, "key_expired", T, "key epoch 1"),
+                mk_event(300, "session_replaced", T, ""),
+            ],
+            vec![],
+        );
+        assert_eq!(
+            detection(&expired, &targets(), 100).unwrap().1,
+            "node-1 expired (key epoch 1)"
+        );
+        assert_eq!(rejoined(&expired, &targets(), 100), Some(300));
+        let never = mk_report(vec![mk_event(120, "key_revoked", T, "")], vec![]);
+        assert_eq!(rejoined(&never, &targets(), 100), None);
     }
 
     #[test]

@@ -39,3 +39,50 @@ pub fn admit_with_fresh_keys(
     validator.set_keys(keys());
     validator.admit(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x0tta6bl4_crypto::mldsa::SigningKey;
+    use x0tta6bl4_fl::update::ModelUpdate;
+    use x0tta6bl4_fl::validate::{RejectionReason, RoundExpectations};
+
+    fn update(key: &SigningKey, participant: &str) -> Vec<u8> {
+        ModelUpdate {
+            round_uid: "uid".into(),
+            round: 1,
+            participant: participant.into(),
+            base_digest: [1; 32],
+            examples: 10,
+            values: vec![1.0, -2.0],
+        }
+        .sign(key)
+        .unwrap()
+        .encode()
+        .unwrap()
+    }
+
+    #[test]
+    fn an_update_is_judged_by_the_keys_held_when_it_arrives_not_when_the_round_started() {
+        let key = SigningKey::generate().unwrap();
+        let started_with = HashMap::from([("b".to_owned(), vec![key.verifying_key().clone()])]);
+        let mut validator =
+            UpdateValidator::with_keys(RoundExpectations::new("uid", 1, [1; 32], 2), started_with.clone());
+        // The key was revoked since the round started: the trust store holds no key of b now.
+        let refused = admit_with_fresh_keys(&mut validator, &update(&key, "b"), HashMap::new).unwrap_err();
+        assert_ne!(refused.reason, RejectionReason::Duplicate);
+        // c rotated since the round started: its new key is accepted.
+        let rotated = SigningKey::generate().unwrap();
+        let mut validator = UpdateValidator::with_keys(
+            RoundExpectations::new("uid", 1, [1; 32], 2),
+            HashMap::from([("c".to_owned(), vec![key.verifying_key().clone()])]),
+        );
+        let fresh = || HashMap::from([("c".to_owned(), vec![rotated.verifying_key().clone()])]);
+        assert_eq!(
+            admit_with_fresh_keys(&mut validator, &update(&rotated, "c"), fresh)
+                .unwrap()
+                .participant,
+            "c"
+        );
+    }
+}

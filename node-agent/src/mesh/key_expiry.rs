@@ -27,10 +27,15 @@ impl Mesh {
                 && e.key_epoch == current.endorsement.key_epoch
         });
         let Some(endorsement) = adopted else {
-            tracing::warn!("chaos: keyExpiry endorsement refused: it does not endorse this agent's key in use");
+            tracing::warn!(
+                "chaos: keyExpiry endorsement refused: it does not endorse this agent's key in use"
+            );
             return;
         };
-        let key = match SigningKey::from_parts(current.key.verifying_key().as_bytes(), current.key.secret_bytes()) {
+        let key = match SigningKey::from_parts(
+            current.key.verifying_key().as_bytes(),
+            current.key.secret_bytes(),
+        ) {
             Ok(key) => key,
             Err(error) => {
                 tracing::error!(%error, "chaos: keyExpiry: the key in use does not copy");
@@ -85,7 +90,10 @@ impl Mesh {
         let own = self.signer.identity.get().endorsement.clone();
         if own.not_after <= now && self.expiry_noted != Some(own.key_epoch) {
             self.expiry_noted = Some(own.key_epoch);
-            tracing::warn!(epoch = own.key_epoch, "this agent's endorsement ran out: making a new key");
+            tracing::warn!(
+                epoch = own.key_epoch,
+                "this agent's endorsement ran out: making a new key"
+            );
             self.rotate_now.notify_one();
         }
     }

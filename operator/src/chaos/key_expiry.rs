@@ -45,8 +45,15 @@ pub fn issue(
                 &record.spec.mesh_name,
                 target,
             );
-            let endorsement =
-                Endorsement::issue(authority, &spiffe, epoch, &key, now_unix.saturating_sub(SKEW), not_after).ok()?;
+            let endorsement = Endorsement::issue(
+                authority,
+                &spiffe,
+                epoch,
+                &key,
+                now_unix.saturating_sub(SKEW),
+                not_after,
+            )
+            .ok()?;
             Some(ExpiringEndorsement {
                 node: target.clone(),
                 endorsement: STANDARD.encode(endorsement.encode().ok()?),
@@ -91,7 +98,11 @@ mod tests {
             &["n1".to_owned(), "n2".to_owned()],
             1_000,
         );
-        assert_eq!(issued.len(), 1, "n2 is rotating (epoch 3 not endorsed yet): skipped");
+        assert_eq!(
+            issued.len(),
+            1,
+            "n2 is rotating (epoch 3 not endorsed yet): skipped"
+        );
         let endorsement = Endorsement::decode(&STANDARD.decode(&issued[0].endorsement).unwrap()).unwrap();
         assert_eq!(endorsement.key_epoch, 3);
         assert_eq!(endorsement.not_after, 1_000 + GRACE);
@@ -101,6 +112,9 @@ mod tests {
             vec![authority.verifying_key().clone()],
         );
         trust.admit(&endorsement, 1_000).unwrap();
-        assert!(trust.newest_key(&endorsement.node_id(), 1_000 + GRACE).is_none(), "run out");
+        assert!(
+            trust.newest_key(&endorsement.node_id(), 1_000 + GRACE).is_none(),
+            "run out"
+        );
     }
 }

@@ -352,7 +352,9 @@ pub fn judge(
     }
     let expiry = spec.action.type_ == ActionType::KeyExpiry;
     if expiry && status.expiring_endorsements.is_empty() {
-        return inconclusive("no target's key was endorsed when the window opened: nothing was let expire".into());
+        return inconclusive(
+            "no target's key was endorsed when the window opened: nothing was let expire".into(),
+        );
     }
     if !revocation && status.kills.is_empty() && !target_reports.iter().any(|(_, r)| r.applied_at.is_some()) {
         return inconclusive("no target reported installing its fault entries".into());
@@ -411,7 +413,9 @@ pub fn judge(
             failures.push("no agent refused the target's key after it ran out".into());
         }
         if status.time_to_recover.is_empty() {
-            failures.push("no target rejoined the mesh with a new, endorsed key while the window was open".into());
+            failures.push(
+                "no target rejoined the mesh with a new, endorsed key while the window was open".into(),
+            );
         }
     }
     if revocation {
@@ -428,7 +432,9 @@ pub fn judge(
             ));
         }
         if status.time_to_recover.is_empty() {
-            failures.push("no target rejoined the mesh with a new, endorsed key while the window was open".into());
+            failures.push(
+                "no target rejoined the mesh with a new, endorsed key while the window was open".into(),
+            );
         }
     }
     if spec.action.type_ == ActionType::FalseMetric && !status.false_accusations.is_empty() {
@@ -573,6 +579,84 @@ mod tests {
                 .insert((*neighbour).to_owned(), *bound);
         }
         agents
+    }
+
+    fn micro(seconds: i64) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            Timestamp::from_millisecond(1_800_000_000_000 + seconds * 1000).unwrap(),
+        )
+    }
+
+    /// A live untargeted agent that refused the key at `detected` (seconds) and had the target
+    /// back at `rejoined`.
+    fn refusing(detected: Option<i64>, rejoined: Option<i64>) -> Agent {
+        Agent {
+            live: true,
+            report: Some(AgentChaosReport {
+                detected_at: detected.map(micro),
+                detection: "n3 revoked (key epochs up to 2)".into(),
+                rejoined_at: rejoined.map(micro),
+                reachable: 3,
+                peers: 3,
+                ..AgentChaosReport::default()
+            }),
+            ..Agent::default()
+        }
+    }
+
+    #[test]
+    fn a_revocation_passes_when_every_agent_refused_the_key_and_the_target_rejoined() {
+        let spec: ChaosExperimentSpec = serde_norway::from_str(
+            "{target: {meshRef: {name: demo}}, action: {type: keyRevocation}, duration: 20s}",
+        )
+        .unwrap();
+        let mut status = ChaosExperimentStatus {
+            injected_at: Some(micro(0)),
+            revoked_keys: vec![x0tta6bl4_api::mesh_network::RevokedKey {
+                node_name: "n3".into(),
+                through_key_epoch: 2,
+                reason: String::new(),
+            }],
+            ..ChaosExperimentStatus::default()
+        };
+        let targets = BTreeSet::from(["n3".to_owned()]);
+        let mut agents = BTreeMap::from([
+            ("n1".to_owned(), refusing(Some(1), None)),
+            ("n2".to_owned(), refusing(None, None)),
+            (
+                "n3".to_owned(),
+                Agent {
+                    live: true,
+                    ..Agent::default()
+                },
+            ),
+            ("n4".to_owned(), refusing(Some(2), Some(5))),
+        ]);
+        let measured = measure(&status, &agents, &targets, None);
+        assert_eq!(measured.detected_by_all, None, "n2 has not refused the key yet");
+        record(&mut status, &measured, true);
+        let failed = judge(&spec, &status, &agents, &targets);
+        assert_eq!(failed.verdict, verdict::FAILED);
+        assert!(failed.message.contains("n2 did not"), "{}", failed.message);
+
+        agents.insert("n2".to_owned(), refusing(Some(3), None));
+        let measured = measure(&status, &agents, &targets, None);
+        assert_eq!(measured.detected_by_all, Some(Duration::from_secs(3)));
+        assert_eq!(
+            measured.recovery,
+            Some(Duration::from_secs(5)),
+            "TTR is the rejoin"
+        );
+        record(&mut status, &measured, true);
+        let passed = judge(&spec, &status, &agents, &targets);
+        assert_eq!(passed.verdict, verdict::PASSED, "{}", passed.message);
+        assert!(
+            passed
+                .message
+                .contains("every agent refused the revoked keys after 3s"),
+            "{}",
+            passed.message
+        );
     }
 
     #[test]

@@ -1219,7 +1219,9 @@ pub(super) fn describe_action(action: &ActionSpec) -> String {
             "replayedBeacon (other nodes' old advertisements sent again)".to_owned()
         }
         ActionType::KemDowngrade => "kemDowngrade (classical key exchange only)".to_owned(),
-        ActionType::KeyRevocation => "keyRevocation (the targets' keys revoked by the mesh authority)".to_owned(),
+        ActionType::KeyRevocation => {
+            "keyRevocation (the targets' keys revoked by the mesh authority)".to_owned()
+        }
         ActionType::KeyExpiry => "keyExpiry (the targets' endorsements let run out)".to_owned(),
         ActionType::SignatureFailure => {
             "signatureFailure (advertisements and FL updates with spoiled signatures)".to_owned()
@@ -2389,27 +2391,44 @@ mod tests {
     }
 
     #[test]
-    fn an_adversarial_action_fails_once_as_unsupported() {
+    fn every_action_of_the_api_is_injected_by_this_release() {
+        for action in [
+            "partition",
+            "latency",
+            "loss",
+            "corrupt",
+            "nodeKill",
+            "byzantineUpdate",
+            "forgedBeacon",
+            "replayedBeacon",
+            "falseMetric",
+            "keyExpiry",
+            "kemDowngrade",
+            "signatureFailure",
+            "keyRevocation",
+        ] {
+            let parsed: ActionType = serde_norway::from_str(action).unwrap();
+            assert!(parsed.is_supported(), "{action}");
+            assert_eq!(parsed.as_str(), action);
+        }
+    }
+
+    #[test]
+    fn a_key_revocation_window_revokes_each_targets_endorsed_epoch_and_assigns_no_entries() {
         let mut world = World::new(
-            "{target: {meshRef: {name: demo}}, action: {type: keyExpiry}}",
+            "{target: {meshRef: {name: demo}}, action: {type: keyRevocation}, duration: 20s}",
             mk_ring(4),
         );
-        let refused = world.plan_at(0);
-        assert_eq!(refused.status.phase, phase::FAILED);
-        assert_eq!(
-            condition_of(&refused.status, READY),
-            ("False", reason::UNSUPPORTED)
-        );
-        let message = &condition::find(&refused.status.conditions, READY)
-            .unwrap()
-            .message;
-        assert!(message.contains("network and node faults"), "{message}");
-        assert_eq!(refused.requeue, None);
-        let again = world.plan_at(10);
-        assert_eq!(
-            (again.events.len(), again.status.conditions.clone()),
-            (0, refused.status.conditions)
-        );
+        let injected = world.plan_at(0);
+        assert_eq!(injected.status.phase, phase::INJECTING);
+        assert!(injected.status.assignments.is_empty());
+        let revoked: Vec<(&str, i64)> = injected
+            .status
+            .revoked_keys
+            .iter()
+            .map(|k| (k.node_name.as_str(), k.through_key_epoch))
+            .collect();
+        assert_eq!(revoked, [(injected.status.targets[0].as_str(), 0)]);
     }
 
     const LIAR_NODE_2: &str = "{target: {meshRef: {name: demo}, nodeSelector: {chaos: victim}}, action: {type: falseMetric, metricPercent: 5}, duration: 30s}";

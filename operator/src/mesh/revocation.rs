@@ -73,7 +73,9 @@ pub fn wanted(
             }));
         }
     }
-    keys.sort_by(|a, b| (&a.node_name, a.through_key_epoch, &a.source).cmp(&(&b.node_name, b.through_key_epoch, &b.source)));
+    keys.sort_by(|a, b| {
+        (&a.node_name, a.through_key_epoch, &a.source).cmp(&(&b.node_name, b.through_key_epoch, &b.source))
+    });
     keys.dedup();
     (keys, next_change)
 }
@@ -89,7 +91,12 @@ fn entries(mesh: &MeshNetwork, namespace: &str, keys: &[RevokedKeySource]) -> Ve
     highest
         .into_iter()
         .map(|(node, through_epoch)| RevokedKey {
-            spiffe_id: spiffe_id(&mesh.spec.identity.trust_domain, namespace, &mesh.name_any(), node),
+            spiffe_id: spiffe_id(
+                &mesh.spec.identity.trust_domain,
+                namespace,
+                &mesh.name_any(),
+                node,
+            ),
             through_epoch,
         })
         .collect()
@@ -147,9 +154,15 @@ pub async fn reconcile(mesh: Arc<MeshNetwork>, ctx: Arc<Context>) -> Result<Acti
         "status": { "revocation": revocation },
     });
     Api::<MeshNetwork>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
         .await
-        .map_err(Error::kube(format!("writing the revocation list of MeshNetwork {namespace}/{name}")))?;
+        .map_err(Error::kube(format!(
+            "writing the revocation list of MeshNetwork {namespace}/{name}"
+        )))?;
     ctx.metrics
         .api_writes
         .with_label_values(&["MeshNetwork/status"])
@@ -180,7 +193,13 @@ mod tests {
         mesh
     }
 
-    fn mk_experiment(name: &str, phase: &str, deadline: Timestamp, node: &str, epoch: i64) -> ChaosExperiment {
+    fn mk_experiment(
+        name: &str,
+        phase: &str,
+        deadline: Timestamp,
+        node: &str,
+        epoch: i64,
+    ) -> ChaosExperiment {
         let mut experiment: ChaosExperiment = serde_norway::from_str(&format!(
             "apiVersion: x0tta6bl4.io/v1alpha1\nkind: ChaosExperiment\nmetadata: {{name: {name}, namespace: ns}}\nspec:\n  target: {{meshRef: {{name: demo}}}}\n  action: {{type: keyRevocation}}\n  duration: 30s\n"
         ))
@@ -215,13 +234,18 @@ mod tests {
             .iter()
             .map(|k| (k.node_name.as_str(), k.through_key_epoch, k.source.as_str()))
             .collect();
+        assert_eq!(listed, [("n1", 2, FROM_SPEC), ("n3", 1, "ChaosExperiment/open")]);
         assert_eq!(
-            listed,
-            [("n1", 2, FROM_SPEC), ("n3", 1, "ChaosExperiment/open")]
+            next,
+            Some(later),
+            "the list changes again when the open window closes"
         );
-        assert_eq!(next, Some(later), "the list changes again when the open window closes");
         let (paused, _) = wanted(&mk_mesh(true, &[("n1", 2)]), &experiments, now);
-        assert_eq!(paused.len(), 1, "the kill switch withdraws the experiments' revocations only");
+        assert_eq!(
+            paused.len(),
+            1,
+            "the kill switch withdraws the experiments' revocations only"
+        );
     }
 
     #[test]
@@ -242,6 +266,9 @@ mod tests {
         let signed = entries(&mesh, "ns", &keys);
         assert_eq!(signed.len(), 1);
         assert_eq!(signed[0].through_epoch, 5);
-        assert_eq!(signed[0].spiffe_id, "spiffe://x0tta6bl4.local/ns/ns/mesh/demo/node/n1");
+        assert_eq!(
+            signed[0].spiffe_id,
+            "spiffe://x0tta6bl4.local/ns/ns/mesh/demo/node/n1"
+        );
     }
 }
