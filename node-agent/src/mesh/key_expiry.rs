@@ -1,6 +1,8 @@
-//! Keys that run out. A peer none of whose keys is valid any more (its endorsement ended and
-//! no newer one arrived) loses its session; this agent's own endorsement running out wakes key
-//! rotation, which makes a new key for the operator to endorse.
+//! Keys that run out. A peer whose session key has run out loses the session unless it holds a
+//! valid key at least as new (a rotated-out key ending after its successor took over is
+//! normal); a still valid *older* key does not keep it, because the peer no longer signs with
+//! it. This agent's own endorsement running out wakes key rotation, which makes a new key for
+//! the operator to endorse.
 //!
 //! A keyExpiry experiment brings this about on purpose: the operator issues the target a short
 //! endorsement of the key it holds, and the target adopts it here, announcing it on every
@@ -71,7 +73,10 @@ impl Mesh {
             self.sessions
                 .iter()
                 .filter(|(peer, session)| {
-                    !trust.is_revoked(peer, session.key_epoch) && trust.newest_key(peer, now).is_none()
+                    !trust.is_revoked(peer, session.key_epoch)
+                        && trust
+                            .newest_key(peer, now)
+                            .is_none_or(|(epoch, _)| epoch < session.key_epoch)
                 })
                 .map(|(peer, session)| (*peer, session.key_epoch))
                 .collect()
@@ -87,13 +92,11 @@ impl Mesh {
             self.sessions.remove(&peer);
             self.neighbour_lost(peer, "expired_key");
         }
-        let own = self.signer.identity.get().endorsement.clone();
-        if own.not_after <= now && self.expiry_noted != Some(own.key_epoch) {
-            self.expiry_noted = Some(own.key_epoch);
-            tracing::warn!(
-                epoch = own.key_epoch,
-                "this agent's endorsement ran out: making a new key"
-            );
+        let own = self.signer.identity.get();
+        let (epoch, not_after) = (own.endorsement.key_epoch, own.endorsement.not_after);
+        if not_after <= now && self.expiry_noted != Some(epoch) {
+            self.expiry_noted = Some(epoch);
+            tracing::warn!(epoch, "this agent's endorsement ran out: making a new key");
             self.rotate_now.notify_one();
         }
     }
