@@ -176,9 +176,14 @@ settle() {
   done
   kctl delete chaos --all --wait=true --timeout=60s >/dev/null 2>&1 || true
   # The jobs of the byzantineUpdate check (the demo's own demo-round stays).
-  kctl delete flround digits-honest digits-attacked --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true
+  kctl delete flround digits-honest digits-attacked digits-spoiled --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true
   unlabel_cut_nodes
   kctl patch meshnetwork "$MESH" --type merge -p '{"spec":{"chaos":{"paused":false}}}' >/dev/null
+  # The demo's post-quantum policy, if a failed check left it off.
+  if [[ "$(kctl get meshnetwork "$MESH" -o jsonpath='{.spec.crypto.requirePostQuantum}')" == false ]]; then
+    log "requirePostQuantum was left false: restoring it"
+    pq_policy true
+  fi
   # A key left revoked by hand by a failed check.
   kctl patch meshnetwork "$MESH" --type json -p '[{"op":"remove","path":"/spec/identity/revokedKeys"}]' >/dev/null 2>&1 || true
   wait_for 120 "MeshNetwork $MESH Converged=True" \
@@ -556,11 +561,12 @@ routes_of() {
   curl -sS --max-time 3 "http://$(status_addr "$1")/status" |
     jq -r '[.routes[] | "\(.destination_name // .destination)>\(.next_hop_name // .next_hop)"] | sort | join(" ")'
 }
-refusals_by_neighbours() {
-  local i=$1 reason=$2 n=${#NODES[@]}
-  echo $(($(metric_of $(((i + n - 1) % n)) "x0_agent_routing_rejections_total{reason=\"$reason\"}" | cut -d. -f1) +
-    $(metric_of $(((i + 1) % n)) "x0_agent_routing_rejections_total{reason=\"$reason\"}" | cut -d. -f1)))
+# neighbours_metric <i> <metric>: the metric summed over agent i's two ring neighbours.
+neighbours_metric() {
+  local i=$1 n=${#NODES[@]}
+  echo $(($(metric_of $(((i + n - 1) % n)) "$2" | cut -d. -f1) + $(metric_of $(((i + 1) % n)) "$2" | cut -d. -f1)))
 }
+refusals_by_neighbours() { neighbours_metric "$1" "x0_agent_routing_rejections_total{reason=\"$2\"}"; }
 refusals_above() { (($(refusals_by_neighbours "$1" "$2") > $3)); }
 # advertisement_fault <example> <name> <reason> <routes unchanged: yes|no>
 advertisement_fault() {
@@ -594,11 +600,7 @@ check_signature_failure() { advertisement_fault examples/chaos-signature-failure
 
 # kemDowngrade: the target's sessions close; its neighbours refuse its classical-only
 # handshakes (and it theirs); it is routed around; afterwards its sessions are post-quantum.
-classical_refusals_by_neighbours() {
-  local i=$1 n=${#NODES[@]}
-  echo $(($(metric_of $(((i + n - 1) % n)) 'x0_agent_session_refusals_total{reason="classical_key_exchange"}' | cut -d. -f1) +
-    $(metric_of $(((i + 1) % n)) 'x0_agent_session_refusals_total{reason="classical_key_exchange"}' | cut -d. -f1)))
-}
+classical_refusals_by_neighbours() { neighbours_metric "$1" 'x0_agent_session_refusals_total{reason="classical_key_exchange"}'; }
 classical_refusals_above() { (($(classical_refusals_by_neighbours "$1") > $2)); }
 check_kem_downgrade() {
   local target i before
@@ -650,11 +652,7 @@ revoked_everywhere_after_ms() {
   echo $(((latest - issued_us) / 1000))
 }
 revoked_everywhere() { revoked_everywhere_after_ms "$@" >/dev/null; }
-revoked_losses_of_neighbours() {
-  local i=$1 n=${#NODES[@]}
-  echo $(($(metric_of $(((i + n - 1) % n)) 'x0_agent_neighbour_losses_total{cause="revoked_key"}' | cut -d. -f1) +
-    $(metric_of $(((i + 1) % n)) 'x0_agent_neighbour_losses_total{cause="revoked_key"}' | cut -d. -f1)))
-}
+revoked_losses_of_neighbours() { neighbours_metric "$1" 'x0_agent_neighbour_losses_total{cause="revoked_key"}'; }
 
 # keyRevocation experiment: every agent refuses the target's key, its neighbours close their
 # sessions with it, it rejoins with a new key; the verdict says so.
@@ -679,11 +677,7 @@ check_key_revocation() {
 
 # keyExpiry: the target's endorsement runs out at every agent; its neighbours close their
 # sessions with it; it makes a new key and rejoins.
-expired_losses_of_neighbours() {
-  local i=$1 n=${#NODES[@]}
-  echo $(($(metric_of $(((i + n - 1) % n)) 'x0_agent_neighbour_losses_total{cause="expired_key"}' | cut -d. -f1) +
-    $(metric_of $(((i + 1) % n)) 'x0_agent_neighbour_losses_total{cause="expired_key"}' | cut -d. -f1)))
-}
+expired_losses_of_neighbours() { neighbours_metric "$1" 'x0_agent_neighbour_losses_total{cause="expired_key"}'; }
 check_key_expiry() {
   local target i epoch before
   load_nodes "$AGENTS_STATE"
@@ -728,6 +722,88 @@ check_revoke_by_hand() {
   wait_for 30 "every record shows revocation serial $serial" records_at_serial "$serial"
   kctl patch meshnetwork "$MESH" --type json -p '[{"op":"remove","path":"/spec/identity/revokedKeys"}]' >/dev/null
   wait_for 20 "every agent applies the list without $node" every_agent_applies "$((serial + 1))"
+}
+
+# kemDowngrade under a mesh that allows classical key exchange: the target's sessions form
+# again, classical, and show as such in the agents' metrics and the MeshNetwork's status; after
+# the window they are post-quantum again. Demo agents read their configuration when they
+# start, so they are restarted with the mesh's new policy (and again with the old one after).
+config_says_pq() {
+  kctl get configmap "$MESH-agent-config" -o jsonpath='{.data.agent\.yaml}' | grep -Eq "\"?requirePostQuantum\"?: *$1"
+}
+pq_policy() {
+  kctl patch meshnetwork "$MESH" --type merge -p "{\"spec\":{\"crypto\":{\"requirePostQuantum\":$1}}}" >/dev/null
+  wait_for 30 "the agent configuration says requirePostQuantum: $1" config_says_pq "$1"
+  $AGENTS up >&2
+  load_nodes "$AGENTS_STATE"
+}
+sessions_of() { metric_of "$1" "x0_agent_sessions{key_exchange=\"$2\"}" | cut -d. -f1; }
+has_sessions() { (($(sessions_of "$1" "$2") > 0)); }
+mesh_classical_sessions() { kctl get meshnetwork "$MESH" -o jsonpath='{.status.classicalSessions}' 2>/dev/null; }
+mesh_has_classical() { local c; c="$(mesh_classical_sessions)"; [[ -n $c ]] && ((c > 0)); }
+only_pq_sessions() {
+  local k
+  for ((k = 0; k < ${#NODES[@]}; k++)); do
+    (($(sessions_of "$k" X25519) == 0)) || return 1
+  done
+}
+check_kem_downgrade_classical_allowed() {
+  local target i rc=0
+  pq_policy false
+  experiment kem-classical 20s '{type: kemDowngrade}' '  expectations: {minReachablePercent: 0}'
+  wait_for 90 "kem-classical Injecting" phase_is kem-classical Injecting
+  target="$(field kem-classical '.status.targets[0]')"
+  i="$(index_of "$target")"
+  wait_for 30 "$target has classical (X25519) sessions" has_sessions "$i" X25519 || rc=1
+  ((rc)) || wait_for 30 "MeshNetwork $MESH shows classical sessions" mesh_has_classical || rc=1
+  ((rc)) || log "$target: $(sessions_of "$i" X25519) classical sessions; MeshNetwork status: pqSessions $(kctl get meshnetwork "$MESH" -o jsonpath='{.status.pqSessions}'), classicalSessions $(mesh_classical_sessions)"
+  ((rc)) || wait_for 150 "kem-classical Completed" phase_is kem-classical Completed || rc=1
+  ((rc)) || { show kem-classical; log "$(field kem-classical .status.verdictMessage)"; }
+  ((rc)) || [[ "$(field kem-classical .status.verdict)" == Passed ]] || { log "verdict: $(field kem-classical .status.verdictMessage)"; rc=1; }
+  ((rc)) || wait_for 30 "every agent's sessions are post-quantum again" only_pq_sessions || rc=1
+  # The demo's policy is restored whatever happened.
+  kctl delete chaos kem-classical --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true
+  pq_policy true
+  return "$rc"
+}
+
+# signatureFailure on a participant of a running job: the aggregator refuses its updates
+# (BadSignature) while the window is open, the job completes on the others' quorum, and the
+# experiment passes on its neighbours' refusals of its advertisements.
+spoiled_updates() { total_metric 'x0_agent_fl_updates_total{outcome="BadSignature"}'; }
+spoiled_above() { (($(spoiled_updates) > $1)); }
+check_signature_failure_fl() {
+  local before target
+  kctl apply -f - >/dev/null <<EOF2
+apiVersion: x0tta6bl4.io/v1alpha1
+kind: FLTrainingRound
+metadata:
+  name: digits-spoiled
+spec:
+  meshRef: {name: $MESH}
+  model: {kind: logisticRegression, inputDim: 64, classes: 10, dataset: digits}
+  rounds: 12
+  localEpochs: 3
+  learningRate: "0.1"
+  seed: 20261207
+  participants: {minimum: 5, fractionPercent: 100}
+  aggregation: {rule: fedavg}
+  quorumPercent: 80
+  quorumTimeout: 10s
+EOF2
+  wait_for 120 "digits-spoiled Running" job_phase_is digits-spoiled Running
+  before="$(spoiled_updates)"
+  experiment spoiled-fl 30s '{type: signatureFailure}'
+  wait_for 90 "spoiled-fl Injecting" phase_is spoiled-fl Injecting
+  target="$(field spoiled-fl '.status.targets[0]')"
+  wait_for 60 "the aggregator refuses an update of $target (BadSignature)" spoiled_above "$before"
+  log "updates refused as BadSignature so far: $(($(spoiled_updates) - before))"
+  wait_for 150 "spoiled-fl Completed" phase_is spoiled-fl Completed
+  show spoiled-fl
+  [[ "$(field spoiled-fl .status.verdict)" == Passed ]] || { log "verdict: $(field spoiled-fl .status.verdictMessage)"; return 1; }
+  wait_for 300 "digits-spoiled Completed" job_phase_is digits-spoiled Completed
+  kctl get flround digits-spoiled -o wide >&2
+  log "$target's updates refused as BadSignature: $(($(spoiled_updates) - before)); the job completed with accuracy $(kctl get flround digits-spoiled -o jsonpath='{.status.accuracy}')"
 }
 
 # byzantineUpdate: an honest run of the example's job first (the reference), then the example:
@@ -825,7 +901,9 @@ all_checks() {
   check "forged beacons refused (examples/chaos-forged-beacon.yaml)" check_forged_beacon
   check "replayed beacons refused (examples/chaos-replayed-beacon.yaml)" check_replayed_beacon
   check "spoiled signatures refused (examples/chaos-signature-failure.yaml)" check_signature_failure
+  check "spoiled signatures of a job's participant: its updates refused" check_signature_failure_fl
   check "KEM downgrade refused (examples/chaos-kem-downgrade.yaml)" check_kem_downgrade
+  check "KEM downgrade under a mesh that allows classical: classical sessions shown" check_kem_downgrade_classical_allowed
   check "a key revoked by an experiment (examples/chaos-key-revocation.yaml)" check_key_revocation
   check "a key revoked by hand (x0tta6bl4-operator revoke-key)" check_revoke_by_hand
   check "a key let expire (examples/chaos-key-expiry.yaml)" check_key_expiry

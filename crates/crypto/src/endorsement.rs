@@ -3,6 +3,7 @@
 //! trusted only through such an endorsement, never for the address it connects from.
 use std::collections::HashMap;
 
+use crate::reader::Reader;
 use crate::{Error, NodeId, Result, SigningContext, SigningKey, VerifyingKey, node_id_for};
 
 const MAGIC: &[u8; 5] = b"X0END";
@@ -75,7 +76,7 @@ impl Endorsement {
     /// Parses what [`Self::encode`] wrote; never panics on any input.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let malformed = || Error::Endorsement("malformed endorsement");
-        let mut reader = Reader(bytes);
+        let mut reader = Reader::new(bytes, || Error::Endorsement("truncated endorsement"));
         if reader.take(5)? != MAGIC || reader.take(1)?[0] != VERSION {
             return Err(malformed());
         }
@@ -90,7 +91,7 @@ impl Endorsement {
         let public_key = VerifyingKey::from_bytes(reader.take(crate::mldsa::PUBLIC_KEY_LEN)?)?;
         let signature_len = usize::from(reader.u16()?);
         let signature = reader.take(signature_len)?.to_vec();
-        if !reader.0.is_empty() {
+        if !reader.is_done() {
             return Err(malformed());
         }
         Ok(Self {
@@ -105,29 +106,6 @@ impl Endorsement {
 
     pub fn node_id(&self) -> NodeId {
         node_id_for(&self.spiffe_id)
-    }
-}
-
-/// A bounds-checked cursor over untrusted bytes.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.0.len() < n {
-            return Err(Error::Endorsement("truncated endorsement"));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
 }
 

@@ -12,6 +12,7 @@ pub mod mldsa;
 pub mod mlkem;
 pub mod model_digest;
 pub mod node_id;
+mod reader;
 pub mod revocation;
 
 pub use mldsa::{Signature, SigningContext, SigningKey, VerifyingKey};

@@ -4,6 +4,7 @@
 //! one are revoked, so a compromised key cannot be replaced by an older one the node held. The
 //! list is whole (the current list replaces the previous one) and carries a serial number that
 //! grows with every change, so an agent never goes back to an older list it was shown again.
+use crate::reader::Reader;
 use crate::{Error, NodeId, Result, SigningContext, SigningKey, VerifyingKey, node_id_for};
 
 const MAGIC: &[u8; 5] = b"X0REV";
@@ -102,7 +103,7 @@ impl RevocationList {
     /// Parses what [`Self::encode`] wrote; never panics on any input.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let malformed = || Error::Revocation("malformed revocation list");
-        let mut reader = Reader(bytes);
+        let mut reader = Reader::new(bytes, || Error::Revocation("truncated revocation list"));
         if reader.take(5)? != MAGIC || reader.take(1)?[0] != VERSION {
             return Err(malformed());
         }
@@ -132,7 +133,7 @@ impl RevocationList {
         }
         let signature_len = usize::from(reader.u16()?);
         let signature = reader.take(signature_len)?.to_vec();
-        if !reader.0.is_empty() {
+        if !reader.is_done() {
             return Err(malformed());
         }
         Ok(Self {
@@ -160,29 +161,6 @@ impl RevocationList {
         } else {
             Err(Error::Revocation("not signed by a mesh authority"))
         }
-    }
-}
-
-/// A bounds-checked cursor over untrusted bytes.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.0.len() < n {
-            return Err(Error::Revocation("truncated revocation list"));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
 }
 

@@ -40,26 +40,36 @@ pub fn admit_with_fresh_keys(
     validator.admit(bytes)
 }
 
+/// A two-value update of job "uid" signed by `key`, as the tests of admission send it.
+#[cfg(test)]
+pub(crate) fn signed_update(
+    key: &x0tta6bl4_crypto::mldsa::SigningKey,
+    participant: &str,
+    round: u32,
+    base: u8,
+) -> Vec<u8> {
+    ModelUpdate {
+        round_uid: "uid".into(),
+        round,
+        participant: participant.into(),
+        base_digest: [base; 32],
+        examples: 10,
+        values: vec![1.0, -2.0],
+    }
+    .sign(key)
+    .unwrap()
+    .encode()
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use x0tta6bl4_crypto::mldsa::SigningKey;
-    use x0tta6bl4_fl::update::ModelUpdate;
     use x0tta6bl4_fl::validate::{RejectionReason, RoundExpectations};
 
     fn update(key: &SigningKey, participant: &str) -> Vec<u8> {
-        ModelUpdate {
-            round_uid: "uid".into(),
-            round: 1,
-            participant: participant.into(),
-            base_digest: [1; 32],
-            examples: 10,
-            values: vec![1.0, -2.0],
-        }
-        .sign(key)
-        .unwrap()
-        .encode()
-        .unwrap()
+        signed_update(key, participant, 1, 1)
     }
 
     #[test]

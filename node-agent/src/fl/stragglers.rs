@@ -149,20 +149,7 @@ mod tests {
         )
     }
 
-    fn signed(key: &SigningKey, participant: &str, round: u32, base: u8) -> Vec<u8> {
-        ModelUpdate {
-            round_uid: "uid".into(),
-            round,
-            participant: participant.into(),
-            base_digest: [base; 32],
-            examples: 10,
-            values: vec![1.0, -2.0],
-        }
-        .sign(key)
-        .unwrap()
-        .encode()
-        .unwrap()
-    }
+    use crate::fl::admission::signed_update as signed;
 
     /// The trust store's keys as the admission looks them up: b's one key.
     fn keys_of(key: &SigningKey) -> impl FnOnce() -> HashMap<String, Vec<VerifyingKey>> + '_ {
