@@ -16,6 +16,11 @@
 #                          revoke-key`) and a key let expire.
 #                          After every check the fault maps are empty and the agents'
 #                          active-entry gauges sum to 0. Ends with "N passed, M failed".
+#   demo-chaos.sh bench-byzantine [runs]
+#                          the byzantineUpdate example [runs] times (default 10), each after an
+#                          honest run of its job: the targets' updates rejected, the accuracy
+#                          against the honest run, rounds lost and the verdict per run, then
+#                          the p50 and the worst run, as Markdown on stdout
 #   demo-chaos.sh bench [runs] [action...]
 #                          TTD and TTR of partition, loss, corrupt, latency, nodeKill, falseMetric,
 #                          forgedBeacon, replayedBeacon, signatureFailure, kemDowngrade,
@@ -966,6 +971,37 @@ bench() {
   local line
   for line in "${BY_ALL[@]}"; do printf '\n%s\n' "$line"; done
 }
+bench_byzantine() {
+  local runs=${1:-10} k rejected updates change lost verdict changes=() shares=() passed=0
+  load_nodes "$AGENTS_STATE"
+  METRICS_PORT="$($AGENTS status-addr 0 | cut -d: -f2)"
+  settle
+  printf '| run | target | rejected / target updates | accuracy attacked | honest run | change vs honest | rounds lost | verdict |\n'
+  printf '|---|---|---|---|---|---|---|---|\n'
+  for ((k = 1; k <= runs; k++)); do
+    if ! check_byzantine_update >/dev/null 2>&1 && [[ -z "$(field poison-one .status.verdict)" ]]; then
+      log "run $k: the experiment was not judged"
+      settle
+      continue
+    fi
+    rejected="$(field poison-one .status.byzantine.rejected)"
+    updates="$(field poison-one .status.byzantine.targetUpdates)"
+    change="$(field poison-one .status.byzantine.changeVsReference)"
+    lost="$(field poison-one .status.byzantine.roundsLost)"
+    verdict="$(field poison-one .status.verdict)"
+    printf '| %d | %s | %s / %s | %s | %s | %s | %s | %s |\n' "$k" "$(field poison-one '.status.targets[0]')" \
+      "${rejected:-0}" "${updates:-0}" "$(field poison-one .status.byzantine.accuracyAfter)" \
+      "$(field poison-one .status.byzantine.referenceAccuracy)" "${change:--}" "${lost:-0}" "$verdict"
+    [[ $verdict == Passed ]] && passed=$((passed + 1))
+    [[ -n $change ]] && changes+=("${change%\%}")
+    ((${updates:-0} > 0)) && shares+=("$(awk -v r="${rejected:-0}" -v u="$updates" 'BEGIN { printf "%.3f", r / u }')")
+    settle
+  done
+  # The worst run is the largest drop and the lowest share rejected: the low end of each.
+  printf '\n%d of %d Passed; accuracy change vs the honest run (points) p50 %s, worst %s; share of the targets'"'"' updates rejected p50 %s, lowest %s\n' \
+    "$passed" "$runs" "$(percentile 50 "${changes[@]}")" "$(percentile 0 "${changes[@]}")" \
+    "$(percentile 50 "${shares[@]}")" "$(percentile 0 "${shares[@]}")"
+}
 # A status duration ("850ms", "1.234s", "1m2s") in seconds.
 to_seconds() {
   awk -v d="$1" 'BEGIN {
@@ -988,6 +1024,10 @@ case "${1:-}" in
   bench)
     shift
     bench "$@"
+    ;;
+  bench-byzantine)
+    shift
+    bench_byzantine "$@"
     ;;
   *) echo "usage: $0 run|bench [runs]" >&2; exit 2 ;;
 esac

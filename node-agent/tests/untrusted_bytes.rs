@@ -1,11 +1,13 @@
 //! Whatever bytes a peer sends before or after authentication, the agent's parsers answer with
-//! an error, never a panic: binding messages, endorsement announcements, ping payloads.
+//! an error, never a panic: binding messages, endorsement announcements, ping payloads, and the
+//! revocation list an agent reads from its MeshNetwork's status.
 use proptest::collection::vec;
 use proptest::prelude::*;
 use x0tta6bl4_crypto::SigningKey;
 use x0tta6bl4_crypto::endorsement::TrustStore;
 use x0tta6bl4_node_agent::endorsements::{EndorsementBook, Verdict};
 use x0tta6bl4_node_agent::ping;
+use x0tta6bl4_node_agent::revocations::{InForce, Outcome};
 use x0tta6bl4_session::binding::{self, Role};
 
 fn mk_store() -> TrustStore {
@@ -34,6 +36,28 @@ proptest! {
         bytes.extend(tail);
         let mut trust = mk_store();
         prop_assert!(binding::verify_binding(&bytes, Role::Server, &[7; 32], &mut trust, 100).is_err());
+    }
+
+    #[test]
+    fn any_revocation_list_that_is_not_the_authoritys_is_refused(bytes in vec(any::<u8>(), 0..8192)) {
+        use base64::Engine as _;
+        let authority = SigningKey::generate().unwrap();
+        let mut in_force = InForce::default();
+        let status = x0tta6bl4_api::mesh_network::RevocationStatus {
+            list: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            ..Default::default()
+        };
+        let mut header = b"X0REV\x01".to_vec();
+        header.extend(&bytes);
+        let framed = x0tta6bl4_api::mesh_network::RevocationStatus {
+            list: base64::engine::general_purpose::STANDARD.encode(&header),
+            ..Default::default()
+        };
+        for offered in [&status, &framed] {
+            let outcome = in_force.offer(Some(offered), "ns/demo", &[authority.verifying_key().clone()]);
+            prop_assert!(matches!(outcome, Outcome::Refused(_)), "{:?}", outcome);
+        }
+        prop_assert_eq!(in_force.serial(), None);
     }
 
     #[test]
