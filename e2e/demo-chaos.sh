@@ -659,15 +659,22 @@ revoked_everywhere_after_ms() {
 revoked_everywhere() { revoked_everywhere_after_ms "$@" >/dev/null; }
 revoked_losses_of_neighbours() { neighbours_metric "$1" 'x0_agent_neighbour_losses_total{cause="revoked_key"}'; }
 
+# started <example> <name>: applies an example experiment and waits until its window is open;
+# sets TARGET (its first target) and TI (that agent's index).
+started() {
+  load_nodes "$AGENTS_STATE"
+  kctl apply -f "$1" >/dev/null
+  wait_for 90 "$2 Injecting" phase_is "$2" Injecting
+  TARGET="$(field "$2" '.status.targets[0]')"
+  TI="$(index_of "$TARGET")"
+}
+
 # keyRevocation experiment: every agent refuses the target's key, its neighbours close their
 # sessions with it, it rejoins with a new key; the verdict says so.
 check_key_revocation() {
-  local target i epoch before
-  load_nodes "$AGENTS_STATE"
-  kctl apply -f examples/chaos-key-revocation.yaml >/dev/null
-  wait_for 90 "key-revocation Injecting" phase_is key-revocation Injecting
-  target="$(field key-revocation '.status.targets[0]')"
-  i="$(index_of "$target")"
+  local target i epoch
+  started examples/chaos-key-revocation.yaml key-revocation
+  target=$TARGET i=$TI
   epoch="$(field key-revocation '.status.revokedKeys[0].throughKeyEpoch')"
   log "$target's key epochs up to $epoch revoked; the mesh's list: $(kctl get meshnetwork "$MESH" -o jsonpath='{.status.revocation.keys}')"
   wait_for 30 "$target rejoined with a key epoch above $epoch" epoch_above "$target" "$epoch"
@@ -684,12 +691,9 @@ check_key_revocation() {
 # sessions with it; it makes a new key and rejoins.
 expired_losses_of_neighbours() { neighbours_metric "$1" 'x0_agent_neighbour_losses_total{cause="expired_key"}'; }
 check_key_expiry() {
-  local target i epoch before
-  load_nodes "$AGENTS_STATE"
-  kctl apply -f examples/chaos-key-expiry.yaml >/dev/null
-  wait_for 90 "key-expiry Injecting" phase_is key-expiry Injecting
-  target="$(field key-expiry '.status.targets[0]')"
-  i="$(index_of "$target")"
+  local target i epoch
+  started examples/chaos-key-expiry.yaml key-expiry
+  target=$TARGET i=$TI
   epoch="$(key_epoch_of "$target")"
   log "$target's key epoch $epoch endorsed until $(field key-expiry '.status.expiringEndorsements[0].notAfter') by the experiment"
   wait_for 30 "$target rejoined with a key epoch above $epoch" epoch_above "$target" "$epoch"

@@ -3,7 +3,7 @@
 //! trusted only through such an endorsement, never for the address it connects from.
 use std::collections::HashMap;
 
-use crate::reader::Reader;
+use crate::reader::{Reader, with_signature};
 use crate::{Error, NodeId, Result, SigningContext, SigningKey, VerifyingKey, node_id_for};
 
 const MAGIC: &[u8; 5] = b"X0END";
@@ -67,33 +67,20 @@ impl Endorsement {
 
     /// The endorsement as sent to peers: its signed bytes, then the signature (length-prefixed).
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let mut bytes = self.signed_bytes()?;
-        bytes.extend_from_slice(&(self.signature.len() as u16).to_be_bytes());
-        bytes.extend_from_slice(&self.signature);
-        Ok(bytes)
+        Ok(with_signature(self.signed_bytes()?, &self.signature))
     }
 
     /// Parses what [`Self::encode`] wrote; never panics on any input.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let malformed = || Error::Endorsement("malformed endorsement");
         let mut reader = Reader::new(bytes, || Error::Endorsement("truncated endorsement"));
-        if reader.take(5)? != MAGIC || reader.take(1)?[0] != VERSION {
-            return Err(malformed());
-        }
-        let id_len = usize::from(reader.u16()?);
-        if id_len > MAX_SPIFFE_ID {
-            return Err(malformed());
-        }
-        let spiffe_id = String::from_utf8(reader.take(id_len)?.to_vec()).map_err(|_| malformed())?;
+        reader.expect_header(MAGIC, VERSION, malformed)?;
+        let spiffe_id = reader.text(MAX_SPIFFE_ID, malformed)?;
         let key_epoch = reader.u32()?;
         let not_before = reader.u64()?;
         let not_after = reader.u64()?;
         let public_key = VerifyingKey::from_bytes(reader.take(crate::mldsa::PUBLIC_KEY_LEN)?)?;
-        let signature_len = usize::from(reader.u16()?);
-        let signature = reader.take(signature_len)?.to_vec();
-        if !reader.is_done() {
-            return Err(malformed());
-        }
+        let signature = reader.signature(malformed)?;
         Ok(Self {
             spiffe_id,
             key_epoch,

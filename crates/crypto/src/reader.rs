@@ -43,3 +43,44 @@ impl<'a> Reader<'a> {
         self.rest.is_empty()
     }
 }
+
+impl Reader<'_> {
+    /// The magic and version a statement starts with; `malformed` when they are others.
+    pub(crate) fn expect_header(
+        &mut self,
+        magic: &[u8],
+        version: u8,
+        malformed: fn() -> Error,
+    ) -> Result<(), Error> {
+        if self.take(magic.len())? != magic || self.take(1)?[0] != version {
+            return Err(malformed());
+        }
+        Ok(())
+    }
+
+    /// A UTF-8 string with a u16 length of at most `max` bytes.
+    pub(crate) fn text(&mut self, max: usize, malformed: fn() -> Error) -> Result<String, Error> {
+        let len = usize::from(self.u16()?);
+        if len > max {
+            return Err(malformed());
+        }
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| malformed())
+    }
+
+    /// The signature at the end: a u16 length, the bytes, and nothing after them.
+    pub(crate) fn signature(&mut self, malformed: fn() -> Error) -> Result<Vec<u8>, Error> {
+        let len = usize::from(self.u16()?);
+        let signature = self.take(len)?.to_vec();
+        if !self.is_done() {
+            return Err(malformed());
+        }
+        Ok(signature)
+    }
+}
+
+/// A statement as it travels: its signed bytes, then the signature, length-prefixed.
+pub(crate) fn with_signature(mut signed: Vec<u8>, signature: &[u8]) -> Vec<u8> {
+    signed.extend_from_slice(&(signature.len() as u16).to_be_bytes());
+    signed.extend_from_slice(signature);
+    signed
+}

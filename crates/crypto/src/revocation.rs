@@ -4,7 +4,7 @@
 //! one are revoked, so a compromised key cannot be replaced by an older one the node held. The
 //! list is whole (the current list replaces the previous one) and carries a serial number that
 //! grows with every change, so an agent never goes back to an older list it was shown again.
-use crate::reader::Reader;
+use crate::reader::{Reader, with_signature};
 use crate::{Error, NodeId, Result, SigningContext, SigningKey, VerifyingKey, node_id_for};
 
 const MAGIC: &[u8; 5] = b"X0REV";
@@ -94,24 +94,15 @@ impl RevocationList {
 
     /// The list as published: its signed bytes, then the signature (length-prefixed).
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let mut bytes = self.signed_bytes()?;
-        bytes.extend_from_slice(&(self.signature.len() as u16).to_be_bytes());
-        bytes.extend_from_slice(&self.signature);
-        Ok(bytes)
+        Ok(with_signature(self.signed_bytes()?, &self.signature))
     }
 
     /// Parses what [`Self::encode`] wrote; never panics on any input.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let malformed = || Error::Revocation("malformed revocation list");
         let mut reader = Reader::new(bytes, || Error::Revocation("truncated revocation list"));
-        if reader.take(5)? != MAGIC || reader.take(1)?[0] != VERSION {
-            return Err(malformed());
-        }
-        let mesh_len = usize::from(reader.u16()?);
-        if mesh_len > MAX_MESH {
-            return Err(malformed());
-        }
-        let mesh = String::from_utf8(reader.take(mesh_len)?.to_vec()).map_err(|_| malformed())?;
+        reader.expect_header(MAGIC, VERSION, malformed)?;
+        let mesh = reader.text(MAX_MESH, malformed)?;
         let serial = reader.u64()?;
         let issued_at_ms = reader.u64()?;
         let count = usize::from(reader.u16()?);
@@ -120,22 +111,14 @@ impl RevocationList {
         }
         let mut entries = Vec::with_capacity(count);
         for _ in 0..count {
-            let id_len = usize::from(reader.u16()?);
-            if id_len > MAX_SPIFFE_ID {
-                return Err(malformed());
-            }
-            let spiffe_id = String::from_utf8(reader.take(id_len)?.to_vec()).map_err(|_| malformed())?;
+            let spiffe_id = reader.text(MAX_SPIFFE_ID, malformed)?;
             let through_epoch = reader.u32()?;
             entries.push(RevokedKey {
                 spiffe_id,
                 through_epoch,
             });
         }
-        let signature_len = usize::from(reader.u16()?);
-        let signature = reader.take(signature_len)?.to_vec();
-        if !reader.is_done() {
-            return Err(malformed());
-        }
+        let signature = reader.signature(malformed)?;
         Ok(Self {
             mesh,
             serial,
