@@ -12,7 +12,7 @@ use std::sync::PoisonError;
 use x0tta6bl4_crypto::SigningKey;
 use x0tta6bl4_crypto::endorsement::Endorsement;
 use x0tta6bl4_session::binding::Identity;
-use x0tta6bl4_wire::{EndorsementAnnounce, Message, NodeId};
+use x0tta6bl4_wire::NodeId;
 
 use super::{Mesh, short};
 use crate::clock::{unix_micros, unix_seconds};
@@ -44,24 +44,12 @@ impl Mesh {
                 return;
             }
         };
-        {
-            let mut trust = self.trust.write().unwrap_or_else(PoisonError::into_inner);
-            let _ = self.book.offer(bytes, &mut trust, unix_seconds());
-        }
-        let message = Message::EndorsementAnnounce(EndorsementAnnounce {
-            endorsement: bytes.to_vec(),
-        });
-        let peers: Vec<NodeId> = self.sessions.keys().copied().collect();
-        for peer in peers {
-            let _ = self.send(peer, &message);
-        }
         tracing::warn!(
             epoch = endorsement.key_epoch,
             not_after = endorsement.not_after,
             "chaos: keyExpiry: presenting an endorsement that runs out"
         );
-        self.metrics.endorsement_valid_until(endorsement.not_after);
-        self.signer.identity.replace(Identity { key, endorsement });
+        self.present(Identity { key, endorsement });
     }
 
     /// Closes the sessions of peers with no valid key left, and wakes key rotation once when

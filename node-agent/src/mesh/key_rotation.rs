@@ -14,6 +14,16 @@ impl Mesh {
     /// at once: frames leave each session in order, so a neighbour admits the key before the
     /// first advertisement signed with it arrives.
     pub(super) fn rotate(&mut self, identity: Identity) {
+        let epoch = identity.endorsement.key_epoch;
+        self.present(identity);
+        self.key_since_unix_us = unix_micros();
+        self.dispatch(vec![Output::OriginateDue]);
+        tracing::info!(epoch, "signing with the rotated key");
+    }
+
+    /// Uses `identity` from now on, its endorsement recorded and announced on every session
+    /// first (a rotation, or keyExpiry's short endorsement of the key in use).
+    pub(super) fn present(&mut self, identity: Identity) {
         match identity.endorsement.encode() {
             Ok(bytes) => {
                 {
@@ -26,14 +36,10 @@ impl Mesh {
                     let _ = self.send(peer, &message);
                 }
             }
-            Err(error) => tracing::error!(%error, "the rotated key's endorsement does not encode"),
+            Err(error) => tracing::error!(%error, "the endorsement in use does not encode"),
         }
-        let epoch = identity.endorsement.key_epoch;
         self.metrics
             .endorsement_valid_until(identity.endorsement.not_after);
         self.signer.identity.replace(identity);
-        self.key_since_unix_us = unix_micros();
-        self.dispatch(vec![Output::OriginateDue]);
-        tracing::info!(epoch, "signing with the rotated key");
     }
 }
