@@ -408,43 +408,25 @@ pub fn judge(
             )),
         }
     }
-    if expiry {
-        if status.time_to_detect.is_empty() {
-            failures.push("no agent refused the target's key after it ran out".into());
-        }
-        if status.time_to_recover.is_empty() {
-            failures.push(
-                "no target rejoined the mesh with a new, endorsed key while the window was open".into(),
-            );
-        }
+    if expiry && status.time_to_detect.is_empty() {
+        failures.push("no agent refused the target's key after it ran out".into());
     }
-    if revocation {
-        if status.time_to_detect_by_all.is_empty() {
-            let unaware: Vec<&String> = agents
-                .iter()
-                .filter(|(node, agent)| !targets.contains(*node) && agent.live)
-                .filter(|(_, agent)| agent.report.as_ref().is_none_or(|r| r.detected_at.is_none()))
-                .map(|(node, _)| node)
-                .collect();
-            failures.push(format!(
-                "not every agent refused the revoked keys while the window was open: {} did not",
-                names(&unaware)
-            ));
-        }
-        if status.time_to_recover.is_empty() {
-            failures.push(
-                "no target rejoined the mesh with a new, endorsed key while the window was open".into(),
-            );
-        }
-    }
-    if spec.action.type_ == ActionType::FalseMetric && !status.false_accusations.is_empty() {
+    if revocation && status.time_to_detect_by_all.is_empty() {
+        let unaware: Vec<&String> = agents
+            .iter()
+            .filter(|(node, agent)| !targets.contains(*node) && agent.live)
+            .filter(|(_, agent)| agent.report.as_ref().is_none_or(|r| r.detected_at.is_none()))
+            .map(|(node, _)| node)
+            .collect();
         failures.push(format!(
-            "honest agents were accused of lying about their links: {}",
-            names(&status.false_accusations)
+            "not every agent refused the revoked keys while the window was open: {} did not",
+            names(&unaware)
         ));
     }
-    // A forger of advertisements (or of its own signatures) still forwards the others'
-    // genuine ones: routes through it are not a failure of the mesh unless the spec says so.
+    if (revocation || expiry) && status.time_to_recover.is_empty() {
+        failures
+            .push("no target rejoined the mesh with a new, endorsed key while the window was open".into());
+    }
     // A revoked node that rejoined with a new key rightly carries traffic again.
     let forger = matches!(
         spec.action.type_,
