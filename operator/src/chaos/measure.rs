@@ -427,6 +427,14 @@ pub fn judge(
         failures
             .push("no target rejoined the mesh with a new, endorsed key while the window was open".into());
     }
+    if spec.action.type_ == ActionType::FalseMetric && !status.false_accusations.is_empty() {
+        failures.push(format!(
+            "honest agents were accused of lying about their links: {}",
+            names(&status.false_accusations)
+        ));
+    }
+    // A forger of advertisements (or of its own signatures) still forwards the others'
+    // genuine ones: routes through it are not a failure of the mesh unless the spec says so.
     // A revoked node that rejoined with a new key rightly carries traffic again.
     let forger = matches!(
         spec.action.type_,
