@@ -13,7 +13,8 @@
 #                          byzantineUpdate participant, forged and replayed beacons,
 #                          spoiled signatures, a KEM downgrade, a key revoked by an
 #                          experiment, a key revoked by hand (`x0tta6bl4-operator
-#                          revoke-key`) and a key let expire.
+#                          revoke-key`), a key let expire, and that the (production)
+#                          agents have no hand-set test faults.
 #                          After every check the fault maps are empty and the agents'
 #                          active-entry gauges sum to 0. Ends with "N passed, M failed".
 #   demo-chaos.sh bench-byzantine [runs]
@@ -599,6 +600,24 @@ advertisement_fault() {
   log "detected after $(field "$name" .status.timeToDetect) ($(field "$name" .status.detectedBy)); $(field "$name" .status.verdictMessage)"
   [[ "$(field "$name" .status.verdict)" == Passed ]]
 }
+# The demo runs production agents (no `test-faults` feature): the only way to make one act out
+# an adversarial behaviour is an experiment of its mesh. The hidden test flags are unknown to
+# its command line and its fault endpoint has no forged-update route.
+check_no_test_faults() {
+  local agent="$ROOT/target/debug/x0tta6bl4-node-agent" flag said code
+  for flag in "--test-fault=falseMetric=1" "--test-key-exchange=classical" "--fl-straggle=1s"; do
+    if said=$("$agent" --config /dev/null "$flag" 2>&1); then
+      die "the demo's agent accepted $flag"
+    fi
+    [[ $said == *"unexpected argument '${flag%%=*}'"* ]] || die "$flag: not refused as an unknown argument: $said"
+    log "$flag: refused ($(head -1 <<<"$said"))"
+  done
+  code=$(ip netns exec "${NETNS_PREFIX}0" curl -sS -o /dev/null -w '%{http_code}' -X POST --max-time 3 \
+    "http://127.0.0.1:47191/chaos/forged-update?job=demo&round=1&kind=unsigned")
+  [[ $code == 404 ]] || die "POST /chaos/forged-update answered $code (want 404: no such route)"
+  log "POST /chaos/forged-update: 404 (the route does not exist)"
+}
+
 check_forged_beacon() { advertisement_fault examples/chaos-forged-beacon.yaml forged-beacon bad_signature yes; }
 check_replayed_beacon() { advertisement_fault examples/chaos-replayed-beacon.yaml replayed-beacon replayed yes; }
 check_signature_failure() { advertisement_fault examples/chaos-signature-failure.yaml signature-failure bad_signature no; }
@@ -902,6 +921,7 @@ all_checks() {
   check "target agent restarted" check_agent_restart
   check "operator SIGKILLed at random points of $KILLS experiments" check_random_operator_kills
   check "non-mesh traffic untouched" check_non_mesh_traffic
+  check "no test faults in the demo's (production) agents" check_no_test_faults
   check "latency on the send path" check_latency
   check "node kill (examples/chaos-node-kill.yaml)" check_node_kill
   check "cascading kills (examples/chaos-cascade.yaml)" check_cascade

@@ -21,7 +21,9 @@ stage() {
 e2e/cluster/build-binaries.sh all
 stage "control-plane binaries"
 
-cargo build --locked -p x0tta6bl4-operator -p x0tta6bl4-node-agent
+# The agents of these tests are a test build: some tests set faults by hand (--test-fault,
+# POST /chaos/forged-update; node-agent/src/test_faults.rs). The demo builds without them.
+cargo build --locked -p x0tta6bl4-operator -p x0tta6bl4-node-agent --features x0tta6bl4-node-agent/test-faults
 cargo test --locked -p x0tta6bl4-e2e --features e2e --no-run
 stage "operator and test build"
 

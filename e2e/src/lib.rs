@@ -271,7 +271,8 @@ impl Agent {
     }
 
     /// [`Agent::start`] for the agents of mesh `mesh` (its service account), with `extra`
-    /// command-line arguments (test settings such as `--test-fault byzantineUpdate=signFlip`).
+    /// command-line arguments (test settings such as `--test-fault byzantineUpdate=signFlip`,
+    /// which the e2e build of the agent has: `e2e/run.sh` turns on its `test-faults` feature).
     pub fn start_in_mesh(
         mesh: &str,
         node: &str,

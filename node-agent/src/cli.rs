@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use x0tta6bl4_telemetry::LogFormat;
 
 #[derive(Parser, Debug)]
@@ -80,13 +80,6 @@ pub struct EndorseArgs {
     pub out: PathBuf,
 }
 
-/// Key-exchange groups a test agent may be limited to (hidden: only for downgrade tests).
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TestKeyExchange {
-    /// Offer and accept only X25519, like an agent without post-quantum support.
-    Classical,
-}
-
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// The rendered agent configuration (mounted from the mesh's ConfigMap).
@@ -137,14 +130,9 @@ pub struct RunArgs {
     /// Log format: text or json.
     #[arg(long, default_value = "json", env = "X0_LOG_FORMAT")]
     pub log_format: LogFormat,
-    /// Test only: restrict the key exchange regardless of the config.
-    #[arg(long, hide = true)]
-    pub test_key_exchange: Option<TestKeyExchange>,
-    /// Test only: an adversarial fault this agent acts out from its start, through the chaos
-    /// executor (byzantineUpdate=signFlip|scaling|noise|labelFlip|alie|ipm, falseMetric=PERCENT);
-    /// repeatable.
-    #[arg(long = "test-fault", hide = true, value_parser = crate::chaos::behaviour::parse_test_fault)]
-    pub test_faults: Vec<crate::chaos::behaviour::TestFault>,
+    /// Test builds only (the `test-faults` feature): faults set by hand; none in production.
+    #[command(flatten)]
+    pub test: crate::test_faults::TestArgs,
     /// Federated learning (jobs, results, the injection endpoint).
     #[command(flatten)]
     pub fl: crate::fl::FlArgs,

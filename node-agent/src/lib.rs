@@ -32,5 +32,6 @@ pub mod runtime;
 pub mod session;
 pub mod settings;
 pub mod status;
+pub mod test_faults;
 pub mod watch_cache;
 pub mod workload_api;

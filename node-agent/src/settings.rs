@@ -6,8 +6,9 @@ use x0tta6bl4_routing::healing::HealingConfig;
 use x0tta6bl4_routing::{MetricWeights, RouterConfig};
 use x0tta6bl4_session::tls::KeyExchangePolicy;
 
-use crate::cli::{RunArgs, TestKeyExchange};
+use crate::cli::RunArgs;
 use crate::identity;
+use crate::test_faults::TestKeyExchange;
 
 /// Routes are dropped when not refreshed for this many originator intervals.
 const ROUTE_EXPIRY_INTERVALS: u32 = 4;
@@ -101,7 +102,7 @@ impl RunSettings {
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config.metrics_port))),
             router: router_config(config, endpoint.clone()),
             endpoint,
-            key_exchange: key_exchange_policy(config, args.test_key_exchange),
+            key_exchange: key_exchange_policy(config, args.test.key_exchange()),
             healing: healing_config(config),
             workload_api_socket: args
                 .workload_api_socket

@@ -4,14 +4,12 @@
 //! participant, the mesh and the sessions read them from the executor's channels and never
 //! from a flag of their own, and nothing else switches them on.
 //!
-//! Two sources: the ChaosExperiments that target this agent (see `plan::Mechanism::Behaviour`),
-//! and, as the base under them, a test's hidden `--test-fault ACTION=VALUE` in the API's
-//! vocabulary.
-//!
-//! A forged FL update (the FL part of a signature failure) is a one-off rather than a state:
-//! the executor hands a [`ForgeRequest`] to the FL participant, which sends it and answers.
-use tokio::sync::{mpsc, oneshot, watch};
-use x0tta6bl4_api::chaos::{ByzantineAttack, ByzantineSpec};
+//! One source in production: the ChaosExperiments of the agent's own mesh that target it (see
+//! `plan::Mechanism::Behaviour`); with none, the agent is honest. Only a test build (the
+//! `test-faults` feature, [`crate::test_faults`]) can set a base under them from its command
+//! line.
+use tokio::sync::watch;
+use x0tta6bl4_api::chaos::ByzantineSpec;
 
 /// What this agent acts out now. The default is an honest agent.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -160,130 +158,25 @@ fn replace_if_changed<T: PartialEq>(held: &mut T, new: T) -> bool {
     changed
 }
 
-/// How a forged update fails its signature check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Forgery {
-    /// No signature at all.
-    Unsigned,
-    /// Signed, then one value changed.
-    Tampered,
-}
-
-/// An update in this agent's name for round `round` of FL job `job`, that its aggregator must
-/// refuse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForgedUpdate {
-    pub job: String,
-    pub round: u32,
-    pub forgery: Forgery,
-}
-
-/// Why a forged update was not sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ForgeRefusal {
-    NoJob(String),
-    NotRunning,
-    Failed(String),
-    Unreachable(String),
-}
-
-impl std::fmt::Display for ForgeRefusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ForgeRefusal::NoJob(job) => write!(f, "no FL job {job:?} on this agent's mesh"),
-            ForgeRefusal::NotRunning => write!(f, "the job is not running"),
-            ForgeRefusal::Failed(why) => write!(f, "cannot build the update: {why}"),
-            ForgeRefusal::Unreachable(why) => write!(f, "cannot reach the aggregator: {why}"),
-        }
-    }
-}
-
-/// A forged update to send, and where to answer.
-pub struct ForgeRequest {
-    pub update: ForgedUpdate,
-    pub reply: oneshot::Sender<Result<String, ForgeRefusal>>,
-}
-
-/// The executor's end of the forgeries; the FL participant receives them.
-pub type ForgeLine = mpsc::Sender<ForgeRequest>;
-
-/// One `--test-fault`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TestFault {
-    ByzantineUpdate(ByzantineSpec),
-    FalseMetric(u32),
-}
-
-/// The strength a test's byzantineUpdate uses (the API's default).
-const TEST_STRENGTH_PERCENT: i32 = 1000;
-
-/// Parses `byzantineUpdate=signFlip|scaling|noise|labelFlip|alie|ipm` or
-/// `falseMetric=PERCENT` (1 to 100).
-pub fn parse_test_fault(text: &str) -> Result<TestFault, String> {
-    let (action, value) = text.split_once('=').ok_or_else(|| {
-        format!("{text:?}: expected ACTION=VALUE (byzantineUpdate=signFlip, falseMetric=1)")
-    })?;
-    match action {
-        "byzantineUpdate" => {
-            let attack: ByzantineAttack = serde_json::from_value(serde_json::json!(value)).map_err(|_| {
-                format!("byzantineUpdate={value:?}: the attack is signFlip, scaling, noise, labelFlip, alie or ipm")
-            })?;
-            Ok(TestFault::ByzantineUpdate(ByzantineSpec {
-                attack,
-                strength_percent: TEST_STRENGTH_PERCENT,
-            }))
-        }
-        "falseMetric" => match value.parse::<u32>() {
-            Ok(percent) if (1..=100).contains(&percent) => Ok(TestFault::FalseMetric(percent)),
-            _ => Err(format!("falseMetric={value:?}: a whole percentage from 1 to 100")),
-        },
-        other => Err(format!(
-            "{other:?} is not an adversarial action a test can set (byzantineUpdate, falseMetric)"
-        )),
-    }
-}
-
-/// The behaviour the test faults make.
-pub fn from_test_faults(faults: &[TestFault]) -> Behaviour {
-    let mut behaviour = Behaviour::default();
-    for fault in faults {
-        match fault {
-            TestFault::ByzantineUpdate(spec) => {
-                behaviour.byzantine_update = Some(Poisoning {
-                    job_uid: None,
-                    spec: spec.clone(),
-                })
-            }
-            TestFault::FalseMetric(percent) => behaviour.false_metric_percent = Some(*percent),
-        }
-    }
-    behaviour
-}
-
 #[cfg(test)]
 mod tests {
+    use x0tta6bl4_api::chaos::ByzantineAttack;
+
     use super::*;
 
     #[test]
-    fn test_faults_speak_the_apis_words() {
-        let faults = [
-            parse_test_fault("byzantineUpdate=signFlip").unwrap(),
-            parse_test_fault("falseMetric=1").unwrap(),
-        ];
-        let behaviour = from_test_faults(&faults);
-        let poisoning = behaviour.byzantine_update.unwrap();
-        assert_eq!(poisoning.spec.attack, ByzantineAttack::SignFlip);
-        assert!(
-            poisoning.attack_on("any-job").is_some(),
-            "a test fault poisons every job"
-        );
-        assert_eq!(behaviour.false_metric_percent, Some(1));
-        assert!(Behaviour::default().is_honest());
-    }
-
-    #[test]
     fn experiments_overlay_the_base_and_reverting_restores_it() {
-        let base = from_test_faults(&[parse_test_fault("byzantineUpdate=noise").unwrap()]);
+        // A test build's base (`--test-fault byzantineUpdate=noise`); honest in production.
+        let base = Behaviour {
+            byzantine_update: Some(Poisoning {
+                job_uid: None,
+                spec: ByzantineSpec {
+                    attack: ByzantineAttack::Noise,
+                    strength_percent: 1000,
+                },
+            }),
+            ..Behaviour::default()
+        };
         let lines = BehaviourLines::new(&base);
         let mut metric = lines.false_metric_percent.subscribe();
         let lying = Behaviour {
@@ -314,29 +207,5 @@ mod tests {
         };
         assert!(poisoning.attack_on("job-1").is_some());
         assert!(poisoning.attack_on("job-2").is_none());
-    }
-
-    #[test]
-    fn bad_test_faults_name_what_is_wrong() {
-        assert!(
-            parse_test_fault("byzantineUpdate=sign-flip")
-                .unwrap_err()
-                .contains("signFlip, scaling")
-        );
-        assert!(
-            parse_test_fault("falseMetric=0")
-                .unwrap_err()
-                .contains("1 to 100")
-        );
-        assert!(
-            parse_test_fault("partition=1")
-                .unwrap_err()
-                .contains("not an adversarial action")
-        );
-        assert!(
-            parse_test_fault("falseMetric")
-                .unwrap_err()
-                .contains("ACTION=VALUE")
-        );
     }
 }

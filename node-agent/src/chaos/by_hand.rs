@@ -9,9 +9,6 @@
 //!   `direction=to|from|both` (default both). Answers once the fault is carried, or why not.
 //! - `DELETE /chaos/faults?peer=IP`: removes it, answering once it is gone.
 //! - `GET /chaos/faults`: the faults set by hand.
-//! - `POST /chaos/forged-update?job=NAME&round=K&kind=unsigned|tampered`: the FL participant
-//!   sends, once, an update in this agent's name that the job's aggregator must refuse (see
-//!   [`super::behaviour::Forgery`]); answers once it is sent, or why not.
 //!
 //! The kernel's own fault map and counters are at `GET /datapath` on the same address.
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,7 +26,6 @@ use x0tta6bl4_api::chaos::{ActionType, FaultEntry};
 use x0tta6bl4_api::duration;
 
 use super::DatapathAck;
-use super::behaviour::{ForgeLine, ForgeRefusal, ForgeRequest, ForgedUpdate, Forgery};
 use super::desired::{Active, ExperimentView, Inactive, Planned};
 use super::plan::{FaultPlan, Mechanism, mechanism};
 use crate::clock::unix_micros;
@@ -37,7 +33,7 @@ use crate::clock::unix_micros;
 /// The longest a fault set by hand may last.
 pub const MAX_SECONDS: u64 = 3600;
 /// How long a request waits for the executor and the datapath to carry it out.
-const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 /// How long an expired fault stays listed (and reported), as an experiment's report does.
 const FORGET_AFTER_US: u64 = 300_000_000;
 /// The experiment name faults set by hand are reported under.
@@ -210,78 +206,6 @@ pub struct Endpoint {
     pub faults: watch::Sender<HandFaults>,
     pub plan: watch::Receiver<FaultPlan>,
     pub ack: watch::Receiver<DatapathAck>,
-    pub forgeries: ForgeLine,
-}
-
-/// Parses a forged update's query.
-pub fn parse_forged(query: &str) -> Result<ForgedUpdate, String> {
-    let (mut job, mut round, mut forgery) = (None, None, None);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "job" => job = Some(value.to_owned()),
-            "round" => {
-                round = Some(
-                    value
-                        .parse::<u32>()
-                        .map_err(|_| format!("round={value:?} is not a round number"))?,
-                )
-            }
-            "kind" => {
-                forgery = Some(match value {
-                    "unsigned" => Forgery::Unsigned,
-                    "tampered" => Forgery::Tampered,
-                    _ => return Err(format!("kind={value:?}: unsigned or tampered")),
-                })
-            }
-            other => return Err(format!("unknown parameter {other:?}")),
-        }
-    }
-    Ok(ForgedUpdate {
-        job: job.filter(|j| !j.is_empty()).ok_or("job=NAME is required")?,
-        round: round.ok_or("round=K is required")?,
-        forgery: forgery.ok_or("kind=unsigned|tampered is required")?,
-    })
-}
-
-async fn forge(State(endpoint): State<Endpoint>, RawQuery(query): RawQuery) -> Response {
-    let update = match parse_forged(query.as_deref().unwrap_or("")) {
-        Ok(update) => update,
-        Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
-    };
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    if endpoint
-        .forgeries
-        .send(ForgeRequest { update, reply })
-        .await
-        .is_err()
-    {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "federated learning is not running\n",
-        )
-            .into_response();
-    }
-    match tokio::time::timeout(ANSWER_WITHIN, answer).await {
-        Ok(Ok(Ok(sent))) => (StatusCode::OK, format!("{sent}\n")).into_response(),
-        Ok(Ok(Err(refusal))) => {
-            let status = match refusal {
-                ForgeRefusal::NoJob(_) => StatusCode::NOT_FOUND,
-                ForgeRefusal::NotRunning => StatusCode::CONFLICT,
-                ForgeRefusal::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                ForgeRefusal::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            (status, format!("{refusal}\n")).into_response()
-        }
-        Ok(Err(_)) | Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "no answer from federated learning within {}s\n",
-                ANSWER_WITHIN.as_secs()
-            ),
-        )
-            .into_response(),
-    }
 }
 
 /// Whether the mechanisms carry (`want`) or no longer carry the fault on `peer`; Err says
@@ -396,7 +320,6 @@ async fn list(State(endpoint): State<Endpoint>) -> Response {
 pub fn routes(endpoint: Endpoint) -> Router {
     Router::new()
         .route("/chaos/faults", get(list).post(set).delete(clear))
-        .route("/chaos/forged-update", axum::routing::post(forge))
         .with_state(endpoint)
 }
 
@@ -463,30 +386,6 @@ mod tests {
             error("peer=198.18.0.2&action=partition&drop=0.3&seconds=5")
                 .contains("unknown parameter \"drop\"")
         );
-    }
-
-    #[test]
-    fn forged_update_queries_parse_and_bad_ones_say_why() {
-        assert_eq!(
-            parse_forged("job=demo&round=3&kind=tampered"),
-            Ok(ForgedUpdate {
-                job: "demo".into(),
-                round: 3,
-                forgery: Forgery::Tampered
-            })
-        );
-        assert!(
-            parse_forged("job=demo&round=x&kind=unsigned")
-                .unwrap_err()
-                .contains("round")
-        );
-        assert!(
-            parse_forged("job=demo&round=1&kind=forged")
-                .unwrap_err()
-                .contains("kind")
-        );
-        assert!(parse_forged("round=1&kind=unsigned").unwrap_err().contains("job"));
-        assert!(parse_forged("job=d&round=1&kind=unsigned&x=1").is_err());
     }
 
     #[test]

@@ -12,11 +12,4 @@ pub struct FlArgs {
     /// the job file).
     #[arg(long, env = "X0_FL_RESULTS")]
     pub fl_results: Option<PathBuf>,
-    /// Test only: hold each trained update this long before sending it (a straggler).
-    #[arg(long, hide = true, value_parser = humantime_millis)]
-    pub fl_straggle: Option<std::time::Duration>,
-}
-
-fn humantime_millis(text: &str) -> Result<std::time::Duration, String> {
-    x0tta6bl4_api::duration::parse(text).map_err(|e| e.to_string())
 }

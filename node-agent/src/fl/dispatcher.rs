@@ -16,8 +16,7 @@ use x0tta6bl4_wire::NodeId;
 
 use super::job::{self, JobSource, Jobs};
 use super::sink::ResultSink;
-use super::{FlContext, Incoming, aggregator, forge};
-use crate::chaos::behaviour::ForgeRequest;
+use super::{FlContext, Incoming, aggregator};
 use crate::mesh::Delivery;
 
 /// A job this agent aggregates.
@@ -50,16 +49,19 @@ pub(super) async fn serve<S: ResultSink>(
     sink: Arc<S>,
     mut deliveries: mpsc::Receiver<Delivery>,
     mut loopback: mpsc::Receiver<Delivery>,
-    forgeries: mpsc::Receiver<ForgeRequest>,
+    forgeries: crate::test_faults::ForgeryRequests,
     shutdown: CancellationToken,
 ) {
     let mut jobs = source.subscribe();
-    tokio::spawn(forge::carry_out(
+    #[cfg(feature = "test-faults")]
+    tokio::spawn(super::forge::carry_out(
         Arc::clone(&ctx),
         jobs.clone(),
         forgeries,
         shutdown.clone(),
     ));
+    #[cfg(not(feature = "test-faults"))]
+    let crate::test_faults::ForgeryRequests = forgeries;
     let mut dispatcher = Dispatcher {
         ctx,
         jobs: jobs.clone(),

@@ -1,5 +1,5 @@
-//! Forged updates, sent once on the chaos executor's request (a fault set by hand on the
-//! agent's fault endpoint, `POST /chaos/forged-update`): an update in this agent's name that
+//! Forged updates (test builds only), sent once on request of the agent's fault endpoint
+//! (`POST /chaos/forged-update`, `crate::test_faults::forgery`): an update in this agent's name that
 //! the job's aggregator must refuse, `unsigned` (no signature) or `tampered` (signed, then one
 //! value changed). The refusal shows in the round's record.
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use x0tta6bl4_fl::update::{ModelUpdate, SignedUpdate};
 
 use super::job::{self, Jobs};
 use super::{FlContext, route_update};
-use crate::chaos::behaviour::{ForgeRefusal, ForgeRequest, ForgedUpdate, Forgery};
+use crate::test_faults::forgery::{ForgeRefusal, ForgeRequest, ForgedUpdate, Forgery};
 
 /// The bytes of the forged update: zeros of the model's size in this agent's name.
 pub fn forged_bytes(

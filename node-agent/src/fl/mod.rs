@@ -20,12 +20,14 @@
 //! [`TrainRequest`]: x0tta6bl4_fl::codec::train_request::TrainRequest
 use std::sync::{Arc, RwLock};
 
+use std::time::Duration;
+
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use x0tta6bl4_crypto::endorsement::TrustStore;
 use x0tta6bl4_wire::NodeId;
 
-use crate::chaos::behaviour::{ForgeRequest, Poisoning};
+use crate::chaos::behaviour::Poisoning;
 use crate::identity::CurrentIdentity;
 use crate::mesh::{Delivery, MeshHandle};
 
@@ -34,6 +36,7 @@ pub mod aggregator;
 mod args;
 mod context;
 mod dispatcher;
+#[cfg(feature = "test-faults")]
 pub mod forge;
 pub mod gathering;
 mod incoming;
@@ -78,8 +81,10 @@ pub struct FlSetup {
     /// A chaos experiment's signatureFailure: this agent's updates go out with spoiled
     /// signatures.
     pub signature_failure: watch::Receiver<bool>,
-    /// Forged updates the chaos executor asks this agent to send.
-    pub forgeries: mpsc::Receiver<ForgeRequest>,
+    /// A test build's straggler delay (`--fl-straggle`): each trained update is held this long.
+    pub straggle: Option<Duration>,
+    /// A test build's forged updates to send (`POST /chaos/forged-update`).
+    pub forgeries: crate::test_faults::ForgeryRequests,
 }
 
 /// Consumes the payloads delivered to this agent until `shutdown`: federated flows are
@@ -100,7 +105,7 @@ pub async fn run(setup: FlSetup, deliveries: mpsc::Receiver<Delivery>, shutdown:
         byzantine_update: setup.byzantine_update,
         signature_failure: setup.signature_failure,
         telemetry: setup.telemetry,
-        straggle: setup.args.fl_straggle,
+        straggle: setup.straggle,
         loopback,
         zone_rounds: zone_rounds::ZoneRounds::default(),
     });

@@ -3,10 +3,10 @@
 //! so that each side gets only its own end; and the executor each run mode starts.
 use std::net::SocketAddr;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::chaos::behaviour::{BehaviourLines, ForgeRequest};
+use crate::chaos::behaviour::BehaviourLines;
 use crate::chaos::by_hand::{self, HandFaults};
 use crate::chaos::plan::FaultPlan;
 use crate::chaos::{ChaosLinks, ChaosMetrics, DatapathAck, DatapathPort, Reports};
@@ -21,8 +21,9 @@ pub struct ChaosWiring {
     pub datapath: DatapathPort,
     /// The fault endpoint (`--fault-api`): its address and routes, served by the datapath.
     pub fault_endpoint: Option<(SocketAddr, axum::Router)>,
-    /// Forged-update requests from the fault endpoint, answered by the FL participant.
-    pub forgery_requests: mpsc::Receiver<ForgeRequest>,
+    /// Forged-update requests from the fault endpoint (test builds), answered by the FL
+    /// participant.
+    pub forgery_requests: crate::test_faults::ForgeryRequests,
 }
 
 impl ChaosWiring {
@@ -34,14 +35,18 @@ impl ChaosWiring {
         let (plan, plan_receiver) = watch::channel(FaultPlan::default());
         let (ack_sender, ack) = watch::channel(DatapathAck::default());
         let (by_hand, _) = watch::channel(HandFaults::new());
-        let (forgeries, forgery_requests) = mpsc::channel(8);
+        #[cfg(feature = "test-faults")]
+        let (forgeries, forgery_requests) = tokio::sync::mpsc::channel(8);
+        #[cfg(not(feature = "test-faults"))]
+        let forgery_requests = crate::test_faults::ForgeryRequests;
         let fault_endpoint = fault_api.map(|address| {
             let routes = by_hand::routes(by_hand::Endpoint {
                 faults: by_hand.clone(),
                 plan: plan.subscribe(),
                 ack: ack.clone(),
-                forgeries,
             });
+            #[cfg(feature = "test-faults")]
+            let routes = routes.merge(crate::test_faults::forgery::routes(forgeries));
             (address, routes)
         });
         ChaosWiring {

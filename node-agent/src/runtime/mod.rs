@@ -118,7 +118,7 @@ pub async fn run_mesh(
     start_executor: impl FnOnce(Running),
 ) -> anyhow::Result<()> {
     let settings = RunSettings::derive(&args, &config, &node_name);
-    let behaviour = crate::chaos::behaviour::from_test_faults(&args.test_faults);
+    let behaviour = args.test.base_behaviour();
     if !behaviour.is_honest() {
         tracing::warn!(?behaviour, "test mode: this agent acts out adversarial faults");
     }
@@ -277,6 +277,7 @@ pub async fn run_mesh(
             telemetry,
             byzantine_update: fl_byzantine_update,
             signature_failure: fl_signature_failure,
+            straggle: args.test.fl_straggle(),
             forgeries: chaos.forgery_requests,
         },
         deliveries,
