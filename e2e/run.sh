@@ -23,7 +23,10 @@ stage "control-plane binaries"
 
 # The agents of these tests are a test build: some tests set faults by hand (--test-fault,
 # POST /chaos/forged-update; node-agent/src/test_faults.rs). The demo builds without them.
-cargo build --locked -p x0tta6bl4-operator -p x0tta6bl4-node-agent --features x0tta6bl4-node-agent/test-faults
+# (`--features test-faults`, not `x0tta6bl4-node-agent/test-faults`: the agent's dev-dependency
+# on itself would take that spelling for the dependency's feature, off outside its tests.)
+cargo build --locked -p x0tta6bl4-operator
+cargo build --locked -p x0tta6bl4-node-agent --features test-faults
 cargo test --locked -p x0tta6bl4-e2e --features e2e --no-run
 stage "operator and test build"
 
