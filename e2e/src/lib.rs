@@ -329,7 +329,7 @@ impl Agent {
         )
         .listen((address, 47101).into())
         .advertise(ip)
-        .metrics((address, 47102).into())
+        .metrics((address, AGENT_STATUS_PORT).into())
         .args(extra.iter().cloned())
         .env("KUBECONFIG", &kubeconfig)
         .spawn()
@@ -456,4 +456,27 @@ pub async fn start_mesh_agents(
         config,
         pods,
     }
+}
+
+/// Port of the agents' /status and /metrics in the tests that start them on loopback.
+pub const AGENT_STATUS_PORT: u16 = 47102;
+
+/// The /status of the agent at `ip` (None when it does not answer).
+pub async fn agent_status(ip: &str) -> Option<serde_json::Value> {
+    let response = http_request(ip, AGENT_STATUS_PORT, "GET", "/status").await.ok()?;
+    let (_, body) = x0tta6bl4_testsupport::http::parse_response(&response)?;
+    serde_json::from_str(&body).ok()
+}
+
+/// How many routes each agent's /status lists (None where it does not answer).
+pub async fn route_counts(ips: &[String]) -> Vec<Option<usize>> {
+    let mut counts = Vec::new();
+    for ip in ips {
+        counts.push(
+            agent_status(ip)
+                .await
+                .and_then(|s| s["routes"].as_array().map(Vec::len)),
+        );
+    }
+    counts
 }

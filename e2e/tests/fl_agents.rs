@@ -188,21 +188,6 @@ fn rejected_for<'a>(record: &'a RoundRecord, participant: &str) -> Vec<&'a str> 
         .collect()
 }
 
-/// How many routes each agent's /status lists (None where it does not answer).
-async fn route_counts(ips: &[String]) -> Vec<Option<usize>> {
-    let mut counts = Vec::new();
-    for ip in ips {
-        let response = http_request(ip, 47102, "GET", "/status").await.ok();
-        let count = response
-            .as_deref()
-            .and_then(x0tta6bl4_testsupport::http::parse_response)
-            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
-            .and_then(|status| status["routes"].as_array().map(Vec::len));
-        counts.push(count);
-    }
-    counts
-}
-
 async fn wait_routes_everywhere(ips: &[String], what: &str) {
     wait_until(
         what,

@@ -3,7 +3,7 @@
 //!
 //! The API server lets an agent write only the record of the node its pod-bound token names
 //! (admission policy in the chart), so what the operator endorses really is that node's key.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use base64::Engine;
@@ -15,8 +15,10 @@ use tokio_util::sync::CancellationToken;
 use x0tta6bl4_api::MeshNode;
 use x0tta6bl4_api::chaos::AgentChaosReport;
 use x0tta6bl4_api::mesh_node::{MESH_LABEL, MeshNodeSpec, MeshNodeStatus, NeighbourStatus};
+use x0tta6bl4_api::peering::Peering;
 use x0tta6bl4_crypto::VerifyingKey;
 use x0tta6bl4_crypto::endorsement::Endorsement;
+use x0tta6bl4_wire::NodeId;
 
 use crate::datapath::DatapathState;
 use crate::identity::{self, IdentityError, IdentityRequest, IdentitySource, TrustMaterial};
@@ -151,9 +153,11 @@ impl IdentitySource for KubeIdentity {
     }
 }
 
-/// Peers from the MeshNode records of the same mesh that published an endpoint.
+/// Peers from the MeshNode records of the same mesh that published an endpoint: the bounded
+/// set the mesh's peering rule gives this node (`x0tta6bl4_api::peering`), never all of them.
 pub struct KubePeers {
     endpoints: watch::Sender<BTreeSet<PeerEndpoint>>,
+    wanted: watch::Sender<Option<BTreeSet<NodeId>>>,
 }
 
 impl KubePeers {
@@ -164,9 +168,12 @@ impl KubePeers {
         mesh: &str,
         trust_domain: &str,
         own_node: &str,
+        peering: Peering,
         shutdown: CancellationToken,
     ) -> Self {
         let (sender, _) = watch::channel(BTreeSet::new());
+        let (wanted, _) = watch::channel(None);
+        let publish_wanted = wanted.clone();
         let records: Api<MeshNode> = Api::namespaced(client, namespace);
         let config = watcher::Config::default().fields(&format!("spec.meshName={mesh}"));
         let publish = sender.clone();
@@ -185,26 +192,38 @@ impl KubePeers {
                     changed = changes.changed() => match changed {
                         Err(_) => return,
                         Ok(()) => {
-                            let endpoints = reader
-                                .state()
+                            let records = reader.state();
+                            // Members: the records with an endpoint to dial.
+                            let members: BTreeMap<&str, &str> = records
                                 .iter()
-                                .filter(|record| record.spec.node_name != own_node)
                                 .filter_map(|record| {
-                                    let endpoint = record.status.as_ref()?.endpoint.clone();
-                                    (!endpoint.is_empty()).then(|| PeerEndpoint {
-                                        address: endpoint,
-                                        node: Some(identity::node_id(&identity::spiffe_id(
-                                            &trust_domain,
-                                            &namespace,
-                                            &mesh,
-                                            &record.spec.node_name,
-                                        ))),
+                                    let endpoint = record.status.as_ref()?.endpoint.as_str();
+                                    (!endpoint.is_empty())
+                                        .then_some((record.spec.node_name.as_str(), endpoint))
+                                })
+                                .collect();
+                            let chosen = peering.peers_of(&own_node, members.keys().copied());
+                            let node_id = |name: &str| {
+                                identity::node_id(&identity::spiffe_id(&trust_domain, &namespace, &mesh, name))
+                            };
+                            let endpoints: BTreeSet<PeerEndpoint> = chosen
+                                .iter()
+                                .filter_map(|name| {
+                                    Some(PeerEndpoint {
+                                        address: (*members.get(name.as_str())?).to_owned(),
+                                        node: Some(node_id(name)),
                                     })
                                 })
                                 .collect();
+                            let nodes: BTreeSet<NodeId> = chosen.iter().map(|name| node_id(name)).collect();
                             publish.send_if_modified(|current| {
                                 let changed = *current != endpoints;
                                 *current = endpoints;
+                                changed
+                            });
+                            publish_wanted.send_if_modified(|current| {
+                                let changed = current.as_ref() != Some(&nodes);
+                                *current = Some(nodes);
                                 changed
                             });
                         }
@@ -212,13 +231,20 @@ impl KubePeers {
                 }
             }
         });
-        Self { endpoints: sender }
+        Self {
+            endpoints: sender,
+            wanted,
+        }
     }
 }
 
 impl PeerSource for KubePeers {
     fn subscribe(&self) -> watch::Receiver<BTreeSet<PeerEndpoint>> {
         self.endpoints.subscribe()
+    }
+
+    fn wanted(&self) -> watch::Receiver<Option<BTreeSet<NodeId>>> {
+        self.wanted.subscribe()
     }
 }
 

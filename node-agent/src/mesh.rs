@@ -40,6 +40,7 @@ mod housekeeping;
 mod key_expiry;
 mod key_rotation;
 mod outputs;
+mod peering;
 mod pings;
 pub mod report;
 mod revocation;
@@ -115,6 +116,10 @@ pub struct Mesh {
     captured: forgery::Captured,
     /// When a refusal of each (neighbour, reason) was last recorded as an event.
     refusals_noted: BTreeMap<(NodeId, &'static str), u64>,
+    /// The nodes the peering rule gives this agent; `None` outside a cluster.
+    peering: watch::Receiver<Option<BTreeSet<NodeId>>>,
+    /// Sessions outside the peering set, since when (closed after `peering::GRACE`).
+    unwanted_since: BTreeMap<NodeId, Instant>,
 }
 
 /// Everything the actor starts from.
@@ -144,6 +149,8 @@ pub struct MeshParts {
     pub expiring_endorsement: watch::Receiver<Option<Vec<u8>>>,
     /// Key rotation's wake-up (this agent's endorsement ran out).
     pub rotate_now: Arc<tokio::sync::Notify>,
+    /// The nodes the peering rule gives this agent (`None`: keep every session).
+    pub peering: watch::Receiver<Option<BTreeSet<NodeId>>>,
 }
 
 fn short(node: &NodeId) -> String {
@@ -216,6 +223,8 @@ impl Mesh {
             expiry_noted: None,
             captured: forgery::Captured::default(),
             refusals_noted: BTreeMap::new(),
+            peering: parts.peering,
+            unwanted_since: BTreeMap::new(),
         };
         (mesh, inbox, inputs, delivered, connected_rx)
     }

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub endorsements: IntCounterVec,
     pub routes: IntGauge,
     pub neighbours: IntGauge,
+    /// Peers the mesh's peering rule gives this agent (in a cluster).
+    pub peers_wanted: IntGauge,
     pub link_cost: IntGaugeVec,
     pub link_rtt_seconds: GaugeVec,
     pub link_loss_percent: IntGaugeVec,
@@ -187,6 +189,14 @@ impl Metrics {
             neighbours: register(
                 r,
                 IntGauge::new("x0_agent_neighbours", "Neighbours alive").expect("valid metric definition"),
+            ),
+            peers_wanted: register(
+                r,
+                IntGauge::new(
+                    "x0_agent_peers_wanted",
+                    "Peers the mesh's peering rule gives this agent (bounded peering; 0 outside a cluster)",
+                )
+                .expect("valid metric definition"),
             ),
             link_cost: gauge_vec(
                 r,

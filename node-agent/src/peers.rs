@@ -28,8 +28,15 @@ impl PeerEndpoint {
 /// A source of endpoints to dial, now and as they change.
 pub trait PeerSource: Send + Sync {
     /// The current set; a new value replaces the whole set (endpoints no longer in it are not
-    /// redialled; sessions already up stay until they end).
+    /// redialled).
     fn subscribe(&self) -> watch::Receiver<BTreeSet<PeerEndpoint>>;
+
+    /// The nodes this agent keeps sessions with (bounded peering), when the source knows the
+    /// whole mesh: the mesh closes a session with any other node that stays outside the set.
+    /// `None` (a static list): every session is kept.
+    fn wanted(&self) -> watch::Receiver<Option<BTreeSet<NodeId>>> {
+        watch::channel(None).1
+    }
 }
 
 /// A fixed list (`--peer HOST:PORT`, repeatable).

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::mesh_network::{EbpfMode, KeyExchange, MeshNetworkSpec, SignatureAlgorithm};
+use crate::peering::Peering;
 use crate::{FieldError, duration};
 
 /// File name of the rendered configuration inside the ConfigMap and the agent's config volume.
@@ -32,6 +33,10 @@ pub struct AgentConfig {
     pub neighbour_timeout: Duration,
     pub max_hops: u32,
     pub metric_weights: Weights,
+    /// Bounded peering; written only when not the default, so that an agent of an earlier
+    /// version (which refuses unknown fields) still reads a default mesh's file.
+    #[serde(default, skip_serializing_if = "Peering::is_default")]
+    pub peering: Peering,
     pub key_exchange: KeyExchange,
     pub signature: SignatureAlgorithm,
     #[serde(with = "duration::positive")]
@@ -105,6 +110,10 @@ impl AgentConfig {
                 loss: count(spec.routing.metric_weights.loss),
                 rtt: count(spec.routing.metric_weights.rtt),
                 ebpf_drops: count(spec.routing.metric_weights.ebpf_drops),
+            },
+            peering: Peering {
+                near_peers: count(spec.routing.peering.near_peers),
+                long_links: count(spec.routing.peering.long_links),
             },
             key_exchange: spec.crypto.key_exchange,
             signature: spec.crypto.signature,

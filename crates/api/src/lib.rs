@@ -17,6 +17,7 @@ pub mod fl_round;
 pub mod labels;
 pub mod mesh_network;
 pub mod mesh_node;
+pub mod peering;
 
 pub use chaos::{ChaosExperiment, ChaosExperimentSpec, ChaosExperimentStatus};
 pub use fl_round::{FLTrainingRound, FLTrainingRoundSpec, FLTrainingRoundStatus};

@@ -225,6 +225,11 @@ pub struct RoutingSpec {
     /// Weights of the link metric: cost = loss × lossPercent + rtt × rttMillis + drops × ebpfDropPercent.
     #[serde(default)]
     pub metric_weights: MetricWeights,
+
+    /// Which agents keep sessions with each other: a bounded set per agent, never the whole
+    /// mesh (see `PeeringSpec`).
+    #[serde(default)]
+    pub peering: PeeringSpec,
 }
 
 impl Default for RoutingSpec {
@@ -235,6 +240,7 @@ impl Default for RoutingSpec {
             neighbour_timeout: default_neighbour_timeout(),
             max_hops: default_max_hops(),
             metric_weights: MetricWeights::default(),
+            peering: PeeringSpec::default(),
         }
     }
 }
@@ -250,6 +256,39 @@ fn default_neighbour_timeout() -> String {
 }
 fn default_max_hops() -> i32 {
     16
+}
+
+/// Bounded peering: each agent keeps sessions with `2 × nearPeers` ring neighbours (members
+/// ordered by a hash of their node names) and, on average, `longLinks` long links across the
+/// ring; every agent computes the same symmetric graph from the MeshNode records. A mesh of at
+/// most `2 × nearPeers + 1` nodes is a full mesh. The rule: `x0tta6bl4_api::peering`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PeeringSpec {
+    /// Ring neighbours on each side (1 to 16).
+    #[serde(default = "default_near_peers")]
+    #[schemars(range(min = 1, max = 16))]
+    pub near_peers: i32,
+    /// Long links per agent on average (0 to 16): shortcuts that keep routes short in a large
+    /// mesh.
+    #[serde(default = "default_long_links")]
+    #[schemars(range(min = 0, max = 16))]
+    pub long_links: i32,
+}
+
+impl Default for PeeringSpec {
+    fn default() -> Self {
+        Self {
+            near_peers: default_near_peers(),
+            long_links: default_long_links(),
+        }
+    }
+}
+fn default_near_peers() -> i32 {
+    crate::peering::DEFAULT_NEAR_PEERS as i32
+}
+fn default_long_links() -> i32 {
+    crate::peering::DEFAULT_LONG_LINKS as i32
 }
 
 /// Integer weights (0 to 1000) of the components of the link cost.

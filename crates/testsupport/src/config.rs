@@ -45,6 +45,7 @@ impl TestConfig {
                 rtt: 16,
                 ebpf_drops: 24,
             },
+            peering: Default::default(),
             key_exchange: KeyExchange::X25519MLKEM768,
             signature: SignatureAlgorithm::MlDsa65,
             key_rotation_interval: Duration::from_secs(24 * 3600),

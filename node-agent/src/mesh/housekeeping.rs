@@ -1,7 +1,8 @@
 //! The actor's periodic chores: the chaos executor's falseMetric applied (and, on a
 //! kemDowngrade change, every session closed), convergence
 //! episodes settled, abandoned pings forgotten, the neighbour, route and per-link gauges
-//! refreshed (by the peer's node name; a gone link's series removed), and expired keys and endorsements pruned.
+//! refreshed (by the peer's node name; a gone link's series removed), expired keys and endorsements pruned, and
+//! sessions outside the peering set closed.
 use std::sync::PoisonError;
 use std::time::Duration;
 
@@ -47,6 +48,7 @@ impl Mesh {
             }
         }
         self.expire_keys();
+        self.prune_unwanted(now);
         if let Some(episode) = self.convergence.settle(unix_micros()) {
             self.episode_settled(episode.duration_ms);
         }

@@ -81,6 +81,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 &config.mesh,
                 &config.trust_domain,
                 &node_name,
+                config.peering,
                 stop_watch.clone(),
             );
             let executor = chaos_links::in_cluster(chaos_links::ClusterRecord {
@@ -204,6 +205,7 @@ pub async fn run_mesh(
         kem_downgrade,
         expiring_endorsement,
         rotate_now: Arc::clone(&rotate_now),
+        peering: peers.wanted(),
     });
     let datapath = crate::datapath::DatapathState::default();
     // The SVID source starts before the record reporter, which shows its state.

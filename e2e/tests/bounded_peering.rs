@@ -1,0 +1,205 @@
+//! Bounded peering with real agents and the real API server: ten agents of a mesh whose
+//! `spec.routing.peering` is one ring neighbour a side and one long link on average. Each
+//! agent keeps sessions with exactly the peers the rule gives it (computed here from the same
+//! typed rule, `x0tta6bl4_api::peering`), never the whole mesh, and still routes to every
+//! other agent over several hops; when one agent dies, the others route around it.
+#![cfg(feature = "e2e")]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use kube::api::{Api, PostParams};
+use x0tta6bl4_api::MeshNetwork;
+use x0tta6bl4_api::peering::{Peering, reach_from};
+use x0tta6bl4_e2e::*;
+
+const MESH: &str = "peer10";
+const NODES: usize = 10;
+const NODE_LABEL: &str = "x0tta6bl4.io/e2e-peering";
+const SUBNET: &str = "127.0.5";
+const TIMEOUT: Duration = Duration::from_secs(120);
+const RULE: Peering = Peering {
+    near_peers: 1,
+    long_links: 1,
+};
+
+fn node_name(i: usize) -> String {
+    format!("x0-peer-{i}")
+}
+
+/// The test's fake nodes, deleted when it ends (even on a failure).
+struct FakeNodes;
+
+impl FakeNodes {
+    fn create() -> Self {
+        let manifests: String = (0..NODES)
+            .map(|i| {
+                format!(
+                    "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations: {{kwok.x-k8s.io/node: fake}}\n  labels:\n    type: kwok-peering\n    {NODE_LABEL}: \"true\"\n    kubernetes.io/hostname: {name}\nspec:\n  taints: [{{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}}]\nstatus:\n  addresses: [{{type: InternalIP, address: 10.3.0.{ip}}}, {{type: Hostname, address: {name}}}]\n",
+                    name = node_name(i),
+                    ip = i + 1
+                )
+            })
+            .collect();
+        let file = std::env::temp_dir().join("x0-e2e-peering-nodes.yaml");
+        std::fs::write(&file, manifests).unwrap();
+        kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+        FakeNodes
+    }
+}
+
+impl Drop for FakeNodes {
+    fn drop(&mut self) {
+        kubectl(&[
+            "delete",
+            "nodes",
+            "-l",
+            &format!("{NODE_LABEL}=true"),
+            "--wait=false",
+        ]);
+    }
+}
+
+fn mesh() -> MeshNetwork {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNetwork", "metadata": {"name": MESH},
+        "spec": {
+            "nodeSelector": {NODE_LABEL: "true"},
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+            "routing": {
+                "helloInterval": "100ms",
+                "neighbourTimeout": "1s",
+                "peering": {"nearPeers": RULE.near_peers, "longLinks": RULE.long_links}
+            },
+            "crypto": {"requirePostQuantum": true},
+            "identity": {"trustDomain": "x0tta6bl4.local"}
+        }
+    }))
+    .unwrap()
+}
+
+/// Each agent's live neighbours by node name, and its longest route in hops.
+async fn views(ips: &[String]) -> Vec<Option<(BTreeSet<String>, u64)>> {
+    let mut views = Vec::new();
+    for ip in ips {
+        views.push(agent_status(ip).await.map(|status| {
+            let neighbours = status["neighbours"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| n["alive"].as_bool() == Some(true))
+                .filter_map(|n| n["node_name"].as_str().map(str::to_owned))
+                .collect();
+            let longest = status["routes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["hop_count"].as_u64())
+                .max()
+                .unwrap_or(0);
+            (neighbours, longest)
+        }));
+    }
+    views
+}
+
+#[tokio::test]
+async fn ten_agents_keep_only_their_rule_peers_and_route_to_everyone_around_a_dead_one() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-peering").await;
+    let _nodes = FakeNodes::create();
+    let operator = Operator::start("peering", "x0-e2e-peering").await.unwrap();
+    operator.wait_ready(TIMEOUT).await;
+    let meshes: Api<MeshNetwork> = Api::namespaced(client.clone(), &ns.name);
+    meshes.create(&PostParams::default(), &mesh()).await.unwrap();
+    let DemoAgents { mut agents, ips, .. } =
+        start_mesh_agents(&client, &ns.name, MESH, NODES as i32, SUBNET, TIMEOUT, |_| {
+            Vec::new()
+        })
+        .await;
+    let names: Vec<String> = agents.iter().map(|a| a.node.clone()).collect();
+    assert_eq!(names, (0..NODES).map(node_name).collect::<Vec<_>>());
+    let members: Vec<&str> = names.iter().map(String::as_str).collect();
+    let graph = RULE.graph(&members);
+    let expected: Vec<BTreeSet<String>> = graph
+        .iter()
+        .map(|peers| peers.iter().map(|&j| names[j].clone()).collect())
+        .collect();
+    let (reached, _) = reach_from(&graph, 0);
+    assert_eq!(reached, NODES, "the rule's graph is connected: {expected:?}");
+    assert!(
+        expected.iter().all(|peers| peers.len() < NODES - 1),
+        "a bounded set, not a full mesh: {expected:?}"
+    );
+
+    // Each agent: exactly its rule peers as neighbours, and a route to every other agent.
+    let settled = wait_until(
+        "every agent has exactly its rule peers and routes to the other 9",
+        TIMEOUT,
+        || async { (views(&ips).await, route_counts(&ips).await) },
+        |(views, routes)| {
+            views
+                .iter()
+                .zip(&expected)
+                .all(|(view, want)| view.as_ref().is_some_and(|(have, _)| have == want))
+                && routes.iter().all(|r| *r == Some(NODES - 1))
+        },
+    )
+    .await;
+    let sessions: usize = expected.iter().map(BTreeSet::len).sum();
+    let longest = settled
+        .0
+        .iter()
+        .flatten()
+        .map(|(_, hops)| *hops)
+        .max()
+        .unwrap_or(0);
+    println!(
+        "{NODES} agents, {} sessions (a full mesh has {}), longest route {longest} hops; peers: {expected:?}",
+        sessions / 2,
+        NODES * (NODES - 1) / 2
+    );
+    assert!(longest >= 2, "routes go over several hops: {settled:?}");
+    for ip in &ips {
+        let body = http_request(ip, AGENT_STATUS_PORT, "GET", "/metrics")
+            .await
+            .unwrap();
+        let wanted = metric_sum(&body, "x0_agent_peers_wanted");
+        assert!(
+            wanted >= 2.0 && wanted < (NODES - 1) as f64,
+            "{ip}: x0_agent_peers_wanted {wanted}"
+        );
+    }
+
+    // The agent with the most peers dies: the others route around it.
+    let victim = (0..NODES).max_by_key(|&i| expected[i].len()).unwrap();
+    agents[victim].kill();
+    let survivors: Vec<String> = ips
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, ip)| ip.clone())
+        .collect();
+    let mut remaining = graph.clone();
+    remaining[victim].clear();
+    for peers in &mut remaining {
+        peers.remove(&victim);
+    }
+    // The dead agent's record stays, so the others keep the rule's graph without it.
+    let connected_without = reach_from(&remaining, (victim + 1) % NODES).0 == NODES - 1;
+    // A ring without one member is a line: still connected.
+    assert!(connected_without, "{remaining:?}");
+    let routes = wait_until(
+        &format!("the 9 survivors route to each other around {}", names[victim]),
+        TIMEOUT,
+        || async { route_counts(&survivors).await },
+        |routes| routes.iter().all(|r| *r == Some(NODES - 2)),
+    )
+    .await;
+    println!(
+        "{} killed: every survivor routes to the other 8 ({routes:?})",
+        names[victim]
+    );
+    drop(agents);
+    ns.delete_and_wait().await;
+}
