@@ -18,6 +18,7 @@ pub mod queue;
 pub mod report;
 pub mod rng;
 pub mod scenario;
+pub mod shape;
 pub mod stats;
 pub mod topology;
 pub mod verify;

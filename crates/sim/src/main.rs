@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use sha2::{Digest as _, Sha256};
-use x0tta6bl4_sim::report;
 use x0tta6bl4_sim::scenario::{self, Scenario};
 use x0tta6bl4_sim::topology::TopologyKind;
+use x0tta6bl4_sim::{report, shape};
 
 /// Simulates meshes of agents running the real routing state machine, kills some agents, and
 /// measures detection and reroute times, per-message latency, traffic, CPU and memory.
@@ -18,7 +18,8 @@ struct Args {
     /// Mesh sizes.
     #[arg(long, value_delimiter = ',', default_value = "100,500,1000,2000")]
     nodes: Vec<usize>,
-    /// Topologies: geometric (random geometric graph), grid (4 neighbours).
+    /// Topologies: geometric (random geometric graph), grid (4 neighbours), peering (the
+    /// agents' bounded-peering rule with its defaults).
     #[arg(long, value_delimiter = ',', default_value = "geometric,grid")]
     topology: Vec<TopologyKind>,
     /// Seed of the topology, link latencies, start times and victims.
@@ -89,6 +90,11 @@ struct Args {
     /// Name of the generated block in the Markdown file.
     #[arg(long, default_value = "default")]
     label: String,
+    /// Only build each topology and report its shape (degree, diameter, hops, and for the
+    /// peering rule the agents a join moves), without simulating: for meshes larger than the
+    /// simulator holds here.
+    #[arg(long)]
+    graph_only: bool,
 }
 
 /// Where a finished run's rows are kept: named by what was run, and a digest of every
@@ -120,6 +126,9 @@ fn main() -> anyhow::Result<()> {
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
+    if args.graph_only {
+        return graph_only(&args, &command);
+    }
     std::fs::create_dir_all(&args.results_dir)
         .with_context(|| format!("creating {}", args.results_dir.display()))?;
     let mut runs = Vec::new();
@@ -193,6 +202,28 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!("{}", report::tables(&runs));
+    Ok(())
+}
+
+/// `--graph-only`: each topology's shape, printed and written to the Markdown block.
+fn graph_only(args: &Args, command: &str) -> anyhow::Result<()> {
+    let mut shapes = Vec::new();
+    for &topology in &args.topology {
+        for &nodes in &args.nodes {
+            eprintln!("shape of {topology} N={nodes} …");
+            shapes.push(shape::measure(topology, nodes, args.degree, args.seed));
+        }
+    }
+    let table = shape::table(&shapes);
+    if let Some(path) = &args.markdown {
+        let body = format!(
+            "Command: `{command}`, run on {}.\n\n{table}",
+            chrono::Utc::now().format("%Y-%m-%d")
+        );
+        report::update_markdown(path, &args.label, &body)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("{table}");
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! The graphs the simulated agents are wired along: random geometric (nodes uniform in the unit
-//! square, a link between any two closer than a radius) and a 4-neighbour grid.
+//! square, a link between any two closer than a radius), a 4-neighbour grid, and the graph the
+//! agents of a cluster form by their bounded-peering rule (`x0tta6bl4_api::peering`).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -14,6 +15,9 @@ pub enum TopologyKind {
     /// Rows of `ceil(sqrt(n))` nodes, each linked to its 4 neighbours (the last row may be
     /// partial).
     Grid,
+    /// The agents' bounded-peering rule with the MeshNetwork's defaults, over nodes named
+    /// `node-0`..: the sessions a cluster's agents open.
+    Peering,
 }
 
 impl fmt::Display for TopologyKind {
@@ -21,6 +25,7 @@ impl fmt::Display for TopologyKind {
         f.write_str(match self {
             TopologyKind::Geometric => "geometric",
             TopologyKind::Grid => "grid",
+            TopologyKind::Peering => "peering",
         })
     }
 }
@@ -32,7 +37,8 @@ impl std::str::FromStr for TopologyKind {
         match s {
             "geometric" | "rgg" => Ok(TopologyKind::Geometric),
             "grid" => Ok(TopologyKind::Grid),
-            other => Err(format!("unknown topology {other:?} (geometric or grid)")),
+            "peering" => Ok(TopologyKind::Peering),
+            other => Err(format!("unknown topology {other:?} (geometric, grid or peering)")),
         }
     }
 }
@@ -132,10 +138,30 @@ impl Topology {
         Topology::from_edges(TopologyKind::Grid, n, edges)
     }
 
+    /// The sessions agents named `node-0`..`node-{n-1}` open under the default peering rule
+    /// (the seed does not enter: the rule is a function of the names).
+    pub fn peering(n: usize) -> Self {
+        let names: Vec<String> = (0..n).map(|i| format!("node-{i}")).collect();
+        let members: Vec<&str> = names.iter().map(String::as_str).collect();
+        let graph = x0tta6bl4_api::peering::Peering::default().graph(&members);
+        let edges = graph
+            .iter()
+            .enumerate()
+            .flat_map(|(a, peers)| {
+                peers
+                    .iter()
+                    .filter(move |&&b| a < b)
+                    .map(move |&b| (a as u32, b as u32))
+            })
+            .collect();
+        Topology::from_edges(TopologyKind::Peering, n, edges)
+    }
+
     pub fn build(kind: TopologyKind, n: usize, degree: f64, seed: u64) -> Self {
         match kind {
             TopologyKind::Geometric => Topology::geometric(n, degree, seed),
             TopologyKind::Grid => Topology::grid(n),
+            TopologyKind::Peering => Topology::peering(n),
         }
     }
 
@@ -256,6 +282,19 @@ mod tests {
         let partial = Topology::grid(23); // 5 columns, the last row holds 3 nodes
         assert!(partial.is_connected());
         assert_eq!(partial.adjacency[22], vec![17, 21]);
+    }
+
+    #[test]
+    fn the_peering_rule_gives_a_connected_bounded_small_world() {
+        let topology = Topology::peering(1000);
+        assert!(topology.is_connected());
+        assert!(
+            (7.5..8.5).contains(&topology.mean_degree()),
+            "{}",
+            topology.mean_degree()
+        );
+        assert!(topology.adjacency.iter().all(|peers| peers.len() >= 6));
+        assert!(topology.diameter() <= 10, "{}", topology.diameter());
     }
 
     #[test]
