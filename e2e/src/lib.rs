@@ -480,3 +480,55 @@ pub async fn route_counts(ips: &[String]) -> Vec<Option<usize>> {
     }
     counts
 }
+
+/// Fake (kwok) nodes a test adds, deleted when it ends (even on a failure).
+pub struct FakeNodes {
+    label: String,
+}
+
+impl FakeNodes {
+    /// Nodes `names`, each labelled `label: "true"`, `type: kwok-<tag>`, its hostname and the
+    /// labels `extra` gives it, tainted like the cluster's fake nodes, with InternalIP
+    /// `<ip_prefix>.<i + 1>` (a fake address: the agents of these nodes run on loopback and
+    /// never dial it).
+    pub fn create(
+        label: &str,
+        tag: &str,
+        ip_prefix: &str,
+        names: &[String],
+        extra: impl Fn(usize) -> Vec<(String, String)>,
+    ) -> Self {
+        let manifests: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let labels: String = extra(i)
+                    .iter()
+                    .map(|(key, value)| format!("    {key}: \"{value}\"\n"))
+                    .collect();
+                format!(
+                    "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations: {{kwok.x-k8s.io/node: fake}}\n  labels:\n    type: kwok-{tag}\n    {label}: \"true\"\n{labels}    kubernetes.io/hostname: {name}\nspec:\n  taints: [{{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}}]\nstatus:\n  addresses: [{{type: InternalIP, address: {ip_prefix}.{ip}}}, {{type: Hostname, address: {name}}}]\n",
+                    ip = i + 1
+                )
+            })
+            .collect();
+        let file = std::env::temp_dir().join(format!("x0-e2e-{tag}-nodes.yaml"));
+        std::fs::write(&file, manifests).expect("write the fake nodes' manifests");
+        kubectl_ok(&["apply", "-f", file.to_str().expect("a UTF-8 temporary path")]);
+        FakeNodes {
+            label: label.to_owned(),
+        }
+    }
+}
+
+impl Drop for FakeNodes {
+    fn drop(&mut self) {
+        kubectl(&[
+            "delete",
+            "nodes",
+            "-l",
+            &format!("{}=true", self.label),
+            "--wait=false",
+        ]);
+    }
+}

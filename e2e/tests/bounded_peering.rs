@@ -27,39 +27,6 @@ fn node_name(i: usize) -> String {
     format!("x0-peer-{i}")
 }
 
-/// The test's fake nodes, deleted when it ends (even on a failure).
-struct FakeNodes;
-
-impl FakeNodes {
-    fn create() -> Self {
-        let manifests: String = (0..NODES)
-            .map(|i| {
-                format!(
-                    "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations: {{kwok.x-k8s.io/node: fake}}\n  labels:\n    type: kwok-peering\n    {NODE_LABEL}: \"true\"\n    kubernetes.io/hostname: {name}\nspec:\n  taints: [{{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}}]\nstatus:\n  addresses: [{{type: InternalIP, address: 10.3.0.{ip}}}, {{type: Hostname, address: {name}}}]\n",
-                    name = node_name(i),
-                    ip = i + 1
-                )
-            })
-            .collect();
-        let file = std::env::temp_dir().join("x0-e2e-peering-nodes.yaml");
-        std::fs::write(&file, manifests).unwrap();
-        kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
-        FakeNodes
-    }
-}
-
-impl Drop for FakeNodes {
-    fn drop(&mut self) {
-        kubectl(&[
-            "delete",
-            "nodes",
-            "-l",
-            &format!("{NODE_LABEL}=true"),
-            "--wait=false",
-        ]);
-    }
-}
-
 fn mesh() -> MeshNetwork {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNetwork", "metadata": {"name": MESH},
@@ -107,7 +74,8 @@ async fn views(ips: &[String]) -> Vec<Option<(BTreeSet<String>, u64)>> {
 async fn ten_agents_keep_only_their_rule_peers_and_route_to_everyone_around_a_dead_one() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-peering").await;
-    let _nodes = FakeNodes::create();
+    let names: Vec<String> = (0..NODES).map(node_name).collect();
+    let _nodes = FakeNodes::create(NODE_LABEL, "peering", "10.3.0", &names, |_| Vec::new());
     let operator = Operator::start("peering", "x0-e2e-peering").await.unwrap();
     operator.wait_ready(TIMEOUT).await;
     let meshes: Api<MeshNetwork> = Api::namespaced(client.clone(), &ns.name);
@@ -117,8 +85,7 @@ async fn ten_agents_keep_only_their_rule_peers_and_route_to_everyone_around_a_de
             Vec::new()
         })
         .await;
-    let names: Vec<String> = agents.iter().map(|a| a.node.clone()).collect();
-    assert_eq!(names, (0..NODES).map(node_name).collect::<Vec<_>>());
+    assert_eq!(agents.iter().map(|a| a.node.clone()).collect::<Vec<_>>(), names);
     let members: Vec<&str> = names.iter().map(String::as_str).collect();
     let graph = RULE.graph(&members);
     let expected: Vec<BTreeSet<String>> = graph

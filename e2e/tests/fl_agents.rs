@@ -49,42 +49,6 @@ fn node_name(i: usize) -> String {
     format!("x0-fl-{i}")
 }
 
-/// The test's fake nodes, deleted when it ends (even on a failure).
-struct FakeNodes;
-
-impl FakeNodes {
-    fn create() -> Self {
-        let manifests: String = (0..NODES)
-            .map(|i| {
-                // Zone a holds x0-fl-0..3, zone b x0-fl-4..6: one sign-flipper in each.
-                let zone = if i < 4 { "a" } else { "b" };
-                let poisoner = BYZANTINE.contains(&node_name(i).as_str());
-                format!(
-                    "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations: {{kwok.x-k8s.io/node: fake}}\n  labels:\n    type: kwok-fl\n    {NODE_LABEL}: \"true\"\n    {POISONER_LABEL}: \"{poisoner}\"\n    kubernetes.io/hostname: {name}\n    topology.kubernetes.io/zone: zone-{zone}\nspec:\n  taints: [{{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}}]\nstatus:\n  addresses: [{{type: InternalIP, address: 10.2.0.{ip}}}, {{type: Hostname, address: {name}}}]\n",
-                    name = node_name(i),
-                    ip = i + 1
-                )
-            })
-            .collect();
-        let file = std::env::temp_dir().join("x0-e2e-fl-nodes.yaml");
-        std::fs::write(&file, manifests).unwrap();
-        kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
-        FakeNodes
-    }
-}
-
-impl Drop for FakeNodes {
-    fn drop(&mut self) {
-        kubectl(&[
-            "delete",
-            "nodes",
-            "-l",
-            &format!("{NODE_LABEL}=true"),
-            "--wait=false",
-        ]);
-    }
-}
-
 fn mesh() -> MeshNetwork {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNetwork", "metadata": {"name": MESH},
@@ -313,7 +277,16 @@ async fn poisoned_by_an_experiment(
 async fn seven_agents_train_two_sign_flippers_are_rejected_and_a_deleted_job_stops() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-flagents").await;
-    let _nodes = FakeNodes::create();
+    let names: Vec<String> = (0..NODES).map(node_name).collect();
+    let _nodes = FakeNodes::create(NODE_LABEL, "fl", "10.2.0", &names, |i| {
+        // Zone a holds x0-fl-0..3, zone b x0-fl-4..6: one sign-flipper in each.
+        let zone = if i < 4 { "a" } else { "b" };
+        let poisoner = BYZANTINE.contains(&node_name(i).as_str());
+        vec![
+            (POISONER_LABEL.to_owned(), poisoner.to_string()),
+            ("topology.kubernetes.io/zone".to_owned(), format!("zone-{zone}")),
+        ]
+    });
     let operator = Operator::start("flagents", "x0-e2e-flagents").await.unwrap();
     operator.wait_ready(TIMEOUT).await;
     let meshes: Api<MeshNetwork> = Api::namespaced(client.clone(), &ns.name);
