@@ -532,3 +532,24 @@ impl Drop for FakeNodes {
         ]);
     }
 }
+
+/// A MeshNetwork `name` over the fake nodes labelled `label: "true"` (tolerating their taint),
+/// post-quantum only, hellos every 100 ms and a neighbour dead after 1 s, with `routing`'s
+/// fields over those.
+pub fn fake_node_mesh(name: &str, label: &str, routing: serde_json::Value) -> x0tta6bl4_api::MeshNetwork {
+    let mut routing_spec = serde_json::json!({"helloInterval": "100ms", "neighbourTimeout": "1s"});
+    if let (Some(base), Some(more)) = (routing_spec.as_object_mut(), routing.as_object()) {
+        base.extend(more.clone());
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNetwork", "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {label: "true"},
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+            "routing": routing_spec,
+            "crypto": {"requirePostQuantum": true},
+            "identity": {"trustDomain": "x0tta6bl4.local"}
+        }
+    }))
+    .expect("a valid MeshNetwork")
+}

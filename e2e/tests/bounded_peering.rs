@@ -28,21 +28,11 @@ fn node_name(i: usize) -> String {
 }
 
 fn mesh() -> MeshNetwork {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNetwork", "metadata": {"name": MESH},
-        "spec": {
-            "nodeSelector": {NODE_LABEL: "true"},
-            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
-            "routing": {
-                "helloInterval": "100ms",
-                "neighbourTimeout": "1s",
-                "peering": {"nearPeers": RULE.near_peers, "longLinks": RULE.long_links}
-            },
-            "crypto": {"requirePostQuantum": true},
-            "identity": {"trustDomain": "x0tta6bl4.local"}
-        }
-    }))
-    .unwrap()
+    fake_node_mesh(
+        MESH,
+        NODE_LABEL,
+        serde_json::json!({"peering": {"nearPeers": RULE.near_peers, "longLinks": RULE.long_links}}),
+    )
 }
 
 /// Each agent's live neighbours by node name, and its longest route in hops.

@@ -50,17 +50,7 @@ fn node_name(i: usize) -> String {
 }
 
 fn mesh() -> MeshNetwork {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "x0tta6bl4.io/v1alpha1", "kind": "MeshNetwork", "metadata": {"name": MESH},
-        "spec": {
-            "nodeSelector": {NODE_LABEL: "true"},
-            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
-            "routing": {"helloInterval": "100ms", "neighbourTimeout": "1s"},
-            "crypto": {"requirePostQuantum": true},
-            "identity": {"trustDomain": "x0tta6bl4.local"}
-        }
-    }))
-    .unwrap()
+    fake_node_mesh(MESH, NODE_LABEL, serde_json::json!({}))
 }
 
 fn job(name: &str, rounds: i32, aggregation: serde_json::Value) -> FLTrainingRound {
