@@ -18,7 +18,6 @@ use x0tta6bl4_api::mesh_node::{MESH_LABEL, MeshNodeSpec, MeshNodeStatus, Neighbo
 use x0tta6bl4_api::peering::Peering;
 use x0tta6bl4_crypto::VerifyingKey;
 use x0tta6bl4_crypto::endorsement::Endorsement;
-use x0tta6bl4_wire::NodeId;
 
 use crate::datapath::DatapathState;
 use crate::identity::{self, IdentityError, IdentityRequest, IdentitySource, TrustMaterial};
@@ -157,7 +156,6 @@ impl IdentitySource for KubeIdentity {
 /// set the mesh's peering rule gives this node (`x0tta6bl4_api::peering`), never all of them.
 pub struct KubePeers {
     endpoints: watch::Sender<BTreeSet<PeerEndpoint>>,
-    wanted: watch::Sender<Option<BTreeSet<NodeId>>>,
 }
 
 impl KubePeers {
@@ -172,8 +170,6 @@ impl KubePeers {
         shutdown: CancellationToken,
     ) -> Self {
         let (sender, _) = watch::channel(BTreeSet::new());
-        let (wanted, _) = watch::channel(None);
-        let publish_wanted = wanted.clone();
         let records: Api<MeshNode> = Api::namespaced(client, namespace);
         let config = watcher::Config::default().fields(&format!("spec.meshName={mesh}"));
         let publish = sender.clone();
@@ -203,27 +199,23 @@ impl KubePeers {
                                 })
                                 .collect();
                             let chosen = peering.peers_of(&own_node, members.keys().copied());
-                            let node_id = |name: &str| {
-                                identity::node_id(&identity::spiffe_id(&trust_domain, &namespace, &mesh, name))
-                            };
                             let endpoints: BTreeSet<PeerEndpoint> = chosen
                                 .iter()
                                 .filter_map(|name| {
                                     Some(PeerEndpoint {
                                         address: (*members.get(name.as_str())?).to_owned(),
-                                        node: Some(node_id(name)),
+                                        node: Some(identity::node_id(&identity::spiffe_id(
+                                            &trust_domain,
+                                            &namespace,
+                                            &mesh,
+                                            name,
+                                        ))),
                                     })
                                 })
                                 .collect();
-                            let nodes: BTreeSet<NodeId> = chosen.iter().map(|name| node_id(name)).collect();
                             publish.send_if_modified(|current| {
                                 let changed = *current != endpoints;
                                 *current = endpoints;
-                                changed
-                            });
-                            publish_wanted.send_if_modified(|current| {
-                                let changed = current.as_ref() != Some(&nodes);
-                                *current = Some(nodes);
                                 changed
                             });
                         }
@@ -231,10 +223,7 @@ impl KubePeers {
                 }
             }
         });
-        Self {
-            endpoints: sender,
-            wanted,
-        }
+        Self { endpoints: sender }
     }
 }
 
@@ -243,8 +232,8 @@ impl PeerSource for KubePeers {
         self.endpoints.subscribe()
     }
 
-    fn wanted(&self) -> watch::Receiver<Option<BTreeSet<NodeId>>> {
-        self.wanted.subscribe()
+    fn bounds_sessions(&self) -> bool {
+        true
     }
 }
 

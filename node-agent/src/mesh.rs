@@ -116,8 +116,8 @@ pub struct Mesh {
     captured: forgery::Captured,
     /// When a refusal of each (neighbour, reason) was last recorded as an event.
     refusals_noted: BTreeMap<(NodeId, &'static str), u64>,
-    /// The nodes the peering rule gives this agent; `None` outside a cluster.
-    peering: watch::Receiver<Option<BTreeSet<NodeId>>>,
+    /// The peers the peering rule gives this agent; `None` outside a cluster.
+    peering: Option<watch::Receiver<BTreeSet<crate::peers::PeerEndpoint>>>,
     /// Sessions outside the peering set, since when (closed after `peering::GRACE`).
     unwanted_since: BTreeMap<NodeId, Instant>,
 }
@@ -149,8 +149,9 @@ pub struct MeshParts {
     pub expiring_endorsement: watch::Receiver<Option<Vec<u8>>>,
     /// Key rotation's wake-up (this agent's endorsement ran out).
     pub rotate_now: Arc<tokio::sync::Notify>,
-    /// The nodes the peering rule gives this agent (`None`: keep every session).
-    pub peering: watch::Receiver<Option<BTreeSet<NodeId>>>,
+    /// The peers the peering rule gives this agent, from the peer source that applies it
+    /// (`None`: keep every session).
+    pub peering: Option<watch::Receiver<BTreeSet<crate::peers::PeerEndpoint>>>,
 }
 
 fn short(node: &NodeId) -> String {

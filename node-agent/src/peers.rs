@@ -31,11 +31,11 @@ pub trait PeerSource: Send + Sync {
     /// redialled).
     fn subscribe(&self) -> watch::Receiver<BTreeSet<PeerEndpoint>>;
 
-    /// The nodes this agent keeps sessions with (bounded peering), when the source knows the
-    /// whole mesh: the mesh closes a session with any other node that stays outside the set.
-    /// `None` (a static list): every session is kept.
-    fn wanted(&self) -> watch::Receiver<Option<BTreeSet<NodeId>>> {
-        watch::channel(None).1
+    /// Whether the set names every node this agent keeps sessions with (a cluster source
+    /// applying the mesh's peering rule): the mesh then closes a session with any node that
+    /// stays outside it. A static list bounds nothing: every session is kept.
+    fn bounds_sessions(&self) -> bool {
+        false
     }
 }
 

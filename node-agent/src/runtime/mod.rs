@@ -205,7 +205,7 @@ pub async fn run_mesh(
         kem_downgrade,
         expiring_endorsement,
         rotate_now: Arc::clone(&rotate_now),
-        peering: peers.wanted(),
+        peering: peers.bounds_sessions().then(|| peers.subscribe()),
     });
     let datapath = crate::datapath::DatapathState::default();
     // The SVID source starts before the record reporter, which shows its state.
