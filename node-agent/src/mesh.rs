@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use x0tta6bl4_crypto::endorsement::TrustStore;
-use x0tta6bl4_routing::Router;
 use x0tta6bl4_routing::healing::{HealingConfig, SelfHealing};
+use x0tta6bl4_routing::{Router, SeqnoOutcome};
 use x0tta6bl4_wire::{Data, NodeId};
 
 use self::forgery::BeaconFault;
@@ -89,6 +89,8 @@ pub struct Mesh {
     connected: watch::Sender<BTreeSet<NodeId>>,
     data_ttl: u8,
     verifications_counted: u64,
+    /// The router's seqno request counters as last copied to the metrics.
+    seqno_requests_counted: BTreeMap<SeqnoOutcome, u64>,
     next_housekeeping: Instant,
     next_prune: Instant,
     link_labels: BTreeSet<String>,
@@ -208,6 +210,7 @@ impl Mesh {
             connected,
             data_ttl: config.max_hops.max(1),
             verifications_counted: 0,
+            seqno_requests_counted: BTreeMap::new(),
             next_housekeeping: now,
             next_prune: now + PRUNE_INTERVAL,
             link_labels: BTreeSet::new(),

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub frames_dropped: IntCounterVec,
     pub originator_verifications: IntCounter,
     pub routing_rejections: IntCounterVec,
+    /// Seqno requests sent, received and passed on, by outcome.
+    pub seqno_requests: IntCounterVec,
     /// Advertisements this agent forged for a chaos experiment, by kind.
     pub forged_advertisements: IntCounterVec,
     pub endorsements: IntCounterVec,
@@ -168,6 +170,12 @@ impl Metrics {
                 "x0_agent_routing_rejections_total",
                 "Routing messages rejected by the router, by reason",
                 &["reason"],
+            ),
+            seqno_requests: counter_vec(
+                r,
+                "x0_agent_seqno_requests_total",
+                "Seqno requests (asking for a newer advertisement of a destination when only unfeasible routes are left), by outcome: sent, originated, answered, forwarded, or dropped (duplicate, rate_limited, no_route, hop_limit, not_neighbour)",
+                &["outcome"],
             ),
             forged_advertisements: counter_vec(
                 r,
@@ -474,6 +482,7 @@ pub fn message_label(message: &Message) -> &'static str {
         Message::Data(_) => "data",
         Message::EndorsementAnnounce(_) => "endorsement",
         Message::SvidUpdate(_) => "svid",
+        Message::SeqnoRequest(_) => "seqno_request",
     }
 }
 

@@ -276,6 +276,13 @@ fn a_ring_of_five_agents_converges_reroutes_around_a_killed_agent_and_rejoins() 
             episode["trigger"]["detail"].as_str().unwrap_or(""),
         ));
     }
+    // Whether the survivors needed seqno requests depends on which side detected the kill
+    // first (the dead agent's neighbours advertise at once when they lose it): reported, not
+    // asserted.
+    for (i, status) in &rerouted {
+        let outcomes = &status["counters"]["x0_agent_seqno_requests_total"];
+        report.push(format!("  node-{i} seqno requests since start: {outcomes}"));
+    }
     let withdrawn = wait_for(
         "routes to node-0 to be withdrawn everywhere",
         DEADLINE,
@@ -373,6 +380,10 @@ fn a_ring_of_five_agents_converges_reroutes_around_a_killed_agent_and_rejoins() 
         "  every route avoids the cut link {:.0} ms after the cut",
         ms(reroute_at - cut_at)
     ));
+    for (i, status) in &rerouted {
+        let outcomes = &status["counters"]["x0_agent_seqno_requests_total"];
+        report.push(format!("    node-{i} seqno requests since start: {outcomes}"));
+    }
     let relinked_at = Instant::now();
     ring.set_link(2, true);
     wait_for("node-2 and node-3 to be neighbours again", DEADLINE, POLL, || {

@@ -182,7 +182,7 @@ async fn read_loop(
                 }
                 Ok(Message::Originator(_)) => &stats.originators_in,
                 Ok(Message::EndorsementAnnounce(_)) => &stats.endorsements_in,
-                Ok(Message::Data(_) | Message::SvidUpdate(_)) => &stats.other_in,
+                Ok(Message::Data(_) | Message::SvidUpdate(_) | Message::SeqnoRequest(_)) => &stats.other_in,
                 Err(_) => &stats.decode_errors,
             };
             counter.fetch_add(1, Ordering::Relaxed);

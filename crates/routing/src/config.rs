@@ -35,6 +35,10 @@ pub struct RouterConfig {
     /// share, in percent, of the cost measured on every live link (a peer that understates its
     /// link metric to attract traffic). `None` in production.
     pub false_metric_percent: Option<u32>,
+    /// Ask for a newer sequence number when a route is lost and only unfeasible offers are
+    /// left, instead of waiting for the destination's next advertisement. Default on; off
+    /// only to measure what the requests save (the simulator's baseline).
+    pub seqno_requests: bool,
 }
 
 impl RouterConfig {
@@ -63,6 +67,7 @@ impl Default for RouterConfig {
             dedup_cache_size: 8192,
             endpoint: String::new(),
             false_metric_percent: None,
+            seqno_requests: true,
         }
     }
 }

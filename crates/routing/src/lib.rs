@@ -32,17 +32,22 @@
 //!
 //! When a neighbour dies, the best remaining *feasible* route is selected in the same
 //! [`Router::on_tick`] that detects it, and retractions reach the nodes behind at one link
-//! latency per hop. When no feasible route is left, the node waits for a newer seqno from the
-//! destination, so the time from the failure to the new route is at most
+//! latency per hop. When no feasible route is left but a neighbour still offers an unfeasible
+//! one, the node sends that neighbour a **seqno request** (RFC 8966 §3.8.1.2, wire type 5):
+//! whoever has an advertisement of the destination with a newer sequence number answers with
+//! it, anyone else passes the request on along its selected route, and the destination itself
+//! advertises afresh (as soon as its last advertisement is a hello interval old). So the time
+//! from the failure to the new route is about
 //!
-//! `neighbour_timeout + wait for a newer seqno + hops × per-hop latency`,
+//! `neighbour_timeout + round trip to the destination (or to a node with a newer seqno)`,
 //!
-//! where the wait is at most one `hello_interval` when the destination itself lost the link
-//! (a node advertises at once, at most once per hello interval, when a neighbour appears or
-//! dies), and at most one `originator_interval` otherwise. With the defaults (300 ms, 100 ms,
-//! 1 s): about 0.4 s for the destination's own links, 1.3 s in the worst case. The wire format
-//! reserves type 5 for a Babel-style seqno request, which would cut the worst case to about a
-//! round trip to the destination.
+//! with the defaults (300 ms timeout) about 0.3 s plus the round trip. Without requests
+//! (`RouterConfig::seqno_requests` off, or a neighbour running an agent that predates them and
+//! skips their frames as `unknown_type`) the node waits for the destination's next periodic
+//! advertisement: at most one `originator_interval` (1 s), 1.3 s in the worst case. Requests
+//! are bounded: each node sends or passes on at most one per destination and sequence number
+//! per originator interval, and a destination advertises on request at most once per
+//! neighbour timeout, whoever asks.
 //!
 //! Sequence numbers are `u64` and never wrap; a restarted agent must seed its own with
 //! [`Router::set_sequence_floor`] (for example from the wall clock).
@@ -59,7 +64,7 @@ pub use config::RouterConfig;
 pub use metric::{BASE_LINK_COST, INFINITY, LinkCounters, LinkQuality, MetricWeights};
 pub use router::{
     Candidate, DataDecision, NeighbourStatus, OriginateError, OriginatorSigner, OriginatorVerifier, Output,
-    RejectReason, Route, Router, RouterCounters, SignError, VerifyError,
+    RejectReason, Route, Router, RouterCounters, SeqnoOutcome, SignError, VerifyError,
 };
 pub use window::REPLAY_WINDOW;
 pub use x0tta6bl4_wire::NodeId;

@@ -9,13 +9,17 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use x0tta6bl4_wire::{
     Data, EncodeError, Envelope, Hello, MAX_ADVERTISED_COSTS, MAX_ORIGINATOR_NEIGHBOURS, NodeId, Originator,
-    OriginatorBody,
+    OriginatorBody, SeqnoRequest,
 };
 
 use crate::RouterConfig;
 use crate::dedup::{DedupCache, Seen};
 use crate::metric::{INFINITY, LinkCounters, LinkMetric, LinkQuality};
 use crate::window::SequenceWindow;
+
+mod seqno_requests;
+use seqno_requests::RequestLog;
+pub use seqno_requests::SeqnoOutcome;
 
 /// Checks an originator's signature. Implemented by the crypto crate with ML-DSA-65 under its
 /// originator context string (`SigningContext::Originator`) and its trust store of endorsed
@@ -177,8 +181,16 @@ pub enum Output {
         reason: RejectReason,
     },
     /// Time to advertise this node: call [`Router::originate`]. Periodic, and brought forward
-    /// (at most once per hello interval) when a neighbour appears or dies.
+    /// (at most once per hello interval) when a neighbour appears or dies, or when a seqno
+    /// request asks for it.
     OriginateDue,
+    /// Send this seqno request to `peer` in its session.
+    SendSeqnoRequest {
+        /// The neighbour.
+        peer: NodeId,
+        /// What to send.
+        request: SeqnoRequest,
+    },
 }
 
 /// The selected route to one destination.
@@ -364,6 +376,8 @@ pub struct RouterCounters {
     pub verifications: u64,
     /// Dropped incoming messages, by reason.
     pub rejected: BTreeMap<RejectReason, u64>,
+    /// Seqno requests sent, received and passed on, by outcome.
+    pub seqno_requests: BTreeMap<SeqnoOutcome, u64>,
 }
 
 /// The routing state machine of one node. Feed it events with the current time; it returns
@@ -383,6 +397,7 @@ pub struct Router<V> {
     last_originated_at: Option<Duration>,
     next_originate_at: Duration,
     next_sweep_at: Duration,
+    requests: RequestLog,
 }
 
 /// The shortest hello, timeout and advertisement interval honoured.
@@ -416,6 +431,7 @@ impl<V: OriginatorVerifier> Router<V> {
             last_originated_at: None,
             next_originate_at: now,
             next_sweep_at: now + config.hello_interval,
+            requests: RequestLog::default(),
             config,
         }
     }
@@ -439,6 +455,7 @@ impl<V: OriginatorVerifier> Router<V> {
         self.remove_neighbour(peer, now, &mut out);
         self.neighbours.insert(peer, Neighbour::new(now));
         self.send_hello(peer, now, &mut out);
+        self.send_wanted_requests(now, &mut out);
         out
     }
 
@@ -446,6 +463,7 @@ impl<V: OriginatorVerifier> Router<V> {
     pub fn on_session_down(&mut self, peer: NodeId, now: Duration) -> Vec<Output> {
         let mut out = Vec::new();
         self.remove_neighbour(peer, now, &mut out);
+        self.send_wanted_requests(now, &mut out);
         out
     }
 
@@ -472,6 +490,7 @@ impl<V: OriginatorVerifier> Router<V> {
             self.reselect_routes_via(peer, &mut out);
             self.send_table(peer, &mut out);
         }
+        self.send_wanted_requests(now, &mut out);
         out
     }
 
@@ -545,6 +564,7 @@ impl<V: OriginatorVerifier> Router<V> {
             }
         }
         self.update_route(from, originator, now, &mut out);
+        self.send_wanted_requests(now, &mut out);
         out
     }
 
@@ -587,7 +607,9 @@ impl<V: OriginatorVerifier> Router<V> {
         if self.next_sweep_at <= now {
             self.next_sweep_at = now + self.config.hello_interval;
             self.expire_routes(now, &mut out);
+            self.requests.prune(now, self.config.originator_interval);
         }
+        self.send_wanted_requests(now, &mut out);
 
         if self.next_originate_at <= now {
             // Asked once; asked again an interval later if the caller did not originate.
@@ -598,7 +620,7 @@ impl<V: OriginatorVerifier> Router<V> {
     }
 
     /// A new reading of a link's cumulative eBPF counters.
-    pub fn on_link_counters(&mut self, peer: NodeId, counters: LinkCounters, _now: Duration) -> Vec<Output> {
+    pub fn on_link_counters(&mut self, peer: NodeId, counters: LinkCounters, now: Duration) -> Vec<Output> {
         let mut out = Vec::new();
         if let Some(neighbour) = self.neighbours.get_mut(&peer) {
             neighbour.metric.on_counters(counters);
@@ -607,6 +629,7 @@ impl<V: OriginatorVerifier> Router<V> {
                 self.reselect_if_cost_moved(peer, &mut out);
             }
         }
+        self.send_wanted_requests(now, &mut out);
         out
     }
 
@@ -628,6 +651,7 @@ impl<V: OriginatorVerifier> Router<V> {
         if !quarantined && neighbour_alive(&self.neighbours, &peer) {
             self.send_table(peer, &mut out);
         }
+        self.send_wanted_requests(now, &mut out);
         out
     }
 
@@ -1028,6 +1052,11 @@ impl<V: OriginatorVerifier> Router<V> {
                 best = Some((current_metric, current));
             }
         }
+        let missing_seqno = if best.is_none() {
+            dest.missing_seqno()
+        } else {
+            None
+        };
         let new_next_hop = best.map(|(_, via)| via);
         if new_next_hop != dest.selected {
             out.push(Output::RouteChanged {
@@ -1039,6 +1068,9 @@ impl<V: OriginatorVerifier> Router<V> {
         }
         advertise(destination, dest, best, neighbours, self.config.max_hops, out);
         dest.prune_messages();
+        if let Some(seq) = missing_seqno {
+            self.want_seqno(destination, seq);
+        }
     }
 
     /// Sends a neighbour that just came alive everything it needs to route at once: our

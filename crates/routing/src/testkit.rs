@@ -124,6 +124,9 @@ pub(crate) struct Net {
     pub(crate) straggler: Option<(u64, Duration)>,
     /// Every output other than a send, with when and where it happened.
     pub(crate) log: Vec<(Duration, NodeId, Output)>,
+    /// Seqno requests delivered to a node configured without them, which stands for an agent
+    /// that predates them: it skips their frames (`unknown_type`), as such an agent does.
+    pub(crate) skipped_requests: u64,
 }
 
 fn link(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
@@ -158,6 +161,7 @@ impl Net {
             latency: MS,
             straggler: None,
             log: Vec::new(),
+            skipped_requests: 0,
         };
         for &(a, b) in edges {
             for (me, peer) in [(a, b), (b, a)] {
@@ -222,6 +226,9 @@ impl Net {
                 Output::Forward { peer, originator } => {
                     self.send(node, peer, Message::Originator(originator))
                 }
+                Output::SendSeqnoRequest { peer, request } => {
+                    self.send(node, peer, Message::SeqnoRequest(request))
+                }
                 Output::OriginateDue => {
                     let now = self.now;
                     let router = self.routers.get_mut(&node).expect("a node of this net");
@@ -285,6 +292,11 @@ impl Net {
                 let outputs = match message {
                     Message::Hello(hello) => router.on_hello(from, hello, now),
                     Message::Originator(originator) => router.on_originator(from, originator, now),
+                    Message::SeqnoRequest(_) if !router.config().seqno_requests => {
+                        self.skipped_requests += 1;
+                        Vec::new()
+                    }
+                    Message::SeqnoRequest(request) => router.on_seqno_request(from, request, now),
                     Message::Data(_) | Message::EndorsementAnnounce(_) | Message::SvidUpdate(_) => Vec::new(),
                 };
                 self.handle(to, outputs);

@@ -40,6 +40,10 @@ struct Args {
     /// Originator (advertisement) intervals to compare, in ms.
     #[arg(long, value_delimiter = ',', default_value = "1000")]
     originator_interval_ms: Vec<u64>,
+    /// Seqno requests on, off, or both (`on,off`: each run twice, the second the baseline the
+    /// requests are measured against).
+    #[arg(long, value_delimiter = ',', default_value = "on", value_parser = parse_on_off)]
+    seqno_requests: Vec<bool>,
     /// Agents start at random times within this many ms (0: all at once).
     #[arg(long, default_value_t = 0)]
     boot_spread_ms: u64,
@@ -105,12 +109,21 @@ fn cache_file(dir: &Path, scenario: &Scenario) -> PathBuf {
     let digest = Sha256::digest(format!("{key:?}").as_bytes());
     let short: String = digest.iter().take(6).map(|byte| format!("{byte:02x}")).collect();
     dir.join(format!(
-        "{}-n{}-i{}-s{}-{short}.rows",
+        "{}-n{}-i{}-s{}{}-{short}.rows",
         scenario.topology,
         scenario.nodes,
         scenario.originator_interval.as_millis(),
-        scenario.seed
+        scenario.seed,
+        if scenario.seqno_requests { "" } else { "-noreq" }
     ))
+}
+
+fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("expected on or off, not {other:?}")),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -134,7 +147,11 @@ fn main() -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for &interval in &args.originator_interval_ms {
         for &topology in &args.topology {
-            for &nodes in &args.nodes {
+            for (&nodes, &seqno_requests) in args
+                .nodes
+                .iter()
+                .flat_map(|nodes| args.seqno_requests.iter().map(move |requests| (nodes, requests)))
+            {
                 let scenario = Scenario {
                     nodes,
                     topology,
@@ -144,6 +161,7 @@ fn main() -> anyhow::Result<()> {
                     loss: args.loss,
                     kill: args.kill,
                     originator_interval: Duration::from_millis(interval),
+                    seqno_requests,
                     boot_spread: Duration::from_millis(args.boot_spread_ms),
                     desync: !args.no_desync,
                     session_jitter: Duration::from_millis(args.session_jitter_ms),
@@ -166,13 +184,15 @@ fn main() -> anyhow::Result<()> {
                 let rows = match kept {
                     Some(rows) => {
                         eprintln!(
-                            "{topology} N={nodes} interval {interval} ms: kept from {}",
+                            "{topology} N={nodes} interval {interval} ms requests {seqno_requests}: kept from {}",
                             cached.display()
                         );
                         rows
                     }
                     None => {
-                        eprintln!("running {topology} N={nodes} originator interval {interval} ms …");
+                        eprintln!(
+                            "running {topology} N={nodes} originator interval {interval} ms, seqno requests {seqno_requests} …"
+                        );
                         let outcome = scenario::run(&scenario)?;
                         eprintln!(
                             "  done in {:.0} s wall ({:.1} s simulated, {:.1} wall s per simulated s){}",

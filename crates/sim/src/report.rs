@@ -46,10 +46,20 @@ fn mib(bytes: f64) -> String {
     format!("{:.1}", bytes / (1024.0 * 1024.0))
 }
 
+/// The topology, marked when seqno requests were off (the baseline they are measured
+/// against).
+fn topology_label(outcome: &Outcome) -> String {
+    if outcome.scenario.seqno_requests {
+        outcome.scenario.topology.to_string()
+    } else {
+        format!("{} (no seqno requests)", outcome.scenario.topology)
+    }
+}
+
 fn run_label(outcome: &Outcome) -> String {
     format!(
         "| {} | {} | {} ms ",
-        outcome.scenario.topology,
+        topology_label(outcome),
         outcome.scenario.nodes,
         outcome.scenario.originator_interval.as_millis()
     )
@@ -229,7 +239,7 @@ pub fn notes(outcomes: &[Outcome]) -> String {
     for outcome in outcomes {
         let name = format!(
             "{} N={} interval {} ms",
-            outcome.scenario.topology,
+            topology_label(outcome),
             outcome.scenario.nodes,
             outcome.scenario.originator_interval.as_millis()
         );
@@ -283,6 +293,18 @@ pub fn notes(outcomes: &[Outcome]) -> String {
                     .rejections
                     .iter()
                     .map(|(reason, count)| format!("{reason} {count}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if !outcome.seqno_requests.is_empty() {
+            let _ = writeln!(
+                out,
+                "- {name}: seqno requests (all agents, whole run): {}.",
+                outcome
+                    .seqno_requests
+                    .iter()
+                    .map(|(what, count)| format!("{what} {count}"))
                     .collect::<Vec<_>>()
                     .join(", ")
             );

@@ -28,6 +28,9 @@ pub struct Scenario {
     /// Agents killed at once.
     pub kill: usize,
     pub originator_interval: Duration,
+    /// Routers ask for a newer sequence number when only unfeasible routes are left
+    /// (`RouterConfig::seqno_requests`); off for the baseline they are measured against.
+    pub seqno_requests: bool,
     /// Agents start at uniformly random times within this window (0: all at once).
     pub boot_spread: Duration,
     /// Each neighbour session comes up after a random delay below this (its own hello phase).
@@ -134,6 +137,8 @@ pub struct Outcome {
     /// Wall time of each phase (set-up, cold start, quiet period, failure).
     pub phase_walls: Vec<(&'static str, Duration)>,
     pub rejections: Vec<(&'static str, u64)>,
+    /// Seqno requests over all agents, by outcome.
+    pub seqno_requests: Vec<(&'static str, u64)>,
     /// Sent frames decoded again and compared with the message delivered, and how many
     /// failed that (or failed to encode, or to be signed).
     pub wire_checks: u64,
@@ -229,6 +234,7 @@ pub fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
     let cache = Rc::new(VerifyCache::new(n, trusted, (4 * n).max(4096)));
     let router = RouterConfig {
         originator_interval: scenario.originator_interval,
+        seqno_requests: scenario.seqno_requests,
         ..RouterConfig::default()
     };
     let neighbour_timeout = router.neighbour_timeout;
@@ -289,6 +295,7 @@ pub fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
         peak_rss_bytes: None,
         phase_walls: vec![("set-up", setup_wall)],
         rejections: Vec::new(),
+        seqno_requests: Vec::new(),
         wire_checks: 0,
         wire_errors: 0,
         timeline: Vec::new(),
@@ -304,6 +311,7 @@ pub fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
         outcome.simulated = mesh.now();
         outcome.events = mesh.events;
         outcome.rejections = mesh.rejections.iter().map(|(k, v)| (*k, *v)).collect();
+        outcome.seqno_requests = mesh.seqno_requests();
         outcome.verify_time = mesh.cache().verify_times();
         outcome.wire_checks = mesh.decode_checks;
         outcome.timeline = mesh.timeline.clone();
@@ -384,6 +392,8 @@ pub fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
         traffic_sum.hello_bytes += traffic.hello_bytes;
         traffic_sum.originator_messages += traffic.originator_messages;
         traffic_sum.originator_bytes += traffic.originator_bytes;
+        traffic_sum.request_messages += traffic.request_messages;
+        traffic_sum.request_bytes += traffic.request_bytes;
         max_bytes = max_bytes.max(traffic.bytes());
         let busy = (mesh.busy(agent) - busy_before[agent]).as_secs_f64();
         let asked = mesh.cache().requested(agent) - asked_before[agent];
@@ -529,6 +539,7 @@ mod tests {
             loss: 0.0,
             kill: 2,
             originator_interval: Duration::from_secs(1),
+            seqno_requests: true,
             boot_spread: Duration::from_millis(500),
             session_jitter: Duration::from_millis(100),
             desync: true,

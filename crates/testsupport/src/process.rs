@@ -164,7 +164,11 @@ impl AgentSpec {
             .args(["--listen-addr", &self.listen.to_string()])
             .args(["--metrics-addr", &self.metrics.to_string()])
             .args(["--log-format", "json"])
-            .env("RUST_LOG", "info")
+            // X0_AGENT_LOG (a RUST_LOG filter) to debug a test's agents.
+            .env(
+                "RUST_LOG",
+                std::env::var("X0_AGENT_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)

@@ -73,6 +73,11 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        // X0_KEEP_SCRATCH keeps the agents' logs and state to look at after a test.
+        if std::env::var_os("X0_KEEP_SCRATCH").is_some() {
+            eprintln!("kept {}", self.dir.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -71,6 +71,7 @@ fn decode_body(header: Header, body: &[u8]) -> Result<Message, DecodeError> {
             crate::EndorsementAnnounce::decode(body).map(Message::EndorsementAnnounce)
         }
         MessageType::SvidUpdate => crate::SvidUpdate::decode(body).map(Message::SvidUpdate),
+        MessageType::SeqnoRequest => crate::SeqnoRequest::decode(body).map(Message::SeqnoRequest),
     };
     decoded.map_err(|error| match error {
         DecodeError::Truncated => DecodeError::Malformed("field runs past the end of the frame body"),
@@ -103,6 +104,7 @@ pub fn encode_frame(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeEr
         Message::Data(data) => data.encode_body(out),
         Message::EndorsementAnnounce(announce) => announce.encode_body(out),
         Message::SvidUpdate(update) => update.encode_body(out),
+        Message::SeqnoRequest(request) => request.encode_body(out),
     };
     let body_len = out.len().saturating_sub(start + HEADER_LEN);
     let result = encoded.and_then(|()| {

@@ -30,6 +30,7 @@ mod error;
 mod frame;
 mod hello;
 mod originator;
+mod seqno_request;
 mod svid;
 
 pub use bytes::Bytes;
@@ -42,6 +43,7 @@ pub use originator::{
     Envelope, MAX_ENDPOINT_LEN, MAX_ORIGINATOR_NEIGHBOURS, MAX_SIGNATURE_LEN, MAX_SIGNED_LEN, Originator,
     OriginatorBody,
 };
+pub use seqno_request::SeqnoRequest;
 pub use svid::{MAX_SVID_CERT_LEN, MAX_SVID_CHAIN, SvidUpdate};
 
 use std::fmt;
@@ -94,8 +96,10 @@ pub enum MessageType {
     Originator = 2,
     /// [`Data`].
     Data = 3,
-    // 4 = Quarantine (a MAPE-K notice) and 5 = SeqnoRequest (ask an originator for a newer
-    // advertisement, as Babel does, to cut reroute time) are reserved.
+    // 4 = Quarantine (a MAPE-K notice) is reserved.
+    /// [`SeqnoRequest`] (added after the first release: an agent that predates it skips the
+    /// frame as `unknown_type`, and the requester waits for the periodic advertisement).
+    SeqnoRequest = 5,
     /// [`EndorsementAnnounce`].
     EndorsementAnnounce = 6,
     /// [`SvidUpdate`].
@@ -109,6 +113,7 @@ impl MessageType {
             1 => Some(MessageType::Hello),
             2 => Some(MessageType::Originator),
             3 => Some(MessageType::Data),
+            5 => Some(MessageType::SeqnoRequest),
             6 => Some(MessageType::EndorsementAnnounce),
             7 => Some(MessageType::SvidUpdate),
             _ => None,
@@ -129,6 +134,8 @@ pub enum Message {
     EndorsementAnnounce(EndorsementAnnounce),
     /// The sender's rotated X.509-SVID (meshes that take identities from SPIFFE).
     SvidUpdate(SvidUpdate),
+    /// A request for a newer advertisement of a destination.
+    SeqnoRequest(SeqnoRequest),
 }
 
 impl Message {
@@ -140,6 +147,7 @@ impl Message {
             Message::Data(_) => MessageType::Data,
             Message::EndorsementAnnounce(_) => MessageType::EndorsementAnnounce,
             Message::SvidUpdate(_) => MessageType::SvidUpdate,
+            Message::SeqnoRequest(_) => MessageType::SeqnoRequest,
         }
     }
 

@@ -6,8 +6,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use x0tta6bl4_wire::{
     Data, DecodeError, EndorsementAnnounce, Envelope, FrameReader, HEADER_LEN, Hello, MAX_BODY_LEN,
-    MAX_ENDORSEMENT_LEN, MAX_SVID_CHAIN, Message, NodeId, Originator, OriginatorBody, SvidUpdate,
-    decode_frame,
+    MAX_ENDORSEMENT_LEN, MAX_SVID_CHAIN, Message, NodeId, Originator, OriginatorBody, SeqnoRequest,
+    SvidUpdate, decode_frame,
 };
 
 fn node_id() -> impl Strategy<Value = NodeId> {
@@ -90,6 +90,14 @@ fn svid_update() -> impl Strategy<Value = SvidUpdate> {
     vec(vec(any::<u8>(), 0..1200), 1..=MAX_SVID_CHAIN).prop_map(|chain| SvidUpdate { chain })
 }
 
+fn seqno_request() -> impl Strategy<Value = SeqnoRequest> {
+    (node_id(), any::<u64>(), any::<u8>()).prop_map(|(destination, seq, hop_limit)| SeqnoRequest {
+        destination,
+        seq,
+        hop_limit,
+    })
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         hello().prop_map(Message::Hello),
@@ -97,6 +105,7 @@ fn message() -> impl Strategy<Value = Message> {
         data().prop_map(Message::Data),
         endorsement_announce().prop_map(Message::EndorsementAnnounce),
         svid_update().prop_map(Message::SvidUpdate),
+        seqno_request().prop_map(Message::SeqnoRequest),
     ]
 }
 
@@ -115,6 +124,7 @@ fn decode_body_as(message: &Message, body: &[u8]) -> Result<Message, DecodeError
             EndorsementAnnounce::decode(body).map(Message::EndorsementAnnounce)
         }
         Message::SvidUpdate(_) => SvidUpdate::decode(body).map(Message::SvidUpdate),
+        Message::SeqnoRequest(_) => SeqnoRequest::decode(body).map(Message::SeqnoRequest),
     }
 }
 

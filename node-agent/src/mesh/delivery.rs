@@ -91,6 +91,10 @@ impl Mesh {
                 let outputs = self.router.on_originator(peer, originator, now);
                 self.dispatch(outputs);
             }
+            Message::SeqnoRequest(request) => {
+                let outputs = self.router.on_seqno_request(peer, request, now);
+                self.dispatch(outputs);
+            }
             Message::Data(data) => {
                 // A failure is counted where it happens.
                 let _ = self.on_data(Some(peer), data);

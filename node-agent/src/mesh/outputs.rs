@@ -29,6 +29,9 @@ impl Mesh {
                 Output::Forward { peer, originator } => {
                     let _ = self.send(peer, &Message::Originator(originator));
                 }
+                Output::SendSeqnoRequest { peer, request } => {
+                    let _ = self.send(peer, &Message::SeqnoRequest(request));
+                }
                 Output::NeighbourDead { peer, silent_for } => {
                     tracing::info!(peer = %short(&peer), silent_ms = silent_for.as_millis(), "neighbour silent past the timeout");
                     // Its session is useless now: close it, so both sides dial afresh.
@@ -64,11 +67,26 @@ impl Mesh {
                 Output::OriginateDue => queue.extend(self.originate()),
             }
         }
+        self.copy_router_counters();
+    }
+
+    /// Adds what the router counted since the last call to the metrics.
+    fn copy_router_counters(&mut self) {
         let performed = self.router.verifications_performed();
         self.metrics
             .originator_verifications
             .inc_by(performed.saturating_sub(self.verifications_counted));
         self.verifications_counted = performed;
+        for (outcome, count) in &self.router.counters().seqno_requests {
+            let counted = self.seqno_requests_counted.entry(*outcome).or_default();
+            if *count > *counted {
+                self.metrics
+                    .seqno_requests
+                    .with_label_values(&[outcome.label()])
+                    .inc_by(count - *counted);
+                *counted = *count;
+            }
+        }
     }
 
     /// This agent's advertisement, honest unless a chaos experiment makes it forge: spoiled

@@ -592,14 +592,22 @@ fn killing_the_middle_node_is_detected_within_three_hellos_and_routes_through_it
     }
 }
 
-#[test]
-fn a_ring_of_six_reroutes_the_other_way_within_the_documented_bound_when_a_link_dies() {
-    let config = mk_config();
-    let mut net = Net::new(6, &mk_ring(6), &config);
+/// Cuts link 1-2 of a settled ring of six just after a round of advertisements (so that nodes
+/// needing a newer seqno would wait a whole interval for it: the worst case), and returns when
+/// the cut happened and when each pair's route last became one avoiding the cut, checking for
+/// loops after every event.
+fn ring_reroute_after_cut(config: &RouterConfig) -> (Net, Duration, BTreeMap<(u8, u8), Duration>) {
+    ring_reroute_after_cut_with(config, |_| config.clone())
+}
+
+/// [`ring_reroute_after_cut`] with node `i` configured by `config_of(i)`.
+fn ring_reroute_after_cut_with(
+    config: &RouterConfig,
+    config_of: impl Fn(u8) -> RouterConfig,
+) -> (Net, Duration, BTreeMap<(u8, u8), Duration>) {
+    let mut net = Net::new_with(6, &mk_ring(6), config_of);
     net.run_until(SETTLED);
     assert_eq!(net.path(1, 2), Ok(vec![1, 2]));
-    // Cut just after a round of advertisements, so nodes that need a newer seqno wait for the
-    // next round: the worst case.
     let last_round = net
         .routers
         .values()
@@ -631,10 +639,19 @@ fn a_ring_of_six_reroutes_the_other_way_within_the_documented_bound_when_a_link_
             }
         }
     });
-
     assert_eq!(net.path(1, 2), Ok(vec![1, 6, 5, 4, 3, 2]));
     assert_eq!(net.path(2, 1), Ok(vec![2, 3, 4, 5, 6, 1]));
     assert_eq!(rerouted_at.len(), 30, "every pair has a route avoiding the cut");
+    (net, cut_at, rerouted_at)
+}
+
+#[test]
+fn without_seqno_requests_a_ring_of_six_reroutes_within_one_advertisement_interval() {
+    let config = RouterConfig {
+        seqno_requests: false,
+        ..mk_config()
+    };
+    let (net, cut_at, rerouted_at) = ring_reroute_after_cut(&config);
     let propagation = 6 * net.latency;
     // The ends of the dead link advertise themselves at once, so routes to them come back
     // after detection plus one flood.
@@ -661,6 +678,65 @@ fn a_ring_of_six_reroutes_the_other_way_within_the_documented_bound_when_a_link_
         "rerouted after {:?}",
         slowest - cut_at
     );
+    let sent: u64 = net
+        .routers
+        .values()
+        .map(|r| r.seqno_requests(SeqnoOutcome::Sent))
+        .sum();
+    assert_eq!(sent, 0);
+}
+
+#[test]
+fn with_seqno_requests_every_route_of_the_ring_comes_back_without_waiting_for_the_next_round() {
+    let config = mk_config();
+    let (net, cut_at, rerouted_at) = ring_reroute_after_cut(&config);
+    // Detection, then a request travels to the destination and its fresh advertisement floods
+    // back: a round trip across the ring, far below the advertisement interval.
+    let round_trip = 2 * 6 * net.latency;
+    let bound = config.neighbour_timeout + config.hello_interval + round_trip + 10 * MS;
+    let slowest = rerouted_at.values().max().copied().unwrap();
+    assert!(
+        slowest - cut_at <= bound,
+        "rerouted after {:?}, bound {bound:?}",
+        slowest - cut_at
+    );
+    let total = |outcome| -> u64 { net.routers.values().map(|r| r.seqno_requests(outcome)).sum() };
+    assert!(
+        total(SeqnoOutcome::Sent) > 0,
+        "a node left with an unfeasible offer asked"
+    );
+    assert!(
+        total(SeqnoOutcome::Originated) > 0,
+        "a request reached its destination, which advertised afresh"
+    );
+    assert_eq!(total(SeqnoOutcome::NotNeighbour), 0);
+}
+
+#[test]
+fn a_ring_where_some_agents_predate_seqno_requests_still_reroutes_within_one_advertisement_interval() {
+    // A rolling upgrade half done: 4 and 5, on the way from 3 to 1, skip request frames (and
+    // send none). Requests that reach them go no further; the periodic advertisement does.
+    let config = mk_config();
+    let old = RouterConfig {
+        seqno_requests: false,
+        ..mk_config()
+    };
+    let (net, cut_at, rerouted_at) = ring_reroute_after_cut_with(&config, |i| {
+        if [4, 5].contains(&i) {
+            old.clone()
+        } else {
+            config.clone()
+        }
+    });
+    let slow_bound =
+        config.neighbour_timeout + config.originator_interval + 6 * net.latency + config.hello_interval;
+    let slowest = rerouted_at.values().max().copied().unwrap();
+    assert!(
+        slowest - cut_at <= slow_bound,
+        "rerouted after {:?}",
+        slowest - cut_at
+    );
+    assert!(net.skipped_requests > 0, "an old agent was asked and skipped it");
 }
 
 #[test]

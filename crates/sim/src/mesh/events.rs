@@ -186,6 +186,13 @@ impl Mesh {
                 histogram.record_duration(elapsed);
                 outputs
             }
+            Message::SeqnoRequest(request) => {
+                let agent = &mut self.agents[to];
+                let started = Instant::now();
+                let outputs = agent.router.on_seqno_request(from_id, request, now);
+                agent.busy += started.elapsed();
+                outputs
+            }
             // Data and any other message type: not routing's business here.
             _ => Vec::new(),
         };
@@ -212,6 +219,9 @@ impl Mesh {
                 Output::SendHello { peer, hello } => self.send(agent, peer, Message::Hello(hello)),
                 Output::Forward { peer, originator } => {
                     self.send(agent, peer, Message::Originator(originator))
+                }
+                Output::SendSeqnoRequest { peer, request } => {
+                    self.send(agent, peer, Message::SeqnoRequest(request))
                 }
                 Output::NeighbourDead { peer, .. } => {
                     if let Some(&peer) = self.index.get(&peer) {
@@ -338,6 +348,10 @@ impl Mesh {
             Message::Hello(_) => {
                 traffic.hello_messages += 1;
                 traffic.hello_bytes += len;
+            }
+            Message::SeqnoRequest(_) => {
+                traffic.request_messages += 1;
+                traffic.request_bytes += len;
             }
             _ => {
                 traffic.originator_messages += 1;

@@ -302,6 +302,17 @@ impl Mesh {
         self.agents[agent].traffic
     }
 
+    /// Seqno requests sent, received and passed on, over all agents, by outcome.
+    pub fn seqno_requests(&self) -> Vec<(&'static str, u64)> {
+        let mut total: std::collections::BTreeMap<&'static str, u64> = std::collections::BTreeMap::new();
+        for agent in &self.agents {
+            for (outcome, count) in &agent.router.counters().seqno_requests {
+                *total.entry(outcome.label()).or_default() += count;
+            }
+        }
+        total.into_iter().collect()
+    }
+
     pub fn busy(&self, agent: usize) -> Duration {
         self.agents[agent].busy
     }

@@ -12,17 +12,20 @@ pub struct Traffic {
     pub hello_bytes: u64,
     pub originator_messages: u64,
     pub originator_bytes: u64,
+    /// Seqno requests (sent or passed on).
+    pub request_messages: u64,
+    pub request_bytes: u64,
     /// Messages handed to the router (not lost, not to a dead agent).
     pub received: u64,
 }
 
 impl Traffic {
     pub fn messages(&self) -> u64 {
-        self.hello_messages + self.originator_messages
+        self.hello_messages + self.originator_messages + self.request_messages
     }
 
     pub fn bytes(&self) -> u64 {
-        self.hello_bytes + self.originator_bytes
+        self.hello_bytes + self.originator_bytes + self.request_bytes
     }
 
     pub fn minus(&self, earlier: &Traffic) -> Traffic {
@@ -31,6 +34,8 @@ impl Traffic {
             hello_bytes: self.hello_bytes - earlier.hello_bytes,
             originator_messages: self.originator_messages - earlier.originator_messages,
             originator_bytes: self.originator_bytes - earlier.originator_bytes,
+            request_messages: self.request_messages - earlier.request_messages,
+            request_bytes: self.request_bytes - earlier.request_bytes,
             received: self.received - earlier.received,
         }
     }
