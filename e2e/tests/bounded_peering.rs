@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kube::api::{Api, PostParams};
 use x0tta6bl4_api::MeshNetwork;
-use x0tta6bl4_api::peering::{Peering, reach_from};
+use x0tta6bl4_api::peering::{Peering, reach_from, summarise};
 use x0tta6bl4_e2e::*;
 
 const MESH: &str = "peer10";
@@ -127,6 +127,42 @@ async fn ten_agents_keep_only_their_rule_peers_and_route_to_everyone_around_a_de
             "{ip}: x0_agent_peers_wanted {wanted}"
         );
     }
+
+    // The operator reports the same graph, and every wanted session up.
+    let shape = summarise(&graph);
+    let reported = wait_until(
+        "the mesh's status to show the peering graph with every wanted session up",
+        TIMEOUT,
+        || async {
+            meshes
+                .get_status(MESH)
+                .await
+                .ok()
+                .and_then(|mesh| mesh.status)
+                .and_then(|status| status.peering)
+        },
+        |peering| {
+            peering.as_ref().is_some_and(|p| {
+                p.members == NODES as i32
+                    && p.wanted_sessions == shape.links as i32
+                    && p.sessions == p.wanted_sessions
+            })
+        },
+    )
+    .await
+    .unwrap();
+    assert!(reported.connected);
+    assert_eq!(reported.diameter_hops, shape.diameter.map(|hops| hops as i32));
+    assert_eq!(
+        (reported.min_peers, reported.max_peers),
+        (shape.min_peers as i32, shape.max_peers as i32)
+    );
+    println!(
+        "MeshNetwork status.peering: {} sessions up of {} wanted, connected, {} hops across",
+        reported.sessions,
+        reported.wanted_sessions,
+        reported.diameter_hops.unwrap_or(-1)
+    );
 
     // The agent with the most peers dies: the others route around it.
     let victim = (0..NODES).max_by_key(|&i| expected[i].len()).unwrap();

@@ -111,10 +111,7 @@ impl AgentConfig {
                 rtt: count(spec.routing.metric_weights.rtt),
                 ebpf_drops: count(spec.routing.metric_weights.ebpf_drops),
             },
-            peering: Peering {
-                near_peers: count(spec.routing.peering.near_peers),
-                long_links: count(spec.routing.peering.long_links),
-            },
+            peering: spec.routing.peering.rule(),
             key_exchange: spec.crypto.key_exchange,
             signature: spec.crypto.signature,
             key_rotation_interval: parse("crypto.keyRotationInterval", &spec.crypto.key_rotation_interval)?,

@@ -21,7 +21,7 @@ pub mod peering;
 
 pub use chaos::{ChaosExperiment, ChaosExperimentSpec, ChaosExperimentStatus};
 pub use fl_round::{FLTrainingRound, FLTrainingRoundSpec, FLTrainingRoundStatus};
-pub use mesh_network::{MeshNetwork, MeshNetworkSpec, MeshNetworkStatus};
+pub use mesh_network::{MeshNetwork, MeshNetworkSpec, MeshNetworkStatus, PeeringStatus};
 pub use mesh_node::{MeshNode, MeshNodeSpec, MeshNodeStatus};
 
 /// The API group of every custom resource of this project.

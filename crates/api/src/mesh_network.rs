@@ -41,6 +41,13 @@ use crate::{FieldError, labels};
         description = "Post-quantum policy and algorithms in force"
     ),
     printcolumn(
+        name = "Sessions",
+        type_ = "string",
+        json_path = ".status.peering.sessionsText",
+        priority = 1,
+        description = "Neighbour sessions up / wanted by the peering rule"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
@@ -276,6 +283,17 @@ pub struct PeeringSpec {
     pub long_links: i32,
 }
 
+impl PeeringSpec {
+    /// The rule these numbers give (validated ranges; a negative number counts as 0).
+    pub fn rule(&self) -> crate::peering::Peering {
+        let count = |n: i32| u32::try_from(n).unwrap_or(0);
+        crate::peering::Peering {
+            near_peers: count(self.near_peers),
+            long_links: count(self.long_links),
+        }
+    }
+}
+
 impl Default for PeeringSpec {
     fn default() -> Self {
         Self {
@@ -469,6 +487,37 @@ pub struct RevokedKey {
     pub reason: String,
 }
 
+/// The peering graph of the reporting agents (`spec.routing.peering` applied to their
+/// MeshNode records, as every agent applies it) and how much of it is up.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PeeringStatus {
+    /// Agents the graph is computed over (those reporting).
+    #[serde(default)]
+    pub members: i32,
+    /// Sessions the rule wants (pairs of peers).
+    #[serde(default)]
+    pub wanted_sessions: i32,
+    /// Sessions the agents report (each session is reported by both ends and counted once).
+    #[serde(default)]
+    pub sessions: i32,
+    /// "sessions/wanted", for `kubectl get -o wide`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sessions_text: String,
+    /// Fewest and most peers an agent has in the graph.
+    #[serde(default)]
+    pub min_peers: i32,
+    #[serde(default)]
+    pub max_peers: i32,
+    /// Whether every reporting agent can reach every other through the graph.
+    #[serde(default)]
+    pub connected: bool,
+    /// The most hops between two agents in the graph; computed for meshes of at most 1000
+    /// agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diameter_hops: Option<i32>,
+}
+
 /// The mesh's revocation list as the agents read it.
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -659,6 +708,9 @@ pub struct MeshNetworkStatus {
     /// Hash of the rendered agent configuration currently rolled out.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub config_hash: String,
+    /// The graph the peering rule gives the reporting agents, and the sessions they report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peering: Option<PeeringStatus>,
     /// The revoked node keys, signed for the agents. Written by the operator's revocation
     /// controller under its own field manager; the mesh reconciler never writes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -76,10 +76,13 @@ pub async fn reconcile(mesh: Arc<MeshNetwork>, ctx: Arc<Context>) -> Result<Acti
     apply_child(&ctx, &children.service).await?;
     let daemon_set = apply_child(&ctx, &children.daemon_set).await?.object;
 
+    let (agents, peering_members) = mesh_node_reports(&ctx, &namespace, &name, &now).await?;
     let observed = Observed {
         daemon_set_current: daemon_set_current(&daemon_set),
         daemon_set: daemon_set.status.clone(),
-        agents: mesh_node_reports(&ctx, &namespace, &name, &now).await?,
+        agents,
+        peering_members,
+        peering: mesh.spec.routing.peering.rule(),
         config_hash: children.config_hash.clone(),
         post_quantum: mesh.spec.post_quantum_summary(),
     };
@@ -115,22 +118,31 @@ fn daemon_set_current(daemon_set: &DaemonSet) -> bool {
     matches!((observed, daemon_set.metadata.generation), (Some(o), Some(g)) if o >= g)
 }
 
+/// The live agents' reports, and the peering members: the node names of the records with an
+/// endpoint, exactly what every agent applies the peering rule to.
 async fn mesh_node_reports(
     ctx: &Context,
     namespace: &str,
     mesh: &str,
     now: &Time,
-) -> Result<Vec<crate::agent_report::AgentReport>> {
+) -> Result<(Vec<crate::agent_report::AgentReport>, Vec<String>)> {
     let api: Api<MeshNode> = Api::namespaced(ctx.client.clone(), namespace);
     let list = api
         .list(&ListParams::default().fields(&format!("spec.meshName={mesh}")))
         .await
         .map_err(Error::kube(format!("listing MeshNodes of {namespace}/{mesh}")))?;
-    Ok(list
+    let reports = list
         .items
         .iter()
         .filter_map(|record| crate::agent_report::AgentReport::from_record(record, now))
-        .collect())
+        .collect();
+    let members = list
+        .items
+        .iter()
+        .filter(|record| record.status.as_ref().is_some_and(|s| !s.endpoint.is_empty()))
+        .map(|record| record.spec.node_name.clone())
+        .collect();
+    Ok((reports, members))
 }
 
 #[cfg(test)]
@@ -226,6 +238,8 @@ spec:
             }),
             daemon_set_current: true,
             agents: vec![],
+            peering_members: vec![],
+            peering: mesh.spec.routing.peering.rule(),
             config_hash: children.config_hash,
             post_quantum: mesh.spec.post_quantum_summary(),
         };

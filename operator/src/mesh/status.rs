@@ -4,7 +4,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use x0tta6bl4_api::MeshNetworkStatus;
 
 use crate::agent_report::AgentReport;
+use x0tta6bl4_api::PeeringStatus;
 use x0tta6bl4_api::condition::{self, CONVERGED, DEGRADED, Desired, PROGRESSING, READY, Status};
+use x0tta6bl4_api::peering::{self, Peering};
 
 /// What the reconciler saw of the mesh's children and agents.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -15,6 +17,10 @@ pub struct Observed {
     pub daemon_set_current: bool,
     /// What the agents of this mesh report in their MeshNode records.
     pub agents: Vec<AgentReport>,
+    /// The node names the agents apply the peering rule to (records with an endpoint).
+    pub peering_members: Vec<String>,
+    /// The peering rule in force (`spec.routing.peering`).
+    pub peering: Peering,
     /// Hash of the agent configuration just applied.
     pub config_hash: String,
     /// The PQ summary of the spec.
@@ -181,7 +187,39 @@ pub fn compute(
     status.ready_nodes_text = format!("{ready}/{desired}");
     status.post_quantum = observed.post_quantum.clone();
     status.config_hash = observed.config_hash.clone();
+    status.peering = peering_status(observed);
     (status, transitions)
+}
+
+/// The graph the peering rule gives the members, and the sessions the live agents report
+/// against it; `None` before any agent published an endpoint.
+fn peering_status(observed: &Observed) -> Option<PeeringStatus> {
+    if observed.peering_members.is_empty() {
+        return None;
+    }
+    let mut members: Vec<&str> = observed.peering_members.iter().map(String::as_str).collect();
+    members.sort_unstable();
+    members.dedup();
+    let summary = peering::summarise(&observed.peering.graph(&members));
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let reported: i32 = observed
+        .agents
+        .iter()
+        .map(|a| a.pq_sessions + a.classical_sessions)
+        .sum();
+    // Both ends of a session report it.
+    let sessions = reported / 2;
+    let wanted = count(summary.links);
+    Some(PeeringStatus {
+        members: count(summary.members),
+        wanted_sessions: wanted,
+        sessions,
+        sessions_text: format!("{sessions}/{wanted}"),
+        min_peers: count(summary.min_peers),
+        max_peers: count(summary.max_peers),
+        connected: summary.connected,
+        diameter_hops: summary.diameter.map(count),
+    })
 }
 
 /// The part of the status this reconciler writes: everything but `revocation`, which the
@@ -242,6 +280,8 @@ mod tests {
             }),
             daemon_set_current: true,
             agents: vec![],
+            peering_members: vec![],
+            peering: Peering::default(),
             config_hash: "abc".into(),
             post_quantum: "required:X25519MLKEM768/ML-DSA-65".into(),
         }
@@ -285,6 +325,34 @@ mod tests {
         let (status, _) = compute(None, Some(1), &observed(3, 0, 3), &at(1));
         assert_eq!(reason(&status, DEGRADED).0, "False");
         assert_eq!(reason(&status, PROGRESSING), ("True", "RollingOut"));
+    }
+
+    #[test]
+    fn the_peering_graph_of_the_members_is_reported_with_the_sessions_up() {
+        let mut seen = observed(10, 10, 10);
+        assert_eq!(compute(None, Some(1), &seen, &at(1)).0.peering, None);
+        seen.peering_members = (0..10).map(|i| format!("x0-peer-{i}")).collect();
+        seen.peering = Peering {
+            near_peers: 1,
+            long_links: 1,
+        };
+        // Nine agents report two sessions each, one agent is missing.
+        seen.agents = (0..9).map(|_| report(9, None)).collect();
+
+        let (status, _) = compute(None, Some(1), &seen, &at(1));
+
+        let peering = status.peering.unwrap();
+        let names: Vec<&str> = seen.peering_members.iter().map(String::as_str).collect();
+        let graph = seen.peering.graph(&names);
+        let wanted = graph.iter().map(|peers| peers.len()).sum::<usize>() / 2;
+        assert_eq!(peering.members, 10);
+        assert_eq!(peering.wanted_sessions as usize, wanted);
+        assert!(peering.wanted_sessions >= 10, "at least the ring");
+        assert_eq!(peering.sessions, 9);
+        assert_eq!(peering.sessions_text, format!("9/{wanted}"));
+        assert!(peering.connected);
+        assert!(peering.min_peers >= 2);
+        assert!(peering.diameter_hops.is_some_and(|hops| (1..=5).contains(&hops)));
     }
 
     fn report(routes: i32, reroute_ms: Option<u64>) -> AgentReport {
