@@ -35,6 +35,10 @@ pub struct RouterConfig {
     /// share, in percent, of the cost measured on every live link (a peer that understates its
     /// link metric to attract traffic). `None` in production.
     pub false_metric_percent: Option<u32>,
+    /// The least time between two updates of one destination under the same sequence number
+    /// (another next hop, or a metric moved by more than an eighth). Default 1 s. A newer
+    /// sequence number and a retraction are sent at once, whatever the gap.
+    pub update_gap: Duration,
     /// Ask for a newer sequence number when a route is lost and only unfeasible offers are
     /// left, instead of waiting for the destination's next advertisement. Default on; off
     /// only to measure what the requests save (the simulator's baseline).
@@ -68,6 +72,7 @@ impl Default for RouterConfig {
             endpoint: String::new(),
             false_metric_percent: None,
             seqno_requests: true,
+            update_gap: Duration::from_secs(1),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The routing state machine of one node: neighbours and their links, the verified
 //! advertisements of every originator, and the loop-free choice of a next hop per destination.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -339,6 +339,8 @@ struct Destination {
     /// Feasibility distance `(seq, metric)` (RFC 8966 §3.5.1).
     feasibility: Option<(u64, u32)>,
     advertised: Option<Advertised>,
+    /// When we last sent neighbours an update of it (paces same-seqno updates).
+    advertised_at: Option<Duration>,
     /// The signed advertisements still referenced by a route or by what we advertised, by seq.
     messages: BTreeMap<u64, Originator>,
     /// The newest advertisement accepted.
@@ -398,6 +400,11 @@ pub struct Router<V> {
     next_originate_at: Duration,
     next_sweep_at: Duration,
     requests: RequestLog,
+    /// The time of the latest input (for what route selection does without being told it).
+    now: Duration,
+    /// Destinations whose selected route changed under the same seqno while their last update
+    /// was less than `update_gap` old: sent by the sweep once the gap has passed.
+    pending_updates: BTreeSet<NodeId>,
 }
 
 /// The shortest hello, timeout and advertisement interval honoured.
@@ -432,6 +439,8 @@ impl<V: OriginatorVerifier> Router<V> {
             next_originate_at: now,
             next_sweep_at: now + config.hello_interval,
             requests: RequestLog::default(),
+            now,
+            pending_updates: BTreeSet::new(),
             config,
         }
     }
@@ -448,6 +457,7 @@ impl<V: OriginatorVerifier> Router<V> {
     /// A neighbour session was established. Hellos start at once; the neighbour carries
     /// routes once its first hello arrives.
     pub fn on_session_up(&mut self, peer: NodeId, now: Duration) -> Vec<Output> {
+        self.now = now;
         let mut out = Vec::new();
         if peer == self.self_id {
             return out;
@@ -461,6 +471,7 @@ impl<V: OriginatorVerifier> Router<V> {
 
     /// A neighbour session ended: every route through it is withdrawn at once.
     pub fn on_session_down(&mut self, peer: NodeId, now: Duration) -> Vec<Output> {
+        self.now = now;
         let mut out = Vec::new();
         self.remove_neighbour(peer, now, &mut out);
         self.send_wanted_requests(now, &mut out);
@@ -469,6 +480,7 @@ impl<V: OriginatorVerifier> Router<V> {
 
     /// A hello from a neighbour: liveness, link measurements, and its claimed link costs.
     pub fn on_hello(&mut self, peer: NodeId, hello: Hello, now: Duration) -> Vec<Output> {
+        self.now = now;
         let mut out = Vec::new();
         let Some(neighbour) = self.neighbours.get_mut(&peer) else {
             self.reject(peer, RejectReason::NotNeighbour, &mut out);
@@ -500,6 +512,7 @@ impl<V: OriginatorVerifier> Router<V> {
     /// signature, then replay protection (after the signature, so a forged sequence number
     /// cannot move the window), then route selection and forwarding.
     pub fn on_originator(&mut self, from: NodeId, originator: Originator, now: Duration) -> Vec<Output> {
+        self.now = now;
         let mut out = Vec::new();
         let body = originator.body();
         let (origin, seq) = (body.originator, body.seq);
@@ -571,6 +584,7 @@ impl<V: OriginatorVerifier> Router<V> {
     /// Time passes: neighbours that went silent die, hellos fall due, stale routes expire,
     /// and the periodic advertisement falls due.
     pub fn on_tick(&mut self, now: Duration) -> Vec<Output> {
+        self.now = now;
         let mut out = Vec::new();
         let timeout = self.config.neighbour_timeout;
         let silent: Vec<(NodeId, Duration)> = self
@@ -608,6 +622,7 @@ impl<V: OriginatorVerifier> Router<V> {
             self.next_sweep_at = now + self.config.hello_interval;
             self.expire_routes(now, &mut out);
             self.requests.prune(now, self.config.originator_interval);
+            self.send_pending_updates(now, &mut out);
         }
         self.send_wanted_requests(now, &mut out);
 
@@ -621,6 +636,7 @@ impl<V: OriginatorVerifier> Router<V> {
 
     /// A new reading of a link's cumulative eBPF counters.
     pub fn on_link_counters(&mut self, peer: NodeId, counters: LinkCounters, now: Duration) -> Vec<Output> {
+        self.now = now;
         let mut out = Vec::new();
         if let Some(neighbour) = self.neighbours.get_mut(&peer) {
             neighbour.metric.on_counters(counters);
@@ -637,6 +653,7 @@ impl<V: OriginatorVerifier> Router<V> {
     /// it is re-selected at once, and the next advertisement leaves the link out. The session
     /// and its hellos go on, so the link is still measured while quarantined.
     pub fn set_quarantined(&mut self, peer: NodeId, quarantined: bool, now: Duration) -> Vec<Output> {
+        self.now = now;
         let mut out = Vec::new();
         let Some(neighbour) = self.neighbours.get_mut(&peer) else {
             return out;
@@ -657,12 +674,14 @@ impl<V: OriginatorVerifier> Router<V> {
 
     /// Re-selects every route through `peer` with its current cost, even if the cost moved
     /// less than the re-selection hysteresis (the self-healing loop found the link degraded).
-    pub fn reroute_around(&mut self, peer: NodeId) -> Vec<Output> {
+    pub fn reroute_around(&mut self, peer: NodeId, now: Duration) -> Vec<Output> {
+        self.now = now;
         let mut out = Vec::new();
         if let Some(neighbour) = self.neighbours.get_mut(&peer) {
             neighbour.cost_at_selection = neighbour.route_cost();
             self.reselect_routes_via(peer, &mut out);
         }
+        self.send_wanted_requests(now, &mut out);
         out
     }
 
@@ -1066,10 +1085,47 @@ impl<V: OriginatorVerifier> Router<V> {
             });
             dest.selected = new_next_hop;
         }
-        advertise(destination, dest, best, neighbours, self.config.max_hops, out);
+        let pace = Pace {
+            now: self.now,
+            gap: self.config.update_gap,
+        };
+        if advertise(
+            destination,
+            dest,
+            best,
+            neighbours,
+            self.config.max_hops,
+            pace,
+            out,
+        ) == Sent::Deferred
+        {
+            self.pending_updates.insert(destination);
+        }
         dest.prune_messages();
         if let Some(seq) = missing_seqno {
             self.want_seqno(destination, seq);
+        }
+    }
+
+    /// Sends the same-seqno updates deferred by the pacing whose gap has passed (route
+    /// selection runs again: what goes out is the route selected now, if it still differs from
+    /// what the neighbours were told).
+    fn send_pending_updates(&mut self, now: Duration, out: &mut Vec<Output>) {
+        let gap = self.config.update_gap;
+        let due: Vec<NodeId> = self
+            .pending_updates
+            .iter()
+            .copied()
+            .filter(|destination| {
+                self.destinations
+                    .get(destination)
+                    .and_then(|dest| dest.advertised_at)
+                    .is_none_or(|at| at + gap <= now)
+            })
+            .collect();
+        for destination in due {
+            self.pending_updates.remove(&destination);
+            self.reselect(destination, out);
         }
     }
 
@@ -1116,18 +1172,43 @@ fn neighbour_alive(neighbours: &BTreeMap<NodeId, Neighbour>, peer: &NodeId) -> b
     neighbours.get(peer).is_some_and(|n| n.alive)
 }
 
+/// When route selection may send a same-seqno update of one destination.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    now: Duration,
+    gap: Duration,
+}
+
+/// What [`advertise`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Sent, or nothing worth sending.
+    Done,
+    /// A same-seqno change within the gap since the last update: to send once it has passed.
+    Deferred,
+}
+
+/// Whether a metric moved enough to tell the neighbours under the same seqno: by more than an
+/// eighth (as link costs must move before routes are re-selected), so RTT jitter is no news.
+fn metric_moved(old: u32, new: u32) -> bool {
+    u64::from(old.abs_diff(new)) * 8 > u64::from(old)
+}
+
 /// Tells the neighbours when the selected route changed in a way they must know: a newer
-/// seqno, a lower metric, another next hop, or no route at all (a retraction: the same signed
-/// advertisement with an infinite path cost). The next hop gets an infinite cost (poisoned
-/// reverse), so it never counts on a path through us that goes through itself.
+/// seqno, or no route at all (a retraction: the same signed advertisement with an infinite
+/// path cost), at once; another next hop or a metric moved by more than an eighth under the
+/// same seqno, at most once per `update_gap` per destination (a triggered update, as Babel
+/// sends). The next hop gets an infinite cost (poisoned reverse), so it never counts on a path
+/// through us that goes through itself.
 fn advertise(
     destination: NodeId,
     dest: &mut Destination,
     best: Option<(u32, NodeId)>,
     neighbours: &BTreeMap<NodeId, Neighbour>,
     max_hops: u8,
+    pace: Pace,
     out: &mut Vec<Output>,
-) {
+) -> Sent {
     let live_peers = || {
         neighbours
             .iter()
@@ -1137,11 +1218,12 @@ fn advertise(
     let Some((metric, via)) = best else {
         // No route: retract what we advertised, once.
         let Some(advertised) = dest.advertised.as_mut().filter(|a| a.metric != INFINITY) else {
-            return;
+            return Sent::Done;
         };
         advertised.metric = INFINITY;
+        dest.advertised_at = Some(pace.now);
         let Some(message) = dest.messages.get(&advertised.seq) else {
-            return;
+            return Sent::Done;
         };
         if advertised.hop_count <= max_hops {
             let envelope = Envelope {
@@ -1155,24 +1237,31 @@ fn advertise(
                 });
             }
         }
-        return;
+        return Sent::Done;
     };
     let Some(route) = dest.routes.get(&via) else {
-        return;
+        return Sent::Done;
     };
     let (seq, hop_count) = (route.seq, route.hop_count.saturating_add(1));
-    // Only a newer seqno, or a route where we had retracted one, is news worth a message now.
-    // A better metric or another next hop under the same seqno waits for the originator's next
-    // seqno (one originator interval): forwarding every improvement at once made each copy of
-    // a flood that arrived over a cheaper path a new flood (the cold-start storm of a large
-    // mesh). Loop freedom does not depend on it: a neighbour only selects us while our
-    // advertised metric is below its feasibility distance, whatever we select meanwhile
-    // (RFC 8966 §3.5.3), and the data still follows our current selection.
+    // A newer seqno, or a route where we had retracted one, is news to send now. Another next
+    // hop or a clearly different metric under the same seqno is paced: sending every
+    // improvement at once made each copy of a flood that arrived over a cheaper path a new
+    // flood (the cold-start storm of a large mesh), while waiting for the originator's next
+    // seqno left neighbours with our stale metric (or our stale poisoned reverse) for a whole
+    // originator interval, too long once that interval is long. Loop freedom depends on
+    // neither: a neighbour only selects us while our advertised metric is below its
+    // feasibility distance (RFC 8966 §3.5.3), and the data follows our current selection.
     let news = dest
         .advertised
         .is_none_or(|a| seq > a.seq || (seq == a.seq && a.metric == INFINITY));
-    if !news {
-        return;
+    let changed = dest
+        .advertised
+        .is_some_and(|a| seq == a.seq && (a.next_hop != via || metric_moved(a.metric, metric)));
+    if !news && !changed {
+        return Sent::Done;
+    }
+    if !news && dest.advertised_at.is_some_and(|at| at + pace.gap > pace.now) {
+        return Sent::Deferred;
     }
     // The feasibility distance is the smallest metric advertised for the newest seqno.
     dest.feasibility = Some(match dest.feasibility {
@@ -1186,11 +1275,12 @@ fn advertise(
         next_hop: via,
         hop_count,
     });
+    dest.advertised_at = Some(pace.now);
     let Some(message) = dest.messages.get(&seq) else {
-        return;
+        return Sent::Done;
     };
     if hop_count > max_hops {
-        return;
+        return Sent::Done;
     }
     for peer in live_peers() {
         let path_cost = if peer == via { INFINITY } else { metric };
@@ -1199,6 +1289,7 @@ fn advertise(
             originator: message.with_envelope(Envelope { hop_count, path_cost }),
         });
     }
+    Sent::Done
 }
 
 #[cfg(test)]

@@ -328,7 +328,7 @@ impl SelfHealing {
     ) {
         let enabled = self.config.enabled;
         match &action {
-            Some(Action::Reroute) if enabled => cycle.outputs.extend(router.reroute_around(peer)),
+            Some(Action::Reroute) if enabled => cycle.outputs.extend(router.reroute_around(peer, now)),
             Some(Action::Quarantine { until }) => {
                 self.quarantined.insert(
                     peer,

@@ -275,9 +275,10 @@ fn an_accepted_advertisement_is_forwarded_with_the_envelope_advanced_and_poisone
 }
 
 #[test]
-fn a_duplicate_is_not_forwarded_again_and_a_better_one_is_used_now_and_advertised_with_the_next_seqno() {
+fn a_duplicate_is_not_forwarded_again_and_a_better_one_is_used_now_and_advertised_after_the_update_gap() {
     let verifier = FakeVerifier::default();
-    let mut router = mk_router_with(mk_config(), &verifier);
+    let config = mk_config();
+    let mut router = mk_router_with(config.clone(), &verifier);
     with_live_neighbours(&mut router, &[2, 3, 4], Duration::ZERO);
     let first = router.on_originator(mk_id(2), mk_originator(mk_id(ORIGIN), 5, mk_envelope(3, 600)), MS);
     assert_eq!(forwards(&first).len(), 3, "a new seqno is flooded at once");
@@ -285,25 +286,65 @@ fn a_duplicate_is_not_forwarded_again_and_a_better_one_is_used_now_and_advertise
     let worse = router.on_originator(mk_id(3), mk_originator(mk_id(ORIGIN), 5, mk_envelope(3, 900)), MS);
     assert!(forwards(&worse).is_empty());
 
-    // A cheaper copy of the same seqno: data takes it at once, but it is no new flood.
+    // A cheaper copy of the same seqno: data takes it at once, but it is no new flood: the
+    // neighbours hear of it once the update gap since the last update has passed.
     let better = router.on_originator(mk_id(4), mk_originator(mk_id(ORIGIN), 5, mk_envelope(2, 100)), MS);
     assert_eq!(router.next_hop(&mk_id(ORIGIN)), Some(mk_id(4)));
     assert!(forwards(&better).is_empty(), "{better:?}");
-
-    // The next seqno carries the better metric to the neighbours (poisoned towards 4).
-    let next = router.on_originator(
-        mk_id(4),
-        mk_originator(mk_id(ORIGIN), 6, mk_envelope(2, 100)),
-        2 * MS,
-    );
     let metric = router.route(&mk_id(ORIGIN)).unwrap().metric;
     assert!(metric < 600);
+    let mut swept = Vec::new();
+    let mut now = MS;
+    let mut hello_seq = 1;
+    while now <= MS + config.update_gap + config.hello_interval {
+        now += 10 * MS;
+        if now.as_millis() % 100 == 1 {
+            // The neighbours stay alive.
+            hello_seq += 1;
+            for peer in [2, 3, 4] {
+                router.on_hello(mk_id(peer), mk_hello(hello_seq), now);
+            }
+        }
+        let outputs = router.on_tick(now);
+        if !forwards(&outputs).is_empty() {
+            swept.push((now, forwards(&outputs)));
+        }
+    }
+    let [(sent_at, sent)] = swept.as_slice() else {
+        panic!("one paced update: {swept:?}")
+    };
+    assert!(*sent_at >= MS + config.update_gap, "{sent_at:?}");
     assert_eq!(
-        forwards(&next),
+        *sent,
         [
             (2, mk_envelope(3, metric)),
             (3, mk_envelope(3, metric)),
             (4, mk_envelope(3, INFINITY))
+        ]
+    );
+
+    // Past the gap, a small change under the same seqno is no news; another next hop goes out
+    // at once.
+    let later = now + config.update_gap;
+    let jitter = router.on_originator(
+        mk_id(3),
+        mk_originator(mk_id(ORIGIN), 5, mk_envelope(2, 90)),
+        later,
+    );
+    assert!(forwards(&jitter).is_empty(), "{jitter:?}");
+    assert_eq!(
+        router.next_hop(&mk_id(ORIGIN)),
+        Some(mk_id(4)),
+        "within the switch margin"
+    );
+    let moved = router.on_session_down(mk_id(4), later);
+    let rerouted = router.route(&mk_id(ORIGIN)).unwrap();
+    assert_eq!(rerouted.next_hop, mk_id(3));
+    assert_eq!(
+        forwards(&moved),
+        [
+            (2, mk_envelope(3, rerouted.metric)),
+            (3, mk_envelope(3, INFINITY))
         ]
     );
 }
@@ -713,6 +754,26 @@ fn with_seqno_requests_every_route_of_the_ring_comes_back_without_waiting_for_th
 }
 
 #[test]
+fn with_a_thirty_second_advertisement_interval_the_ring_still_reroutes_without_waiting_for_it() {
+    // Refresh rarely, update on change: seqno requests and same-seqno updates carry a failure,
+    // not the periodic advertisement.
+    let config = RouterConfig {
+        originator_interval: Duration::from_secs(30),
+        route_expiry: Duration::from_secs(120),
+        ..mk_config()
+    };
+    let (net, cut_at, rerouted_at) = ring_reroute_after_cut(&config);
+    let round_trip = 2 * 6 * net.latency;
+    let bound = config.neighbour_timeout + config.hello_interval + round_trip + 10 * MS;
+    let slowest = rerouted_at.values().max().copied().unwrap();
+    assert!(
+        slowest - cut_at <= bound,
+        "rerouted after {:?}, bound {bound:?}",
+        slowest - cut_at
+    );
+}
+
+#[test]
 fn a_ring_where_some_agents_predate_seqno_requests_still_reroutes_within_one_advertisement_interval() {
     // A rolling upgrade half done: 4 and 5, on the way from 3 to 1, skip request frames (and
     // send none). Requests that reach them go no further; the periodic advertisement does.
@@ -796,6 +857,44 @@ fn a_restarted_node_rejoins_and_every_route_comes_back() {
             assert_eq!(net.next_hop(from, to), Some(toward), "{from} -> {to}");
         }
     }
+}
+
+/// A ring of ten with a 30 s advertisement interval: node 1 dies, routes go the long way,
+/// node 1 comes back. Returns the path from 3 to 9 `wait` after the restart (the short way is
+/// 3-2-1-10-9, through the restarted node, under 9's same sequence number: 9 is no neighbour
+/// of 1, so it does not advertise afresh when 1 comes back).
+fn ring_path_after_a_restart(update_gap: Duration, wait: Duration) -> Vec<u8> {
+    let config = RouterConfig {
+        originator_interval: Duration::from_secs(30),
+        route_expiry: Duration::from_secs(120),
+        update_gap,
+        ..mk_config()
+    };
+    let mut net = Net::new(10, &mk_ring(10), &config);
+    net.run_until(SETTLED);
+    assert_eq!(net.path(3, 9), Ok(vec![3, 2, 1, 10, 9]));
+    net.kill(1);
+    net.run_until(SETTLED + 2 * config.neighbour_timeout);
+    assert_eq!(net.path(3, 9), Ok(vec![3, 4, 5, 6, 7, 8, 9]));
+    let restarted_at = net.now;
+    net.restart(1, 1_000_000, &config);
+    net.run_checking(restarted_at + wait, |net| assert_no_loop(net, 10));
+    net.path(3, 9).unwrap()
+}
+
+#[test]
+fn a_shorter_path_under_the_same_seqno_spreads_by_triggered_updates_not_the_next_advertisement() {
+    let wait = Duration::from_secs(3);
+    // Node 2 switches to the short way at once and tells 3 once its update gap has passed.
+    assert_eq!(
+        ring_path_after_a_restart(Duration::from_secs(1), wait),
+        [3, 2, 1, 10, 9]
+    );
+    // Without same-seqno updates, 3 keeps the long way until 9's next advertisement.
+    assert_eq!(
+        ring_path_after_a_restart(Duration::from_secs(3600), wait),
+        [3, 4, 5, 6, 7, 8, 9]
+    );
 }
 
 #[test]
