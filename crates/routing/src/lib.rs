@@ -24,9 +24,13 @@
 //!   feasible offers are selected, so no selection can close a loop, even during
 //!   convergence. A route's metric is the envelope's `path_cost` plus our link cost to the
 //!   neighbour it came from; the lowest wins. A node re-advertises (forwards the same signed
-//!   bytes with its own envelope) when its route gets a newer seqno, a lower metric or another
-//!   next hop, retracts it (infinite `path_cost`) when it has none left, and tells its next hop
-//!   an infinite cost (poisoned reverse).
+//!   bytes with its own envelope) at once when its route gets a newer seqno, and retracts it
+//!   (infinite `path_cost`) at once when it has none left; another next hop or a metric moved
+//!   by more than an eighth under the same seqno is a *triggered update*, sent at most once
+//!   per `update_gap` (1 s) per destination, so a flood's copies arriving over cheaper paths
+//!   do not each become a new flood. It tells its next hop an infinite cost (poisoned
+//!   reverse). The periodic advertisement refreshes; what changes is carried by triggered
+//!   updates and seqno requests (below), so the originator interval can be long.
 //!
 //! # How long rerouting takes
 //!
