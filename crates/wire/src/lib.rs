@@ -11,6 +11,18 @@
 //! at most [`MAX_BODY_LEN`] bytes. Adding a message type: a variant in [`MessageType`] and
 //! [`Message`], a module with `decode`/`encode_body`, and one arm in `frame.rs`'s `decode_body`
 //! and `encode_frame` (the compiler points at each place).
+//!
+//! # Mixed versions during a rolling upgrade
+//!
+//! - **A new message type** keeps the frame version: an agent that does not know the type
+//!   skips the frame, counts it (`x0_agent_frames_dropped_total{reason="unknown_type"}`) and
+//!   keeps the session. So a new type must be an optional addition whose absence the sender
+//!   survives: [`SeqnoRequest`] (type 5) is one; its sender falls back to the periodic
+//!   advertisement, and `routing`'s mixed-version ring test checks the reroute bound with
+//!   agents that skip it.
+//! - **A changed layout of an existing message** needs a new frame version: an agent refuses a
+//!   version it does not speak (`unsupported_version`, counted) and closes the session, so old
+//!   and new agents do not peer until the upgrade is done. None has been needed yet.
 #![forbid(unsafe_code)]
 // Decoders see attacker-chosen bytes: no panicking shortcuts outside tests.
 #![cfg_attr(
