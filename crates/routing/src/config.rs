@@ -36,8 +36,9 @@ pub struct RouterConfig {
     /// link metric to attract traffic). `None` in production.
     pub false_metric_percent: Option<u32>,
     /// The least time between two updates of one destination under the same sequence number
-    /// (another next hop, or a metric moved by more than an eighth). Default 1 s. A newer
-    /// sequence number and a retraction are sent at once, whatever the gap.
+    /// (another next hop at no higher metric, or a metric lower by more than an eighth; a
+    /// higher one waits for the next sequence number). Default 1 s. A newer sequence number
+    /// and a retraction are sent at once, whatever the gap.
     pub update_gap: Duration,
     /// Ask for a newer sequence number when a route is lost and only unfeasible offers are
     /// left, instead of waiting for the destination's next advertisement. Default on; off

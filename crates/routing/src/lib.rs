@@ -25,10 +25,12 @@
 //!   convergence. A route's metric is the envelope's `path_cost` plus our link cost to the
 //!   neighbour it came from; the lowest wins. A node re-advertises (forwards the same signed
 //!   bytes with its own envelope) at once when its route gets a newer seqno, and retracts it
-//!   (infinite `path_cost`) at once when it has none left; another next hop or a metric moved
-//!   by more than an eighth under the same seqno is a *triggered update*, sent at most once
-//!   per `update_gap` (1 s) per destination, so a flood's copies arriving over cheaper paths
-//!   do not each become a new flood. It tells its next hop an infinite cost (poisoned
+//!   (infinite `path_cost`) at once when it has none left; under the same seqno, another next
+//!   hop at no higher metric or a metric lower by more than an eighth is a *triggered
+//!   update*, sent at most once per `update_gap` (1 s) per destination, so a flood's copies
+//!   arriving over cheaper paths do not each become a new flood (a higher metric waits for the
+//!   next seqno: heard under the same one, it could push a neighbour's route above its
+//!   feasibility distance). It tells its next hop an infinite cost (poisoned
 //!   reverse). The periodic advertisement refreshes; what changes is carried by triggered
 //!   updates and seqno requests (below), so the originator interval can be long.
 //!

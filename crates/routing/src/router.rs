@@ -1196,9 +1196,9 @@ fn metric_moved(old: u32, new: u32) -> bool {
 
 /// Tells the neighbours when the selected route changed in a way they must know: a newer
 /// seqno, or no route at all (a retraction: the same signed advertisement with an infinite
-/// path cost), at once; another next hop or a metric moved by more than an eighth under the
-/// same seqno, at most once per `update_gap` per destination (a triggered update, as Babel
-/// sends). The next hop gets an infinite cost (poisoned reverse), so it never counts on a path
+/// path cost), at once; under the same seqno, another next hop at no higher metric or a metric
+/// lower by more than an eighth, at most once per `update_gap` per destination (a triggered
+/// update, as Babel sends). The next hop gets an infinite cost (poisoned reverse), so it never counts on a path
 /// through us that goes through itself.
 fn advertise(
     destination: NodeId,
@@ -1254,9 +1254,16 @@ fn advertise(
     let news = dest
         .advertised
         .is_none_or(|a| seq > a.seq || (seq == a.seq && a.metric == INFINITY));
-    let changed = dest
-        .advertised
-        .is_some_and(|a| seq == a.seq && (a.next_hop != via || metric_moved(a.metric, metric)));
+    // Only a change for the better (or no worse, through another next hop): a neighbour that
+    // heard a higher metric under the same seqno may find its route through us above its
+    // feasibility distance and drop it (RFC 8966 §3.5.1), a loss the next seqno would not
+    // have caused. A worse metric waits for the next seqno, as before.
+    let changed = dest.advertised.is_some_and(|a| {
+        seq == a.seq
+            && a.metric != INFINITY
+            && metric <= a.metric
+            && (a.next_hop != via || metric_moved(a.metric, metric))
+    });
     if !news && !changed {
         return Sent::Done;
     }
