@@ -263,6 +263,13 @@ impl TrustStore {
         keys.into_iter().map(|(_, key)| key).collect()
     }
 
+    /// When the endorsement of `node`'s key of `key_epoch` runs out (Unix seconds), if known.
+    pub fn not_after(&self, node: &NodeId, key_epoch: u32) -> Option<u64> {
+        self.keys
+            .get(&(*node, key_epoch))
+            .map(|(_, _, not_after)| *not_after)
+    }
+
     /// Forgets keys whose endorsement has run out, so memory stays bounded by live keys.
     pub fn prune(&mut self, now_unix: u64) {
         self.keys.retain(|_, (_, _, not_after)| *not_after > now_unix);

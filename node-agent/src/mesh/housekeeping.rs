@@ -18,9 +18,34 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
 pub(super) const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Mesh {
+    /// When the next key in use runs out (a session peer's, or this agent's own), if sooner
+    /// than the next housekeeping: housekeeping then runs at that instant, so a key stops
+    /// being accepted when it runs out rather than up to a housekeeping interval later (by
+    /// which time its holder may have rotated and announced a successor, and nobody would
+    /// have noticed the expiry).
+    fn next_key_expiry(&self, now: Instant) -> Instant {
+        let now_micros = unix_micros();
+        // Just past the second a key runs out in (expiry is checked in whole seconds).
+        let at_micros = |not_after: u64| not_after.saturating_mul(1_000_000).saturating_add(1_000);
+        let own = self.signer.identity.get().endorsement.not_after;
+        let earliest = {
+            let trust = self.trust.read().unwrap_or_else(PoisonError::into_inner);
+            self.sessions
+                .iter()
+                .filter_map(|(peer, session)| trust.not_after(peer, session.key_epoch))
+                .chain([own])
+                .map(at_micros)
+                .filter(|at| *at > now_micros)
+                .min()
+        };
+        earliest.map_or(now + HOUSEKEEPING_INTERVAL, |at| {
+            now + Duration::from_micros(at - now_micros)
+        })
+    }
+
     pub(super) fn housekeeping(&mut self) {
         let now = Instant::now();
-        self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+        self.next_housekeeping = (now + HOUSEKEEPING_INTERVAL).min(self.next_key_expiry(now));
         if self.false_metric_percent.has_changed().unwrap_or(false) {
             let percent = *self.false_metric_percent.borrow_and_update();
             self.router.set_false_metric_percent(percent);
