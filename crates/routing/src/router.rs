@@ -982,8 +982,7 @@ impl<V: OriginatorVerifier> Router<V> {
         let Some(neighbour) = self.neighbours.get_mut(&peer) else {
             return;
         };
-        let (old, new) = (u64::from(neighbour.cost_at_selection), u64::from(neighbour.cost));
-        if old.abs_diff(new) * 8 > old {
+        if moved_by_an_eighth(neighbour.cost_at_selection, neighbour.cost) {
             neighbour.cost_at_selection = neighbour.cost;
             self.reselect_routes_via(peer, out);
         }
@@ -1188,9 +1187,10 @@ enum Sent {
     Deferred,
 }
 
-/// Whether a metric moved enough to tell the neighbours under the same seqno: by more than an
-/// eighth (as link costs must move before routes are re-selected), so RTT jitter is no news.
-fn metric_moved(old: u32, new: u32) -> bool {
+/// Whether a cost moved by more than an eighth: what a link cost must move before routes are
+/// re-selected, and a metric before the neighbours hear of it under the same seqno, so that
+/// RTT jitter is no news.
+fn moved_by_an_eighth(old: u32, new: u32) -> bool {
     u64::from(old.abs_diff(new)) * 8 > u64::from(old)
 }
 
@@ -1262,7 +1262,7 @@ fn advertise(
         seq == a.seq
             && a.metric != INFINITY
             && metric <= a.metric
-            && (a.next_hop != via || metric_moved(a.metric, metric))
+            && (a.next_hop != via || moved_by_an_eighth(a.metric, metric))
     });
     if !news && !changed {
         return Sent::Done;

@@ -233,6 +233,14 @@ pub fn timeline_table(outcome: &Outcome) -> String {
     out
 }
 
+/// `label count` pairs, comma-separated.
+fn counts(list: &[(&'static str, u64)]) -> String {
+    list.iter()
+        .map(|(label, count)| format!("{label} {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Runs that did not finish, and anything unexpected.
 pub fn notes(outcomes: &[Outcome]) -> String {
     let mut out = String::new();
@@ -289,24 +297,14 @@ pub fn notes(outcomes: &[Outcome]) -> String {
                 verify.count(),
                 micros(verify.percentile(50.0)),
                 outcome.wire_checks,
-                outcome
-                    .rejections
-                    .iter()
-                    .map(|(reason, count)| format!("{reason} {count}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                counts(&outcome.rejections)
             );
         }
         if !outcome.seqno_requests.is_empty() {
             let _ = writeln!(
                 out,
                 "- {name}: seqno requests (all agents, whole run): {}.",
-                outcome
-                    .seqno_requests
-                    .iter()
-                    .map(|(what, count)| format!("{what} {count}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                counts(&outcome.seqno_requests)
             );
         }
     }
