@@ -1032,15 +1032,32 @@ impl<V: OriginatorVerifier> Router<V> {
     /// Selects the best feasible route to `destination`, reports a changed next hop, and
     /// advertises what changed.
     fn reselect(&mut self, destination: NodeId, out: &mut Vec<Output>) {
+        let pending_seq = self.requests.pending_seq(&destination);
         let Some(dest) = self.destinations.get_mut(&destination) else {
             return;
         };
         let neighbours = &self.neighbours;
         let cost_via = |via: &NodeId| neighbours.get(via).map_or(INFINITY, Neighbour::route_cost);
+        let usable = |via: &NodeId, route: &RouteEntry| {
+            route.path_cost.saturating_add(cost_via(via)) != INFINITY
+                && dest.feasible(route.seq, route.path_cost)
+        };
+        // A request for a newer seqno is pending here (this node asked, or passed one on): when
+        // a usable route carries it, only such routes are considered. Any feasible selection is
+        // loop-free, and selecting the newer seqno makes it news, so the answer travels on to
+        // whoever asked instead of stopping at a node that keeps a cheaper route under the
+        // older seqno (which never forwards the newer one).
+        let min_seq = pending_seq
+            .filter(|wanted| {
+                dest.routes
+                    .iter()
+                    .any(|(via, r)| r.seq >= *wanted && usable(via, r))
+            })
+            .unwrap_or(0);
         let mut best: Option<(u32, NodeId)> = None;
         for (via, route) in &dest.routes {
             let metric = route.path_cost.saturating_add(cost_via(via));
-            if metric == INFINITY || !dest.feasible(route.seq, route.path_cost) {
+            if !usable(via, route) || route.seq < min_seq {
                 continue;
             }
             // Lowest metric; on a tie keep the current next hop, then the lowest id.
@@ -1063,8 +1080,8 @@ impl<V: OriginatorVerifier> Router<V> {
         {
             let current_metric = route.path_cost.saturating_add(cost_via(&current));
             let margin = (current_metric / 16).max(SWITCH_MARGIN_MIN);
-            if current_metric != INFINITY
-                && dest.feasible(route.seq, route.path_cost)
+            if usable(&current, route)
+                && route.seq >= min_seq
                 && best_metric.saturating_add(margin) >= current_metric
             {
                 best = Some((current_metric, current));
@@ -1075,6 +1092,9 @@ impl<V: OriginatorVerifier> Router<V> {
         } else {
             None
         };
+        let selected_seq = best
+            .and_then(|(_, via)| dest.routes.get(&via))
+            .map(|route| route.seq);
         let new_next_hop = best.map(|(_, via)| via);
         if new_next_hop != dest.selected {
             out.push(Output::RouteChanged {
@@ -1103,6 +1123,9 @@ impl<V: OriginatorVerifier> Router<V> {
         dest.prune_messages();
         if let Some(seq) = missing_seqno {
             self.want_seqno(destination, seq);
+        }
+        if let Some(seq) = selected_seq {
+            self.requests.answered(&destination, seq);
         }
     }
 

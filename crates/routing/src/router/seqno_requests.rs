@@ -72,6 +72,10 @@ pub(super) struct RequestLog {
     /// Destinations whose route was lost with only unfeasible offers left, with the sequence
     /// number that would make an offer feasible; sent by the next input that knows the time.
     wanted: Vec<(NodeId, u64)>,
+    /// Requests this node sent or passed on and not yet seen answered: the sequence number
+    /// asked for, and when. While one is pending, route selection prefers the routes that
+    /// carry it (see `Router::reselect`).
+    pending: BTreeMap<NodeId, (u64, Duration)>,
 }
 
 impl RequestLog {
@@ -88,9 +92,33 @@ impl RequestLog {
         !recent
     }
 
-    /// Forgets the requests that no longer suppress anything.
+    /// Forgets the requests that no longer suppress anything, and pending ones nobody
+    /// answered within `window`.
     pub(super) fn prune(&mut self, now: Duration, window: Duration) {
         self.last.retain(|_, (_, at)| *at + window > now);
+        self.pending.retain(|_, (_, at)| *at + window > now);
+    }
+
+    /// Notes a request for `(destination, seq)` sent or passed on.
+    fn note_pending(&mut self, destination: NodeId, seq: u64, now: Duration) {
+        let entry = self.pending.entry(destination).or_insert((seq, now));
+        *entry = (entry.0.max(seq), now);
+    }
+
+    /// The sequence number a pending request for `destination` asks for.
+    pub(super) fn pending_seq(&self, destination: &NodeId) -> Option<u64> {
+        self.pending.get(destination).map(|(seq, _)| *seq)
+    }
+
+    /// The selected route carries `seq`: a pending request for it or older is answered.
+    pub(super) fn answered(&mut self, destination: &NodeId, seq: u64) {
+        if self
+            .pending
+            .get(destination)
+            .is_some_and(|(wanted, _)| *wanted <= seq)
+        {
+            self.pending.remove(destination);
+        }
     }
 }
 
@@ -133,9 +161,21 @@ impl<V: OriginatorVerifier> Router<V> {
         if request.destination == self.self_id {
             return self.answer_for_self(from, request.seq, now, out);
         }
+        if !self.destinations.contains_key(&request.destination) {
+            return SeqnoOutcome::NoRoute;
+        }
+        // Pending from now on: a route this node holds under the requested seqno (or gets
+        // later) is preferred, selected, and so advertised to every neighbour, the asker too.
+        self.requests.note_pending(request.destination, request.seq, now);
+        let advertised_before = self.destinations[&request.destination].advertised.map(|a| a.seq);
+        self.reselect(request.destination, out);
         let Some(dest) = self.destinations.get(&request.destination) else {
             return SeqnoOutcome::NoRoute;
         };
+        let advertised_now = dest.advertised.map(|a| a.seq);
+        if advertised_now != advertised_before && advertised_now.is_some_and(|seq| seq >= request.seq) {
+            return SeqnoOutcome::Answered;
+        }
         if let Some(advertised) = dest.advertised
             && advertised.metric != INFINITY
             && advertised.seq >= request.seq
@@ -258,6 +298,7 @@ impl<V: OriginatorVerifier> Router<V> {
             {
                 continue;
             }
+            self.requests.note_pending(destination, seq, now);
             for peer in askers {
                 self.count_request(SeqnoOutcome::Sent);
                 out.push(Output::SendSeqnoRequest {
@@ -464,6 +505,73 @@ mod tests {
         router.on_originator(mk_id(3), mk_originator(mk_id(ORIGIN), 6, answer), 3 * MS);
         assert_eq!(router.next_hop(&mk_id(ORIGIN)), Some(mk_id(3)));
         assert_ne!(router.route(&mk_id(ORIGIN)).unwrap().metric, INFINITY);
+    }
+
+    #[test]
+    fn a_node_asked_for_a_seqno_it_holds_only_on_a_costlier_route_switches_to_it_and_tells_everyone() {
+        let verifier = FakeVerifier::default();
+        let mut router = mk_router(&verifier, &[2, 3, 4]);
+        let cheap = Envelope {
+            hop_count: 2,
+            path_cost: 256,
+        };
+        let costly = Envelope {
+            hop_count: 5,
+            path_cost: 1024,
+        };
+        router.on_originator(mk_id(2), mk_originator(mk_id(ORIGIN), 5, cheap), MS);
+        // Seqno 6 arrives over a costlier path: the cheaper route under seqno 5 stays selected,
+        // and seqno 6 is not news to anyone.
+        let quiet = router.on_originator(mk_id(3), mk_originator(mk_id(ORIGIN), 6, costly), 2 * MS);
+        assert!(answers(&quiet).is_empty());
+        assert_eq!(router.route(&mk_id(ORIGIN)).unwrap().seq, 5);
+
+        // 4 lost its route and asks for seqno 6: this node takes the route that carries it.
+        let outputs = router.on_seqno_request(mk_id(4), request(ORIGIN, 6, 10), 3 * MS);
+
+        let route = router.route(&mk_id(ORIGIN)).unwrap();
+        assert_eq!((route.next_hop, route.seq), (mk_id(3), 6));
+        let sent: Vec<(u8, u64)> = answers(&outputs)
+            .iter()
+            .map(|(peer, seq, _)| (*peer, *seq))
+            .collect();
+        assert_eq!(
+            sent,
+            [(2, 6), (3, 6), (4, 6)],
+            "news to every neighbour, the asker too"
+        );
+        assert!(sent_requests(&outputs).is_empty(), "nothing left to pass on");
+        assert_eq!(router.seqno_requests(SeqnoOutcome::Answered), 1);
+    }
+
+    #[test]
+    fn an_answer_reaching_a_node_that_passed_the_request_on_is_selected_and_sent_on() {
+        let verifier = FakeVerifier::default();
+        let mut router = mk_router(&verifier, &[2, 3, 4]);
+        let cheap = Envelope {
+            hop_count: 2,
+            path_cost: 256,
+        };
+        router.on_originator(mk_id(2), mk_originator(mk_id(ORIGIN), 5, cheap), MS);
+        let passed = router.on_seqno_request(mk_id(4), request(ORIGIN, 6, 10), 2 * MS);
+        assert_eq!(sent_requests(&passed), [(2, request(ORIGIN, 6, 9))]);
+
+        // The answer comes back over a costlier path: selected anyway, and sent on to 4.
+        let costly = Envelope {
+            hop_count: 5,
+            path_cost: 1024,
+        };
+        let outputs = router.on_originator(mk_id(3), mk_originator(mk_id(ORIGIN), 6, costly), 3 * MS);
+
+        assert_eq!(router.route(&mk_id(ORIGIN)).unwrap().seq, 6);
+        assert!(
+            answers(&outputs)
+                .iter()
+                .any(|(peer, seq, _)| (*peer, *seq) == (4, 6))
+        );
+        // Answered: the next seqno 6 copy over the cheap path may be preferred again.
+        router.on_originator(mk_id(2), mk_originator(mk_id(ORIGIN), 6, cheap), 4 * MS);
+        assert_eq!(router.next_hop(&mk_id(ORIGIN)), Some(mk_id(2)));
     }
 
     #[test]
